@@ -1,0 +1,661 @@
+//! The pipeline of one attempt: Waiting -> Preparing -> FetchingBundle -> Building -> Starting ->
+//! Running -> Done, and the stops that cut it short. Every state change goes through `set_state`
+//! or `finish`, which assert the lifecycle.
+
+use std::collections::BTreeMap;
+
+use super::effect::{BuildSpec, ContainerSpec, Effect, Signal};
+use super::env::{EnvContext, build_iris_env};
+use super::event::{Event, ExitStatus};
+use super::ids::AttemptKey;
+use super::logs::LogSource;
+use super::spec::{Entrypoint, TaskSpec};
+use super::state::{TaskState, is_legal_transition};
+use super::task::{BuildMetrics, ResourceUsage, Task};
+use super::timers::Timer;
+use super::worker::{Attempt, Phase, StopReason, SubmitError, WorkerCore, attempt_key};
+
+/// The file a callable entrypoint is written to, in the workdir.
+pub const CALLABLE_FILE: &str = "_iris_callable.pkl";
+
+/// Runs a cloudpickled `(fn, args, kwargs)` from the workdir; the worker never unpickles it.
+pub const CALLABLE_THUNK: &str = "import cloudpickle\n\
+with open('_iris_callable.pkl', 'rb') as f:\n    fn, args, kwargs = cloudpickle.load(f)\n\
+fn(*args, **kwargs)\n";
+
+/// The terminal outcome of an attempt.
+struct Outcome {
+    state: TaskState,
+    error: Option<String>,
+    exit: ExitStatus,
+}
+
+impl Outcome {
+    fn new(state: TaskState, error: impl Into<Option<String>>) -> Outcome {
+        Outcome {
+            state,
+            error: error.into(),
+            exit: ExitStatus::default(),
+        }
+    }
+}
+
+fn stop_outcome(reason: &StopReason) -> Outcome {
+    match reason {
+        StopReason::Kill => Outcome::new(TaskState::Killed, None),
+        StopReason::Timeout => Outcome::new(TaskState::Failed, "Timeout exceeded".to_string()),
+        StopReason::Superseded(next) => {
+            Outcome::new(TaskState::Killed, format!("Superseded by attempt {next}"))
+        }
+        StopReason::Reset(reason) => Outcome::new(TaskState::Killed, reason.clone()),
+    }
+}
+
+fn exit_outcome(stop: Option<&StopReason>, exit: ExitStatus) -> Outcome {
+    let mut outcome = match (stop, exit) {
+        (Some(reason), _) => stop_outcome(reason),
+        (
+            None,
+            ExitStatus {
+                oom_killed: true, ..
+            },
+        ) => Outcome::new(
+            TaskState::Failed,
+            "Out of memory: the task was killed by the OOM killer".to_string(),
+        ),
+        (
+            None,
+            ExitStatus {
+                signal: Some(sig), ..
+            },
+        ) => Outcome::new(TaskState::Failed, format!("Killed by signal {sig}")),
+        (None, ExitStatus { code: Some(0), .. }) => Outcome::new(TaskState::Succeeded, None),
+        (
+            None,
+            ExitStatus {
+                code: Some(code), ..
+            },
+        ) => Outcome::new(TaskState::Failed, format!("Exit code: {code}")),
+        (None, ExitStatus { code: None, .. }) => Outcome::new(
+            TaskState::Failed,
+            "Exited without a code or signal".to_string(),
+        ),
+    };
+    outcome.exit = exit;
+    outcome
+}
+
+impl WorkerCore {
+    pub(crate) fn accept(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
+        let key = AttemptKey {
+            task_id: spec.task_id.clone(),
+            attempt_id: spec.attempt_id,
+        };
+        let ports = self
+            .allocate_ports(&key, &spec.port_names)
+            .map_err(|source| SubmitError::PortsExhausted {
+                task_id: spec.task_id.clone(),
+                source,
+            })?;
+        let previous = self
+            .tasks
+            .get(&spec.task_id)
+            .and_then(|a| a.last())
+            .filter(|a| !a.task.is_finished())
+            .map(|a| attempt_key(&a.task));
+        let attempt = self.new_attempt(spec, ports, previous.as_ref());
+        self.tasks
+            .entry(key.task_id.clone())
+            .or_default()
+            .push(attempt);
+        match previous {
+            Some(old) => {
+                let term_ms = self.config.default_term_timeout_ms;
+                self.request_stop(&old, StopReason::Superseded(key.attempt_id), term_ms);
+            }
+            None => self.begin(&key),
+        }
+        Ok(self.attempt(&key).expect("just added").task.state)
+    }
+
+    fn allocate_ports(
+        &mut self,
+        key: &AttemptKey,
+        names: &[String],
+    ) -> Result<BTreeMap<String, u16>, super::ports::PortsExhausted> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let numbers = self.ports.allocate(key, names.len(), self.probe.as_mut())?;
+        Ok(names.iter().cloned().zip(numbers).collect())
+    }
+
+    fn new_attempt(
+        &self,
+        spec: TaskSpec,
+        ports: BTreeMap<String, u16>,
+        previous: Option<&AttemptKey>,
+    ) -> Attempt {
+        let pending_reason = match previous {
+            Some(old) => format!("waiting for attempt {} to stop", old.attempt_id),
+            None => String::new(),
+        };
+        let task = Task {
+            task_id: spec.task_id.clone(),
+            job_id: spec.job_id.clone(),
+            task_index: spec.task_index,
+            num_tasks: spec.num_tasks,
+            attempt_id: spec.attempt_id,
+            state: TaskState::Pending,
+            status_message: String::new(),
+            pending_reason,
+            exit_code: None,
+            exit_signal: None,
+            oom_killed: false,
+            error: None,
+            submitted_at_ms: self.now_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+            ports,
+            resource_usage: ResourceUsage::default(),
+            build_metrics: None,
+        };
+        Attempt {
+            task,
+            spec,
+            phase: Phase::Waiting,
+            stop: None,
+            term_timeout_ms: self.config.default_term_timeout_ms,
+            escalate_at: None,
+            timeout_at: None,
+            start_try: 0,
+            image: None,
+            container_started: false,
+            terminal_report: None,
+        }
+    }
+
+    /// Starts the pipeline of a Waiting attempt.
+    fn begin(&mut self, key: &AttemptKey) {
+        let attempt = self.attempt_mut(key).expect("exists");
+        debug_assert_eq!(attempt.phase, Phase::Waiting);
+        attempt.phase = Phase::Preparing;
+        attempt.task.pending_reason.clear();
+        let files = match &attempt.spec.entrypoint {
+            Entrypoint::Callable(bytes) => vec![(CALLABLE_FILE.to_string(), bytes.clone())],
+            Entrypoint::Command(_) => Vec::new(),
+        };
+        self.effects.push_back(Effect::PrepareWorkdir {
+            attempt: key.clone(),
+            workdir: key.workdir(),
+            files,
+        });
+    }
+
+    /// Once a task's previous attempt is over, its Waiting successor may begin.
+    fn begin_successor(&mut self, task_id: &super::ids::TaskId) {
+        let next = self
+            .tasks
+            .get(task_id)
+            .and_then(|a| a.last())
+            .filter(|a| a.phase == Phase::Waiting)
+            .map(|a| attempt_key(&a.task));
+        if let Some(key) = next {
+            self.begin(&key);
+        }
+    }
+
+    pub(crate) fn on_runtime_event(&mut self, event: Event) {
+        match event {
+            Event::WorkdirReady { attempt } => self.on_workdir_ready(&attempt),
+            Event::WorkdirFailed { attempt, error } => self.fail_setup(
+                &attempt,
+                Phase::Preparing,
+                TaskState::WorkerFailed,
+                format!("Workdir setup failed: {error}"),
+            ),
+            Event::BundleReady { attempt } => {
+                if self.phase_is(&attempt, Phase::FetchingBundle) {
+                    self.enter_building(&attempt);
+                }
+            }
+            Event::BundleFailed { attempt, error } => self.fail_setup(
+                &attempt,
+                Phase::FetchingBundle,
+                TaskState::Failed,
+                format!("Bundle fetch failed: {error}"),
+            ),
+            Event::BuildStarted { attempt, image_tag } => {
+                self.on_build_started(&attempt, image_tag)
+            }
+            Event::BuildFinished {
+                attempt,
+                image,
+                from_cache,
+            } => self.on_build_finished(&attempt, image, from_cache),
+            Event::BuildFailed { attempt, error } => self.fail_setup(
+                &attempt,
+                Phase::Building,
+                TaskState::Failed,
+                format!("Build failed: {error}"),
+            ),
+            Event::ContainerStarted { attempt } => self.on_container_started(&attempt),
+            Event::StartFailed {
+                attempt,
+                error,
+                port_conflict,
+            } => self.on_start_failed(&attempt, error, port_conflict),
+            Event::Exited { attempt, status } => self.on_exited(&attempt, status),
+            Event::Stats { attempt, usage } => self.on_stats(&attempt, usage),
+            Event::RuntimeLost { attempt, error } => self.on_runtime_lost(&attempt, error),
+            Event::RegisterAccepted { .. }
+            | Event::RegisterFailed { .. }
+            | Event::ReportAcked { .. }
+            | Event::ReportFailed { .. } => unreachable!("controller events are handled apart"),
+        }
+    }
+
+    /// Stale events (for an attempt already past that phase) are ignored.
+    fn phase_is(&self, key: &AttemptKey, phase: Phase) -> bool {
+        self.attempt(key).is_some_and(|a| a.phase == phase)
+    }
+
+    fn on_workdir_ready(&mut self, key: &AttemptKey) {
+        if !self.phase_is(key, Phase::Preparing) {
+            return;
+        }
+        let attempt = self.attempt_mut(key).expect("exists");
+        match attempt.spec.bundle_path.clone() {
+            Some(bundle_path) => {
+                attempt.phase = Phase::FetchingBundle;
+                self.effects.push_back(Effect::FetchBundle {
+                    attempt: key.clone(),
+                    bundle_path,
+                    workdir: key.workdir(),
+                });
+            }
+            None => self.enter_building(key),
+        }
+    }
+
+    fn fail_setup(&mut self, key: &AttemptKey, phase: Phase, state: TaskState, error: String) {
+        if !self.phase_is(key, phase) {
+            return;
+        }
+        self.write_log(key, LogSource::Error, error.clone());
+        self.finish(key, Outcome::new(state, error));
+    }
+
+    fn enter_building(&mut self, key: &AttemptKey) {
+        let now = self.now_ms;
+        self.set_state(key, TaskState::Building);
+        let attempt = self.attempt_mut(key).expect("exists");
+        attempt.phase = Phase::Building;
+        attempt.task.started_at_ms = Some(now);
+        attempt.task.build_metrics = Some(BuildMetrics {
+            build_started_ms: now,
+            ..BuildMetrics::default()
+        });
+        let env = &attempt.spec.environment;
+        let spec = BuildSpec {
+            job_id: attempt.spec.job_id.to_string(),
+            workdir: key.workdir(),
+            base_image: env.docker_image.clone(),
+            workspace: env.workspace.clone(),
+            has_bundle: attempt.spec.bundle_path.is_some(),
+            pip_packages: env.pip_packages.clone(),
+            extras: env.extras.clone(),
+        };
+        self.effects.push_back(Effect::BuildImage {
+            attempt: key.clone(),
+            spec,
+        });
+    }
+
+    fn on_build_started(&mut self, key: &AttemptKey, image_tag: String) {
+        if !self.phase_is(key, Phase::Building) {
+            return;
+        }
+        let now = self.now_ms;
+        let attempt = self.attempt_mut(key).expect("exists");
+        if let Some(metrics) = attempt.task.build_metrics.as_mut() {
+            metrics.build_started_ms = now;
+            metrics.image_tag = image_tag;
+        }
+    }
+
+    fn on_build_finished(&mut self, key: &AttemptKey, image: Option<String>, from_cache: bool) {
+        if !self.phase_is(key, Phase::Building) {
+            return;
+        }
+        let now = self.now_ms;
+        let attempt = self.attempt_mut(key).expect("exists");
+        if let Some(metrics) = attempt.task.build_metrics.as_mut() {
+            metrics.build_finished_ms = now;
+            metrics.from_cache = from_cache;
+            if let Some(image) = &image {
+                metrics.image_tag = image.clone();
+            }
+        }
+        attempt.image = image;
+        self.start_container(key);
+    }
+
+    fn start_container(&mut self, key: &AttemptKey) {
+        let spec = self.container_spec(key);
+        let attempt = self.attempt_mut(key).expect("exists");
+        attempt.phase = Phase::Starting;
+        attempt.start_try += 1;
+        let spec = ContainerSpec {
+            start_try: attempt.start_try,
+            ..spec
+        };
+        self.effects
+            .push_back(Effect::StartContainer(Box::new(spec)));
+    }
+
+    fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
+        let attempt = self.attempt(key).expect("exists");
+        let config = &self.config;
+        let ctx = EnvContext {
+            flavour: config.flavour,
+            worker_id: Some(config.identity.worker_id.as_str()),
+            controller_address: config.controller_address.as_deref(),
+            advertise_host: &config.advertise_host,
+        };
+        let argv = match &attempt.spec.entrypoint {
+            Entrypoint::Command(argv) => argv.clone(),
+            Entrypoint::Callable(_) => ["python3", "-u", "-c", CALLABLE_THUNK]
+                .map(String::from)
+                .to_vec(),
+        };
+        ContainerSpec {
+            attempt: key.clone(),
+            image: attempt.image.clone(),
+            argv,
+            env: build_iris_env(&attempt.spec, &attempt.task.ports, &ctx),
+            ports: attempt.task.ports.clone(),
+            resources: attempt.spec.resources.clone(),
+            workdir: key.workdir(),
+            labels: self.labels(&attempt.task),
+            start_try: attempt.start_try,
+        }
+    }
+
+    fn labels(&self, task: &Task) -> BTreeMap<String, String> {
+        [
+            ("iris.managed", "true".to_string()),
+            ("iris.task_id", task.task_id.to_string()),
+            ("iris.attempt_id", task.attempt_id.to_string()),
+            ("iris.job_id", task.job_id.to_string()),
+            ("iris.worker_id", self.config.identity.worker_id.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn on_container_started(&mut self, key: &AttemptKey) {
+        let Some(attempt) = self.attempt_mut(key) else {
+            return;
+        };
+        if attempt.phase != Phase::Starting {
+            return;
+        }
+        attempt.phase = Phase::Running;
+        attempt.container_started = true;
+        if attempt.stop.is_some() {
+            // Killed while starting: it never shows as RUNNING, it goes straight to stopping.
+            let term_ms = attempt.term_timeout_ms;
+            self.signal_and_arm_escalation(key, term_ms);
+            return;
+        }
+        self.set_state(key, TaskState::Running);
+        let now = self.now_ms;
+        let attempt = self.attempt_mut(key).expect("exists");
+        if attempt.spec.timeout_ms > 0 {
+            let deadline = now + attempt.spec.timeout_ms;
+            attempt.timeout_at = Some(deadline);
+            self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
+        }
+        self.report(key);
+    }
+
+    fn on_start_failed(&mut self, key: &AttemptKey, error: String, port_conflict: bool) {
+        if !self.phase_is(key, Phase::Starting) {
+            return;
+        }
+        let attempt = self.attempt(key).expect("exists");
+        if let Some(reason) = attempt.stop.clone() {
+            self.finish(key, stop_outcome(&reason));
+            return;
+        }
+        if port_conflict && attempt.start_try < self.config.start_tries_max {
+            self.retry_with_fresh_ports(key, error);
+            return;
+        }
+        let error = format!("Container start failed: {error}");
+        self.write_log(key, LogSource::Error, error.clone());
+        self.finish(key, Outcome::new(TaskState::Failed, error));
+    }
+
+    fn retry_with_fresh_ports(&mut self, key: &AttemptKey, error: String) {
+        let attempt = self.attempt(key).expect("exists");
+        let names = attempt.spec.port_names.clone();
+        let old: Vec<u16> = attempt.task.ports.values().copied().collect();
+        // The fresh ports are taken while the old ones are still held, so the port that
+        // conflicted is never handed straight back.
+        match self.allocate_ports(key, &names) {
+            Ok(ports) => {
+                self.ports.release_ports(&old);
+                self.attempt_mut(key).expect("exists").task.ports = ports;
+                let line = format!("Port conflict ({error}); retrying with fresh ports");
+                self.write_log(key, LogSource::Error, line);
+                self.start_container(key);
+            }
+            Err(exhausted) => {
+                let error = format!("Container start failed: {error}; {exhausted}");
+                self.write_log(key, LogSource::Error, error.clone());
+                self.finish(key, Outcome::new(TaskState::Failed, error));
+            }
+        }
+    }
+
+    fn on_exited(&mut self, key: &AttemptKey, status: ExitStatus) {
+        let Some(attempt) = self.attempt_mut(key) else {
+            return;
+        };
+        if !matches!(attempt.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        attempt.container_started = true;
+        let outcome = exit_outcome(attempt.stop.as_ref(), status);
+        if let Some(error) = &outcome.error {
+            self.write_log(key, LogSource::Error, error.clone());
+        }
+        self.finish(key, outcome);
+    }
+
+    fn on_stats(&mut self, key: &AttemptKey, usage: ResourceUsage) {
+        let Some(attempt) = self.attempt_mut(key) else {
+            return;
+        };
+        if attempt.phase != Phase::Running {
+            return;
+        }
+        let peak = attempt
+            .task
+            .resource_usage
+            .memory_peak_mb
+            .max(usage.memory_mb)
+            .max(usage.memory_peak_mb);
+        attempt.task.resource_usage = ResourceUsage {
+            memory_peak_mb: peak,
+            ..usage
+        };
+    }
+
+    fn on_runtime_lost(&mut self, key: &AttemptKey, error: String) {
+        let Some(attempt) = self.attempt(key) else {
+            return;
+        };
+        if matches!(attempt.phase, Phase::Done | Phase::Waiting) {
+            return;
+        }
+        if matches!(attempt.phase, Phase::Starting) {
+            // Whatever the runtime half-created must not outlive the attempt.
+            self.attempt_mut(key).expect("exists").container_started = true;
+        }
+        let error = format!("Worker failure: {error}");
+        self.write_log(key, LogSource::Error, error.clone());
+        self.finish(key, Outcome::new(TaskState::WorkerFailed, error));
+    }
+
+    // ---- stopping -------------------------------------------------------------------------
+
+    pub(crate) fn request_stop(&mut self, key: &AttemptKey, reason: StopReason, term_ms: u64) {
+        let now = self.now_ms;
+        let Some(attempt) = self.attempt_mut(key) else {
+            return;
+        };
+        if let Some(deadline) = attempt.escalate_at {
+            // Already stopping: a later kill may only shorten the grace period.
+            let shorter = now + term_ms;
+            if shorter < deadline {
+                attempt.escalate_at = Some(shorter);
+                self.timers.cancel(deadline, Timer::Escalate(key.clone()));
+                self.timers.set(shorter, Timer::Escalate(key.clone()));
+            }
+            return;
+        }
+        if attempt.stop.is_some() {
+            attempt.term_timeout_ms = attempt.term_timeout_ms.min(term_ms);
+            return;
+        }
+        attempt.term_timeout_ms = term_ms;
+        attempt.task.status_message = "stopping".to_string();
+        match attempt.phase {
+            Phase::Done => {}
+            Phase::Waiting => self.finish(key, stop_outcome(&reason)),
+            Phase::Preparing | Phase::FetchingBundle | Phase::Building => {
+                self.effects.push_back(Effect::CancelBuild {
+                    attempt: key.clone(),
+                });
+                self.finish(key, stop_outcome(&reason));
+            }
+            // The container may be coming up: wait for the runtime's answer, then signal it.
+            Phase::Starting => attempt.stop = Some(reason),
+            Phase::Running => {
+                attempt.stop = Some(reason);
+                self.signal_and_arm_escalation(key, term_ms);
+            }
+        }
+    }
+
+    fn signal_and_arm_escalation(&mut self, key: &AttemptKey, term_ms: u64) {
+        let deadline = self.now_ms + term_ms;
+        self.attempt_mut(key).expect("exists").escalate_at = Some(deadline);
+        self.timers.set(deadline, Timer::Escalate(key.clone()));
+        self.effects.push_back(Effect::SignalContainer {
+            attempt: key.clone(),
+            signal: Signal::Term,
+        });
+    }
+
+    pub(crate) fn escalate(&mut self, key: &AttemptKey) {
+        let now = self.now_ms;
+        let Some(attempt) = self.attempt_mut(key) else {
+            return;
+        };
+        let due = attempt.escalate_at.is_some_and(|d| d <= now);
+        if attempt.phase != Phase::Running || !due {
+            return;
+        }
+        attempt.escalate_at = None;
+        attempt.task.status_message = "killing (SIGKILL)".to_string();
+        self.effects.push_back(Effect::SignalContainer {
+            attempt: key.clone(),
+            signal: Signal::Kill,
+        });
+    }
+
+    pub(crate) fn on_task_timeout(&mut self, key: &AttemptKey) {
+        let now = self.now_ms;
+        let Some(attempt) = self.attempt(key) else {
+            return;
+        };
+        let due = attempt.timeout_at.is_some_and(|d| d <= now);
+        if attempt.phase != Phase::Running || attempt.stop.is_some() || !due {
+            return;
+        }
+        let line = format!(
+            "Timeout exceeded: ran longer than {} s",
+            attempt.spec.timeout_ms / 1000
+        );
+        self.write_log(key, LogSource::Error, line);
+        let term_ms = self.config.default_term_timeout_ms;
+        self.request_stop(key, StopReason::Timeout, term_ms);
+    }
+
+    // ---- state changes --------------------------------------------------------------------
+
+    fn set_state(&mut self, key: &AttemptKey, state: TaskState) {
+        let task = &mut self.attempt_mut(key).expect("exists").task;
+        assert!(
+            is_legal_transition(task.state, state),
+            "illegal transition {} -> {state} for {key}",
+            task.state
+        );
+        task.state = state;
+    }
+
+    /// Ends an attempt: terminal state, container removal, resources freed, report queued, and
+    /// the task's next attempt (if one waits) begun.
+    fn finish(&mut self, key: &AttemptKey, outcome: Outcome) {
+        self.set_state(key, outcome.state);
+        let now = self.now_ms;
+        let attempt = self.attempt_mut(key).expect("exists");
+        attempt.phase = Phase::Done;
+        let task = &mut attempt.task;
+        task.finished_at_ms = Some(now);
+        task.error = outcome.error;
+        task.exit_code = outcome.exit.code;
+        task.exit_signal = outcome.exit.signal;
+        task.oom_killed = outcome.exit.oom_killed;
+        task.status_message.clear();
+        task.pending_reason.clear();
+        let timers = [
+            attempt
+                .escalate_at
+                .take()
+                .map(|d| (d, Timer::Escalate(key.clone()))),
+            attempt
+                .timeout_at
+                .take()
+                .map(|d| (d, Timer::TaskTimeout(key.clone()))),
+        ];
+        let container = attempt.container_started;
+        for (deadline, timer) in timers.into_iter().flatten() {
+            self.timers.cancel(deadline, timer);
+        }
+        if container {
+            self.effects.push_back(Effect::RemoveContainer {
+                attempt: key.clone(),
+            });
+        }
+        self.ports.release(key);
+        self.effects.push_back(Effect::ReleaseResources {
+            attempt: key.clone(),
+        });
+        self.report(key);
+        self.begin_successor(&key.task_id);
+    }
+
+    fn write_log(&mut self, key: &AttemptKey, source: LogSource, data: String) {
+        self.effects.push_back(Effect::WriteLog {
+            attempt: key.clone(),
+            source,
+            data,
+        });
+    }
+}

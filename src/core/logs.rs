@@ -1,0 +1,298 @@
+//! `TaskLogs`: the in-memory window of one attempt's log, and the `FetchLogsFilter` semantics.
+//!
+//! Memory is bounded by a line cap and a byte cap; the oldest lines go first. Line numbers are
+//! absolute for the attempt (the first line is 0) and never reused, so a reader that remembers the
+//! last number it saw can resume exactly, and a gap tells it lines were evicted.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use regex::{Regex, RegexBuilder};
+
+use crate::proto;
+
+/// Longest regex pattern accepted, in bytes.
+pub const REGEX_LEN_MAX: usize = 1024;
+/// Compiled-program size limit handed to the regex crate.
+pub const REGEX_SIZE_MAX: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogSource {
+    Stdout,
+    Stderr,
+    Build,
+    Error,
+}
+
+impl LogSource {
+    pub const ALL: [LogSource; 4] = [
+        LogSource::Stdout,
+        LogSource::Stderr,
+        LogSource::Build,
+        LogSource::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Build => "build",
+            LogSource::Error => "error",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LogSource> {
+        LogSource::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for LogSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub line_number: i64,
+    pub timestamp_ms: i64,
+    pub source: LogSource,
+    pub data: String,
+}
+
+impl LogLine {
+    pub fn to_proto(&self) -> proto::worker::LogEntry {
+        proto::worker::LogEntry {
+            timestamp_ms: self.timestamp_ms,
+            source: self.source.as_str().to_string(),
+            data: self.data.clone(),
+            line_number: self.line_number,
+        }
+    }
+
+    fn cost_bytes(&self) -> usize {
+        self.data.len() + std::mem::size_of::<LogLine>()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    pub lines_max: usize,
+    pub bytes_max: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            lines_max: 10_000,
+            bytes_max: 4 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskLogs {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    next_line_number: i64,
+    limits: LogLimits,
+}
+
+impl TaskLogs {
+    pub fn new(limits: LogLimits) -> TaskLogs {
+        TaskLogs::starting_at(limits, 0)
+    }
+
+    /// A window whose next line is `next_line_number` (resuming after a restart).
+    pub fn starting_at(limits: LogLimits, next_line_number: i64) -> TaskLogs {
+        TaskLogs {
+            lines: VecDeque::new(),
+            bytes: 0,
+            next_line_number,
+            limits,
+        }
+    }
+
+    /// Appends a line and returns its number, evicting the oldest lines beyond the caps.
+    pub fn push(&mut self, timestamp_ms: i64, source: LogSource, data: String) -> i64 {
+        let line = LogLine {
+            line_number: self.next_line_number,
+            timestamp_ms,
+            source,
+            data,
+        };
+        self.next_line_number += 1;
+        self.bytes += line.cost_bytes();
+        self.lines.push_back(line);
+        while self.lines.len() > self.limits.lines_max.max(1)
+            || (self.bytes > self.limits.bytes_max && self.lines.len() > 1)
+        {
+            let old = self.lines.pop_front().expect("non-empty");
+            self.bytes -= old.cost_bytes();
+        }
+        self.next_line_number - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The number the next line will get; also the count of lines ever pushed.
+    pub fn next_line_number(&self) -> i64 {
+        self.next_line_number
+    }
+
+    /// The oldest line number still in memory.
+    pub fn first_line_number(&self) -> i64 {
+        self.lines
+            .front()
+            .map_or(self.next_line_number, |l| l.line_number)
+    }
+
+    pub fn fetch(&self, filter: &LogFilter) -> Vec<LogLine> {
+        let skip = match filter.start {
+            LineStart::From(n) => {
+                usize::try_from(n.saturating_sub(self.first_line_number())).unwrap_or(0)
+            }
+            LineStart::Beginning | LineStart::LastN(_) => 0,
+        };
+        let matching = self
+            .lines
+            .iter()
+            .skip(skip)
+            .filter(|line| filter.matches(line));
+        filter.take(matching)
+    }
+}
+
+/// Where a fetch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineStart {
+    Beginning,
+    /// Lines numbered `n` and later.
+    From(i64),
+    /// The last `n` matching lines.
+    LastN(u64),
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LogFilterError {
+    #[error("filter.regex is {len} bytes; the limit is {REGEX_LEN_MAX}")]
+    RegexTooLong { len: usize },
+    #[error("filter.regex is invalid: {0}")]
+    Regex(#[from] regex::Error),
+    #[error("filter.{field} must not be negative")]
+    Negative { field: &'static str },
+}
+
+/// A parsed `FetchLogsFilter`. Zero fields are unset.
+#[derive(Clone, Debug)]
+pub struct LogFilter {
+    pub start: LineStart,
+    /// Only lines stamped after this (exclusive).
+    pub start_ms: Option<i64>,
+    /// Only lines stamped at or before this (inclusive).
+    pub end_ms: Option<i64>,
+    pub regex: Option<Regex>,
+    pub max_lines: Option<usize>,
+    /// Not on the wire: the dashboard's source tabs.
+    pub source: Option<LogSource>,
+}
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        LogFilter {
+            start: LineStart::Beginning,
+            start_ms: None,
+            end_ms: None,
+            regex: None,
+            max_lines: None,
+            source: None,
+        }
+    }
+}
+
+fn positive(value: i64, field: &'static str) -> Result<Option<i64>, LogFilterError> {
+    match value {
+        0 => Ok(None),
+        v if v < 0 => Err(LogFilterError::Negative { field }),
+        v => Ok(Some(v)),
+    }
+}
+
+impl LogFilter {
+    pub fn from_proto(
+        filter: Option<&proto::worker::FetchLogsFilter>,
+    ) -> Result<Self, LogFilterError> {
+        let Some(f) = filter else {
+            return Ok(LogFilter::default());
+        };
+        let start = match f.start_line {
+            0 => LineStart::Beginning,
+            n if n < 0 => LineStart::LastN(n.unsigned_abs()),
+            n => LineStart::From(n),
+        };
+        let max_lines = positive(f.max_lines.into(), "max_lines")?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(LogFilter {
+            start,
+            start_ms: positive(f.start_ms, "start_ms")?,
+            end_ms: positive(f.end_ms, "end_ms")?,
+            regex: compile_regex(&f.regex)?,
+            max_lines,
+            source: None,
+        })
+    }
+
+    fn matches(&self, line: &LogLine) -> bool {
+        self.start_ms.is_none_or(|t| line.timestamp_ms > t)
+            && self.end_ms.is_none_or(|t| line.timestamp_ms <= t)
+            && self.source.is_none_or(|s| line.source == s)
+            && self.regex.as_ref().is_none_or(|r| r.is_match(&line.data))
+    }
+
+    /// Applies the count limits: the first `max_lines` from the start, or for "last N" the newest
+    /// `min(N, max_lines)`.
+    fn take<'a>(&self, matching: impl Iterator<Item = &'a LogLine>) -> Vec<LogLine> {
+        let max = self.max_lines.unwrap_or(usize::MAX);
+        match self.start {
+            LineStart::LastN(n) => {
+                let keep = usize::try_from(n).unwrap_or(usize::MAX).min(max);
+                let mut tail: VecDeque<&LogLine> = VecDeque::new();
+                for line in matching {
+                    if tail.len() == keep {
+                        tail.pop_front();
+                    }
+                    if keep > 0 {
+                        tail.push_back(line);
+                    }
+                }
+                tail.into_iter().cloned().collect()
+            }
+            _ => matching.take(max).cloned().collect(),
+        }
+    }
+}
+
+/// Compiles a user regex under the length and program-size limits; empty means none.
+pub fn compile_regex(pattern: &str) -> Result<Option<Regex>, LogFilterError> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    if pattern.len() > REGEX_LEN_MAX {
+        return Err(LogFilterError::RegexTooLong { len: pattern.len() });
+    }
+    let regex = RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_MAX)
+        .dfa_size_limit(REGEX_SIZE_MAX)
+        .build()?;
+    Ok(Some(regex))
+}

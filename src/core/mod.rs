@@ -1,0 +1,31 @@
+//! The sans-IO core: every task's state, attempts, ports, timers and the controller outbox.
+//!
+//! Architecture invariant: nothing in this module does IO, reads a clock, spawns, uses
+//! randomness or iterates a hash map. Time comes in as `now_ms`; effects go out as data.
+
+pub mod effect;
+pub mod env;
+pub mod event;
+pub mod ids;
+mod invariants;
+mod lifecycle;
+pub mod logs;
+pub mod outbox;
+pub mod ports;
+pub mod spec;
+pub mod state;
+pub mod task;
+pub mod timers;
+pub mod worker;
+
+pub use effect::{BuildSpec, ContainerSpec, Effect, Signal, TaskReport};
+pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
+pub use event::{Event, ExitStatus};
+pub use ids::{AttemptKey, IdError, JobId, TaskId};
+pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
+pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
+pub use ports::{AssumeFree, PortAllocator, PortProbe, PortsExhausted};
+pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};
+pub use state::{TaskState, is_legal_transition, is_task_finished};
+pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity};
+pub use worker::{CoreConfig, KillError, SubmitError, WorkerCore};

@@ -1,0 +1,184 @@
+//! Shared test helpers: canonical requests and a harness that records the core's effects.
+#![allow(dead_code)]
+
+use iris_worker::core::*;
+use iris_worker::proto;
+
+pub fn request(task_id: &str, attempt_id: i32, argv: &[&str]) -> proto::worker::RunTaskRequest {
+    let job_id = task_id.rsplit_once('/').map_or(task_id, |(job, _)| job);
+    proto::worker::RunTaskRequest {
+        job_id: job_id.to_string(),
+        task_id: task_id.to_string(),
+        task_index: 0,
+        num_tasks: 1,
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            })),
+        }),
+        attempt_id,
+        ..Default::default()
+    }
+}
+
+pub fn spec(task_id: &str, attempt_id: i32) -> TaskSpec {
+    TaskSpec::from_request(&request(task_id, attempt_id, &["python3", "train.py"])).unwrap()
+}
+
+pub fn spec_with(req: proto::worker::RunTaskRequest) -> TaskSpec {
+    TaskSpec::from_request(&req).unwrap()
+}
+
+pub fn key(task_id: &str, attempt_id: i32) -> AttemptKey {
+    AttemptKey {
+        task_id: TaskId::new(task_id).unwrap(),
+        attempt_id,
+    }
+}
+
+pub fn config() -> CoreConfig {
+    CoreConfig {
+        identity: WorkerIdentity {
+            worker_id: "worker-1".to_string(),
+            address: "10.1.2.3:10001".to_string(),
+        },
+        controller_address: Some("http://127.0.0.1:10000".to_string()),
+        advertise_host: "10.1.2.3".to_string(),
+        port_range: 30000..=30099,
+        ..CoreConfig::default()
+    }
+}
+
+/// Drives a core and keeps a one-line-per-effect trace, stamped with the time it appeared.
+pub struct Harness {
+    pub core: WorkerCore,
+    pub now: u64,
+    pub trace: Vec<String>,
+    pub effects: Vec<Effect>,
+}
+
+impl Harness {
+    pub fn new(config: CoreConfig) -> Harness {
+        let mut h = Harness {
+            core: WorkerCore::new(config, 0, Box::new(AssumeFree)),
+            now: 0,
+            trace: Vec::new(),
+            effects: Vec::new(),
+        };
+        h.advance(0);
+        h
+    }
+
+    /// A harness with the controller already registered.
+    pub fn registered() -> Harness {
+        let mut h = Harness::new(config());
+        h.event(Event::RegisterAccepted {
+            should_reset: false,
+        });
+        h.trace.clear();
+        h.effects.clear();
+        h
+    }
+
+    pub fn drain(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        while let Some(effect) = self.core.poll_effect() {
+            self.trace.push(format!("{:>6} {effect}", self.now));
+            self.effects.push(effect.clone());
+            out.push(effect);
+        }
+        self.core.check_invariants().expect("invariants hold");
+        out
+    }
+
+    pub fn note(&mut self, line: impl AsRef<str>) {
+        self.trace
+            .push(format!("{:>6} # {}", self.now, line.as_ref()));
+    }
+
+    pub fn submit(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
+        self.note(format!("submit {}#{}", spec.task_id, spec.attempt_id));
+        let out = self.core.submit(self.now, spec);
+        self.drain();
+        out
+    }
+
+    pub fn kill(&mut self, task_id: &str, term_ms: i64) -> Result<(), KillError> {
+        self.note(format!("kill {task_id} term_timeout_ms={term_ms}"));
+        let out = self
+            .core
+            .kill(self.now, &TaskId::new(task_id).unwrap(), term_ms);
+        self.drain();
+        out
+    }
+
+    pub fn event(&mut self, event: Event) {
+        self.note(format!("{event}"));
+        self.core.handle(self.now, event);
+        self.drain();
+    }
+
+    /// Moves time to `to_ms`, firing every timer on the way at its own deadline.
+    pub fn advance(&mut self, to_ms: u64) {
+        while let Some(deadline) = self.core.poll_timeout().filter(|d| *d <= to_ms) {
+            self.now = self.now.max(deadline);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = self.now.max(to_ms);
+    }
+
+    /// Acks every report effect in the trace so far that is still pending.
+    pub fn ack_reports(&mut self) {
+        loop {
+            let ids: Vec<u64> = self
+                .effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::ReportTaskState { report_id, .. } => Some(*report_id),
+                    _ => None,
+                })
+                .collect();
+            self.effects.clear();
+            if ids.is_empty() {
+                return;
+            }
+            for report_id in ids {
+                self.event(Event::ReportAcked { report_id });
+            }
+        }
+    }
+
+    /// Runs an attempt through workdir, build and container start.
+    pub fn start(&mut self, attempt: &AttemptKey) {
+        self.event(Event::WorkdirReady {
+            attempt: attempt.clone(),
+        });
+        self.event(Event::BuildFinished {
+            attempt: attempt.clone(),
+            image: None,
+            from_cache: false,
+        });
+        self.event(Event::ContainerStarted {
+            attempt: attempt.clone(),
+        });
+    }
+
+    pub fn state(&self, task_id: &str) -> TaskState {
+        self.core
+            .get_task(&TaskId::new(task_id).unwrap())
+            .unwrap()
+            .state
+    }
+
+    pub fn task(&self, task_id: &str) -> Task {
+        self.core
+            .get_task(&TaskId::new(task_id).unwrap())
+            .unwrap()
+            .clone()
+    }
+
+    pub fn render(&self) -> String {
+        self.trace.join("\n")
+    }
+}

@@ -1,0 +1,235 @@
+//! Effect traces of canonical scenarios, one line per effect, as insta snapshots. A change in
+//! what the core asks the shell to do shows up here as a diff to review.
+
+mod common;
+
+use common::*;
+use iris_worker::core::*;
+
+fn run_to_exit(h: &mut Harness, task_id: &str, status: ExitStatus) {
+    h.submit(spec(task_id, 0)).unwrap();
+    let attempt = key(task_id, 0);
+    h.now = 10;
+    h.start(&attempt);
+    h.ack_reports();
+    h.now = 1_000;
+    h.event(Event::Exited { attempt, status });
+    h.ack_reports();
+}
+
+#[test]
+fn trace_success() {
+    let mut h = Harness::registered();
+    run_to_exit(&mut h, "job/task-0", ExitStatus::code(0));
+    assert_eq!(h.state("job/task-0"), TaskState::Succeeded);
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_nonzero_exit() {
+    let mut h = Harness::registered();
+    run_to_exit(&mut h, "job/task-0", ExitStatus::code(3));
+    let task = h.task("job/task-0");
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(task.error.as_deref(), Some("Exit code: 3"));
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_kill_while_running() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.start(&attempt);
+    h.ack_reports();
+    h.now = 100;
+    h.kill("job/task-0", 2_000).unwrap();
+    assert_eq!(h.state("job/task-0"), TaskState::Running);
+    h.advance(2_100);
+    h.event(Event::Exited {
+        attempt,
+        status: ExitStatus::signal(9),
+    });
+    h.ack_reports();
+    assert_eq!(h.state("job/task-0"), TaskState::Killed);
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_kill_while_building() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.event(Event::WorkdirReady {
+        attempt: attempt.clone(),
+    });
+    assert_eq!(h.state("job/task-0"), TaskState::Building);
+    h.now = 50;
+    h.kill("job/task-0", 0).unwrap();
+    // The build finishing afterwards must not start anything.
+    h.event(Event::BuildFinished {
+        attempt,
+        image: Some("img".into()),
+        from_cache: true,
+    });
+    h.ack_reports();
+    assert_eq!(h.state("job/task-0"), TaskState::Killed);
+    assert!(
+        !h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::StartContainer(_)))
+    );
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_timeout() {
+    let mut h = Harness::registered();
+    let mut req = request("job/task-0", 0, &["sleep", "infinity"]);
+    req.timeout_seconds = 2;
+    h.submit(spec_with(req)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.start(&attempt);
+    h.ack_reports();
+    h.advance(7_000);
+    h.event(Event::Exited {
+        attempt,
+        status: ExitStatus::signal(9),
+    });
+    h.ack_reports();
+    let task = h.task("job/task-0");
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(task.error.as_deref(), Some("Timeout exceeded"));
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_port_conflict_retry() {
+    let mut h = Harness::registered();
+    let mut req = request("job/task-0", 0, &["server"]);
+    req.ports = vec!["http".into(), "grpc".into()];
+    h.submit(spec_with(req)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.event(Event::WorkdirReady {
+        attempt: attempt.clone(),
+    });
+    h.event(Event::BuildFinished {
+        attempt: attempt.clone(),
+        image: None,
+        from_cache: false,
+    });
+    let first_ports = h.task("job/task-0").ports;
+    for _ in 0..2 {
+        h.event(Event::StartFailed {
+            attempt: attempt.clone(),
+            error: "address already in use".into(),
+            port_conflict: true,
+        });
+    }
+    let retried_ports = h.task("job/task-0").ports;
+    assert!(
+        first_ports
+            .values()
+            .all(|p| !retried_ports.values().any(|q| q == p))
+    );
+    h.event(Event::StartFailed {
+        attempt,
+        error: "address already in use".into(),
+        port_conflict: true,
+    });
+    h.ack_reports();
+    let task = h.task("job/task-0");
+    assert_eq!(task.state, TaskState::Failed);
+    assert!(task.error.unwrap().contains("address already in use"));
+    assert!(h.core.held_ports().is_empty());
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_supersede() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let old = key("job/task-0", 0);
+    h.start(&old);
+    h.ack_reports();
+    h.now = 500;
+    assert_eq!(h.submit(spec("job/task-0", 1)).unwrap(), TaskState::Pending);
+    // The new attempt waits: it must not prepare anything while the old container lives.
+    assert!(
+        !h.effects.iter().any(
+            |e| matches!(e, Effect::PrepareWorkdir { attempt, .. } if attempt.attempt_id == 1)
+        )
+    );
+    h.now = 800;
+    h.event(Event::Exited {
+        attempt: old,
+        status: ExitStatus::signal(15),
+    });
+    let new = key("job/task-0", 1);
+    h.start(&new);
+    h.ack_reports();
+    let attempts = h.core.task_attempts(&TaskId::new("job/task-0").unwrap());
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].state, TaskState::Killed);
+    assert_eq!(attempts[1].state, TaskState::Running);
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_should_reset() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    h.start(&key("job/task-0", 0));
+    h.submit(spec("job/task-1", 0)).unwrap();
+    h.ack_reports();
+    h.advance(10_000);
+    h.event(Event::RegisterAccepted { should_reset: true });
+    assert_eq!(h.state("job/task-1"), TaskState::Killed);
+    assert_eq!(h.state("job/task-0"), TaskState::Running);
+    h.advance(10_000);
+    h.event(Event::Exited {
+        attempt: key("job/task-0", 0),
+        status: ExitStatus::signal(15),
+    });
+    h.ack_reports();
+    assert_eq!(h.state("job/task-0"), TaskState::Killed);
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn trace_report_retried_through_outage() {
+    let mut h = Harness::new(CoreConfig {
+        heartbeat_interval_ms: 1_000_000,
+        ..config()
+    });
+    h.event(Event::RegisterAccepted {
+        should_reset: false,
+    });
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.start(&attempt);
+    h.event(Event::ReportAcked { report_id: 0 });
+    h.event(Event::Exited {
+        attempt: attempt.clone(),
+        status: ExitStatus::code(0),
+    });
+    let (id, pending) = h.core.terminal_report(&attempt).unwrap();
+    assert!(pending);
+    // A controller outage: every send fails; the report keeps coming, backoff capped at 5 s.
+    let mut sends = Vec::new();
+    for _ in 0..8 {
+        h.event(Event::ReportFailed {
+            report_id: id,
+            error: "unavailable".into(),
+        });
+        let before = h.now;
+        let next = h.core.poll_timeout().unwrap();
+        sends.push(next - before);
+        h.advance(next);
+    }
+    assert_eq!(sends, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    h.event(Event::ReportAcked { report_id: id });
+    assert_eq!(h.core.terminal_report(&attempt), Some((id, false)));
+    assert_eq!(h.core.outbox_len(), 0);
+    insta::assert_snapshot!(h.render());
+}
