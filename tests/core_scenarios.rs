@@ -233,3 +233,40 @@ fn trace_report_retried_through_outage() {
     assert_eq!(h.core.outbox_len(), 0);
     insta::assert_snapshot!(h.render());
 }
+
+#[test]
+fn trace_recovery_after_restart() {
+    let mut h = Harness::registered();
+    let finished = |state, acked| RecoveredOutcome {
+        state,
+        exit: ExitStatus::code(0),
+        error: None,
+        finished_at_ms: 50,
+        report_acked: acked,
+    };
+    let records = [
+        (spec("job/task-0", 0), None),
+        (spec("job/task-1", 2), Some(finished(TaskState::Succeeded, false))),
+        (spec("job/task-2", 0), Some(finished(TaskState::Succeeded, true))),
+    ];
+    for (spec, outcome) in records {
+        h.note(format!("recover {}#{}", spec.task_id, spec.attempt_id));
+        h.core.recover(
+            h.now,
+            RecoveredAttempt {
+                spec,
+                ports: Default::default(),
+                submitted_at_ms: 1,
+                started_at_ms: Some(2),
+                outcome,
+            },
+        );
+        h.drain();
+    }
+    assert_eq!(h.state("job/task-0"), TaskState::WorkerFailed);
+    assert_eq!(h.state("job/task-1"), TaskState::Succeeded);
+    // A lower attempt than the recovered one is still refused.
+    assert!(h.submit(spec("job/task-1", 1)).is_err());
+    h.ack_reports();
+    insta::assert_snapshot!(h.render());
+}

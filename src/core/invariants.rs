@@ -77,8 +77,8 @@ impl WorkerCore {
         if task.state == TaskState::Pending && task.started_at_ms.is_some() {
             return Err(format!("{key}: PENDING with started_at_ms"));
         }
-        if finished && self.config.controller_address.is_some() && attempt.terminal_report.is_none()
-        {
+        let reported = attempt.terminal_report.is_some() || attempt.report_settled;
+        if finished && self.config.controller_address.is_some() && !reported {
             return Err(format!("{key}: terminal without a queued report"));
         }
         Ok(())

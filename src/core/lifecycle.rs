@@ -1,6 +1,6 @@
-//! The pipeline of one attempt: Waiting -> Preparing -> FetchingBundle -> Building -> Starting ->
-//! Running -> Done, and the stops that cut it short. Every state change goes through `set_state`
-//! or `finish`, which assert the lifecycle.
+//! The pipeline of one attempt: Waiting -> Preparing (PENDING) -> FetchingBundle -> Building ->
+//! Starting (BUILDING) -> Running (RUNNING) -> Done (terminal), and the stops that cut it short.
+//! Every state change goes through `set_state` or `finish`, which assert the lifecycle.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +50,30 @@ fn stop_outcome(reason: &StopReason) -> Outcome {
         StopReason::Reset(reason) => Outcome::new(TaskState::Killed, reason.clone()),
     }
 }
+
+/// What a restarted worker's journal remembers of an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredAttempt {
+    pub spec: TaskSpec,
+    pub ports: BTreeMap<String, u16>,
+    pub submitted_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    /// `None`: the attempt was live when the worker died.
+    pub outcome: Option<RecoveredOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredOutcome {
+    pub state: TaskState,
+    pub exit: ExitStatus,
+    pub error: Option<String>,
+    pub finished_at_ms: u64,
+    /// The controller acknowledged the terminal report before the restart.
+    pub report_acked: bool,
+}
+
+/// The error of an attempt that was live when its worker died and could not be adopted.
+pub const LOST_ON_RESTART: &str = "Worker restarted; the attempt was lost";
 
 fn exit_outcome(stop: Option<&StopReason>, exit: ExitStatus) -> Outcome {
     let mut outcome = match (stop, exit) {
@@ -118,6 +142,52 @@ impl WorkerCore {
         Ok(self.attempt(&key).expect("just added").task.state)
     }
 
+    /// Brings back an attempt from the journal after a restart. A finished attempt comes back as
+    /// it was (its terminal report re-sent unless it was acknowledged); a live one could not
+    /// survive and ends WORKER_FAILED, reported. Older than what the core already has: ignored.
+    pub fn recover(&mut self, now_ms: u64, record: RecoveredAttempt) {
+        self.tick(now_ms);
+        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
+        if newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id) {
+            return;
+        }
+        let key = AttemptKey {
+            task_id: record.spec.task_id.clone(),
+            attempt_id: record.spec.attempt_id,
+        };
+        let mut attempt = self.new_attempt(record.spec, record.ports, None);
+        attempt.task.submitted_at_ms = record.submitted_at_ms;
+        attempt.task.started_at_ms = record.started_at_ms;
+        let Some(outcome) = record.outcome else {
+            self.tasks
+                .entry(key.task_id.clone())
+                .or_default()
+                .push(attempt);
+            self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
+            self.finish(
+                &key,
+                Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string()),
+            );
+            return;
+        };
+        let task = &mut attempt.task;
+        task.state = outcome.state;
+        task.error = outcome.error;
+        task.exit_code = outcome.exit.code;
+        task.exit_signal = outcome.exit.signal;
+        task.oom_killed = outcome.exit.oom_killed;
+        task.finished_at_ms = Some(outcome.finished_at_ms);
+        attempt.phase = Phase::Done;
+        attempt.report_settled = outcome.report_acked;
+        self.tasks
+            .entry(key.task_id.clone())
+            .or_default()
+            .push(attempt);
+        if !outcome.report_acked {
+            self.report(&key);
+        }
+    }
+
     fn allocate_ports(
         &mut self,
         key: &AttemptKey,
@@ -172,6 +242,7 @@ impl WorkerCore {
             image: None,
             container_started: false,
             terminal_report: None,
+            report_settled: false,
         }
     }
 
@@ -216,7 +287,7 @@ impl WorkerCore {
             ),
             Event::BundleReady { attempt } => {
                 if self.phase_is(&attempt, Phase::FetchingBundle) {
-                    self.enter_building(&attempt);
+                    self.build_image(&attempt);
                 }
             }
             Event::BundleFailed { attempt, error } => self.fail_setup(
@@ -260,11 +331,16 @@ impl WorkerCore {
         self.attempt(key).is_some_and(|a| a.phase == phase)
     }
 
+    /// The workdir exists: the attempt enters BUILDING, which covers fetching the bundle and
+    /// building (or resolving) the image.
     fn on_workdir_ready(&mut self, key: &AttemptKey) {
         if !self.phase_is(key, Phase::Preparing) {
             return;
         }
+        let now = self.now_ms;
+        self.set_state(key, TaskState::Building);
         let attempt = self.attempt_mut(key).expect("exists");
+        attempt.task.started_at_ms = Some(now);
         match attempt.spec.bundle_path.clone() {
             Some(bundle_path) => {
                 attempt.phase = Phase::FetchingBundle;
@@ -274,7 +350,7 @@ impl WorkerCore {
                     workdir: key.workdir(),
                 });
             }
-            None => self.enter_building(key),
+            None => self.build_image(key),
         }
     }
 
@@ -286,12 +362,10 @@ impl WorkerCore {
         self.finish(key, Outcome::new(state, error));
     }
 
-    fn enter_building(&mut self, key: &AttemptKey) {
+    fn build_image(&mut self, key: &AttemptKey) {
         let now = self.now_ms;
-        self.set_state(key, TaskState::Building);
         let attempt = self.attempt_mut(key).expect("exists");
         attempt.phase = Phase::Building;
-        attempt.task.started_at_ms = Some(now);
         attempt.task.build_metrics = Some(BuildMetrics {
             build_started_ms: now,
             ..BuildMetrics::default()

@@ -22,7 +22,9 @@ pub use effect::{BuildSpec, ContainerSpec, Effect, Signal, TaskReport};
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
 pub use ids::{AttemptKey, IdError, JobId, TaskId};
-pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
+pub use lifecycle::{
+    CALLABLE_FILE, CALLABLE_THUNK, LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome,
+};
 pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
 pub use ports::{AssumeFree, PortAllocator, PortProbe, PortsExhausted};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};

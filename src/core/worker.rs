@@ -119,6 +119,8 @@ pub(crate) struct Attempt {
     /// A StartContainer was answered with ContainerStarted: there is something to remove.
     pub container_started: bool,
     pub terminal_report: Option<u64>,
+    /// Recovered after a restart with its terminal report already acknowledged.
+    pub report_settled: bool,
 }
 
 #[derive(Debug)]
