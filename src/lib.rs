@@ -1,11 +1,24 @@
 //! iris-worker: the worker agent of the Iris cluster scheduler.
 //!
-//! `core` is the sans-IO state machine; everything that touches the world lives outside it.
+//! `core` is the sans-IO state machine; `shell` runs it against the world (gRPC, processes, disk,
+//! the controller); `cli` is the command line.
 
+pub mod cli;
 pub mod core;
+pub mod shell;
 
-/// Generated from `proto/iris/cluster.proto` (package `iris.cluster`).
-pub mod proto {
-    #![allow(clippy::all, clippy::pedantic)]
-    tonic::include_proto!("iris.cluster");
+/// Generated code, laid out as the proto packages are (`iris.cluster`, `iris.worker_journal`).
+pub mod iris {
+    pub mod cluster {
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("iris.cluster");
+    }
+    /// The worker's journal records; not part of the wire contract.
+    pub mod worker_journal {
+        #![allow(clippy::all, clippy::pedantic)]
+        tonic::include_proto!("iris.worker_journal");
+    }
 }
+
+pub use iris::cluster as proto;
+pub use iris::worker_journal as journal_proto;

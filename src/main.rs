@@ -1,10 +1,52 @@
-//! The `iris-worker` binary. The serving shell arrives with the worker-binary issue; until then
-//! the binary says so rather than pretending to run.
+//! The `iris-worker` binary.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "iris-worker {}: the serving shell is not built yet (see README.md, Status)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::FAILURE
+use std::process::ExitCode;
+
+use clap::Parser;
+use iris_worker::cli::{Cli, LogFormat, RuntimeKind, TopCommand, client};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<i32> = match cli.command {
+        // Before any runtime exists: the shim forks, which wants a single thread.
+        TopCommand::Shim { parent_pid, argv } => iris_worker::shell::shim::run(parent_pid, &argv),
+        TopCommand::Serve(args) => {
+            init_tracing(args.log_format);
+            if args.runtime == RuntimeKind::Docker {
+                eprintln!("iris-worker: --runtime docker is not built yet; use --runtime process");
+                return ExitCode::from(2);
+            }
+            runtime()
+                .block_on(iris_worker::shell::serve::serve(args.options()))
+                .map(|()| 0)
+        }
+        TopCommand::Task { target, command } => runtime().block_on(client::task(&target, command)),
+        TopCommand::Health { target } => runtime().block_on(client::health(&target)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("iris-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -164,12 +164,7 @@ impl TaskLogs {
             }
             LineStart::Beginning | LineStart::LastN(_) => 0,
         };
-        let matching = self
-            .lines
-            .iter()
-            .skip(skip)
-            .filter(|line| filter.matches(line));
-        filter.take(matching)
+        filter.select(self.lines.iter().skip(skip))
     }
 }
 
@@ -252,7 +247,20 @@ impl LogFilter {
         })
     }
 
-    fn matches(&self, line: &LogLine) -> bool {
+    /// Applies the filter to lines in line-number order (from memory or from disk alike).
+    pub fn select<'a>(&self, lines: impl Iterator<Item = &'a LogLine>) -> Vec<LogLine> {
+        let from = match self.start {
+            LineStart::From(n) => n,
+            LineStart::Beginning | LineStart::LastN(_) => i64::MIN,
+        };
+        self.take(
+            lines
+                .skip_while(|line| line.line_number < from)
+                .filter(|line| self.matches(line)),
+        )
+    }
+
+    pub fn matches(&self, line: &LogLine) -> bool {
         self.start_ms.is_none_or(|t| line.timestamp_ms > t)
             && self.end_ms.is_none_or(|t| line.timestamp_ms <= t)
             && self.source.is_none_or(|s| line.source == s)

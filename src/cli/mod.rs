@@ -1,0 +1,207 @@
+//! The command line: `serve` runs a worker; `task ...` and `health` talk to a running one;
+//! `shim` is the task shim the process runtime starts (not for people).
+
+pub mod client;
+pub mod render;
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::core::LogLimits;
+use crate::shell::serve::ServeOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "iris-worker", version, about = "The worker agent of the Iris cluster scheduler")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopCommand {
+    /// Run the worker: serve gRPC, run tasks, report to the controller.
+    Serve(ServeArgs),
+    /// Submit, inspect, follow and kill tasks on a running worker.
+    Task {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Ask a running worker whether it is healthy.
+    Health {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The task shim (started by the process runtime).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        parent_pid: i32,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The worker's address.
+    #[arg(long, global = true, default_value = "127.0.0.1:10001", env = "IRIS_WORKER")]
+    pub worker: String,
+    /// Machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Process,
+    Docker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_port_range(raw: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = raw
+        .split_once('-')
+        .ok_or_else(|| format!("expected FIRST-LAST, got {raw:?}"))?;
+    let first: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let last: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if first == 0 || first > last {
+        return Err(format!("{raw:?} is not a range of ports (1..=65535, first <= last)"));
+    }
+    Ok(first..=last)
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Only loopback by default: pass 0.0.0.0 to serve the network.
+    #[arg(long, default_value = "127.0.0.1", env = "IRIS_WORKER_HOST")]
+    pub host: String,
+    #[arg(long, default_value_t = 10001, env = "IRIS_WORKER_PORT")]
+    pub port: u16,
+    /// Workdirs, logs and the journal of accepted attempts live here.
+    #[arg(long, default_value = "/var/cache/iris-worker", env = "IRIS_WORKER_CACHE_DIR")]
+    pub cache_dir: PathBuf,
+    /// Host ports handed to tasks.
+    #[arg(long, default_value = "30000-40000", value_parser = parse_port_range)]
+    pub port_range: RangeInclusive<u16>,
+    /// The controller to register with and report to (host:port or http://host:port).
+    #[arg(long, env = "IRIS_CONTROLLER_ADDRESS")]
+    pub controller_address: Option<String>,
+    /// Defaults to HOSTNAME-PORT.
+    #[arg(long, env = "IRIS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// The host name tasks and the controller use to reach this machine.
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
+    pub runtime: RuntimeKind,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[arg(long, default_value_t = 10_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Log lines kept in memory per attempt (the full log is on disk).
+    #[arg(long, default_value_t = 10_000)]
+    pub log_memory_lines: usize,
+    #[arg(long, default_value_t = 4 << 20)]
+    pub log_memory_bytes: usize,
+    /// Disk kept per attempt for its log; older lines are rotated away past this.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub log_disk_bytes: u64,
+    #[arg(long, default_value_t = 1_000)]
+    pub stats_interval_ms: u64,
+    /// How long a stopping worker waits for its tasks to die and their reports to land.
+    #[arg(long, default_value_t = 15_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            host: self.host.clone(),
+            port: self.port,
+            cache_dir: self.cache_dir.clone(),
+            port_range: self.port_range.clone(),
+            controller_address: self.controller_address.clone(),
+            worker_id: self.worker_id.clone(),
+            advertise_host: self.advertise_host.clone(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(1)),
+            log_memory: LogLimits {
+                lines_max: self.log_memory_lines.max(1),
+                bytes_max: self.log_memory_bytes.max(1),
+            },
+            log_disk_bytes_max: self.log_disk_bytes.max(1 << 20),
+            stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Submit a task: `task run [OPTIONS] -- ARGV...`
+    Run(RunArgs),
+    /// Show one task.
+    Status { task_id: String },
+    /// List every task on the worker.
+    List,
+    /// Print a task's logs.
+    Logs {
+        task_id: String,
+        /// Keep printing new lines until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Only lines from this source: stdout, stderr, build or error.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Kill a task: SIGTERM, then SIGKILL after the term timeout.
+    Kill {
+        task_id: String,
+        #[arg(long, default_value_t = 0)]
+        term_timeout_ms: i64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Defaults to cli-<unix seconds>.
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Defaults to JOB_ID/task-INDEX.
+    #[arg(long)]
+    pub task_id: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub task_index: i32,
+    #[arg(long, default_value_t = 1)]
+    pub num_tasks: i32,
+    #[arg(long, default_value_t = 0)]
+    pub attempt_id: i32,
+    /// Request a named host port (repeatable); the task sees IRIS_PORT_<NAME>.
+    #[arg(long = "port")]
+    pub ports: Vec<String>,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub timeout: i32,
+    /// A zip bundle (file:// or a path) extracted into the workdir.
+    #[arg(long)]
+    pub bundle: Option<String>,
+    /// Stream the logs and exit with the task's exit code.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
+}

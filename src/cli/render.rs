@@ -1,0 +1,126 @@
+//! How the CLI (and later the dashboard) shows tasks: tables for people, JSON for scripts.
+
+use serde_json::{Value, json};
+
+use crate::core::TaskState;
+use crate::proto;
+
+pub fn state_name(state: i32) -> &'static str {
+    TaskState::from_proto(state).map_or("TASK_STATE_UNSPECIFIED", TaskState::name)
+}
+
+fn short_state(state: i32) -> &'static str {
+    TaskState::from_proto(state).map_or("unspecified", TaskState::short_name)
+}
+
+pub fn status_json(status: &proto::TaskStatus) -> Value {
+    let usage = status.resource_usage.clone().unwrap_or_default();
+    json!({
+        "task_id": status.task_id,
+        "job_id": status.job_id,
+        "task_index": status.task_index,
+        "num_tasks": status.num_tasks,
+        "status": state_name(status.state),
+        "worker_id": status.worker_id,
+        "exit_code": status.exit_code,
+        "exit_signal": status.exit_signal,
+        "oom_killed": status.oom_killed,
+        "error": status.error,
+        "started_at_ms": status.started_at_ms,
+        "finished_at_ms": status.finished_at_ms,
+        "ports": status.ports,
+        "current_attempt_id": status.current_attempt_id,
+        "status_message": status.status_message,
+        "pending_reason": status.pending_reason,
+        "resource_usage": {
+            "memory_mb": usage.memory_mb,
+            "memory_peak_mb": usage.memory_peak_mb,
+            "cpu_millicores": usage.cpu_millicores,
+            "cpu_percent": usage.cpu_percent,
+            "process_count": usage.process_count,
+            "disk_mb": usage.disk_mb,
+        },
+        "attempts": status.attempts.iter().map(|a| json!({
+            "attempt_id": a.attempt_id,
+            "status": state_name(a.state),
+            "exit_code": a.exit_code,
+            "error": a.error,
+            "started_at_ms": a.started_at_ms,
+            "finished_at_ms": a.finished_at_ms,
+            "is_worker_failure": a.is_worker_failure,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn exit_text(status: &proto::TaskStatus) -> String {
+    match (status.finished_at_ms, status.exit_signal) {
+        (0, _) => "-".to_string(),
+        (_, 0) => status.exit_code.to_string(),
+        (_, sig) => format!("sig {sig}"),
+    }
+}
+
+/// One line per task, aligned.
+pub fn task_table(tasks: &[proto::TaskStatus]) -> String {
+    let mut rows = vec![[
+        "TASK".to_string(),
+        "ATTEMPT".to_string(),
+        "STATE".to_string(),
+        "EXIT".to_string(),
+        "MEM MB".to_string(),
+        "ERROR".to_string(),
+    ]];
+    for t in tasks {
+        let mem = t.resource_usage.as_ref().map_or(0, |u| u.memory_mb);
+        rows.push([
+            t.task_id.clone(),
+            t.current_attempt_id.to_string(),
+            short_state(t.state).to_string(),
+            exit_text(t),
+            mem.to_string(),
+            t.error.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A task's details, one field per line.
+pub fn task_detail(status: &proto::TaskStatus) -> String {
+    let usage = status.resource_usage.clone().unwrap_or_default();
+    let mut out = vec![
+        format!("task:      {}", status.task_id),
+        format!("job:       {} (index {}/{})", status.job_id, status.task_index, status.num_tasks),
+        format!("attempt:   {}", status.current_attempt_id),
+        format!("state:     {}", short_state(status.state)),
+        format!("exit:      {}", exit_text(status)),
+    ];
+    if !status.error.is_empty() {
+        out.push(format!("error:     {}", status.error));
+    }
+    if status.oom_killed {
+        out.push("oom:       killed by the OOM killer".to_string());
+    }
+    let mut ports: Vec<_> = status.ports.iter().collect();
+    ports.sort();
+    for (name, port) in ports {
+        out.push(format!("port:      {name}={port}"));
+    }
+    out.push(format!(
+        "resources: {} MB (peak {} MB), {} millicores, {} processes, {} MB disk",
+        usage.memory_mb, usage.memory_peak_mb, usage.cpu_millicores, usage.process_count, usage.disk_mb
+    ));
+    out.join("\n")
+}

@@ -1,0 +1,585 @@
+//! The driver: the one task that owns `WorkerCore`. RPC handlers send it `Command`s (with a
+//! oneshot for the answer); runtimes and the controller client send it `Event`s. It feeds both to
+//! the core, then executes the core's effects by spawning runtime and controller calls, each with
+//! a deadline, whose outcomes come back as events. It never awaits an effect itself, so a hung
+//! engine or controller cannot stop heartbeats, kills or RPC answers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, error, info, info_span, warn};
+
+use crate::core::{
+    AttemptKey, Effect, Event, KillError, SubmitError, TaskId, TaskSpec, TaskState, WorkerCore,
+};
+use crate::proto;
+use crate::shell::controller::ControllerClient;
+use crate::shell::journal::Journal;
+use crate::shell::logstore::LogStore;
+use crate::shell::runtime::{AttemptSink, Runtime, RuntimeError, wall_ms};
+
+/// Deadlines of runtime calls.
+#[derive(Clone, Debug)]
+pub struct CallDeadlines {
+    pub prepare: Duration,
+    pub fetch: Duration,
+    pub build: Duration,
+    pub start: Duration,
+    pub signal: Duration,
+    pub remove: Duration,
+}
+
+impl Default for CallDeadlines {
+    fn default() -> Self {
+        CallDeadlines {
+            prepare: Duration::from_secs(60),
+            fetch: Duration::from_secs(600),
+            build: Duration::from_secs(1800),
+            start: Duration::from_secs(120),
+            signal: Duration::from_secs(10),
+            remove: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Milliseconds for the core: wall-clock at start plus monotonic time since, so core time never
+/// jumps backwards while staying comparable to wall-clock timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Instant,
+    epoch_ms: u64,
+}
+
+impl Clock {
+    pub fn new(epoch_ms: u64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            epoch_ms,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch_ms + self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn instant_of(&self, deadline_ms: u64) -> Instant {
+        self.start + Duration::from_millis(deadline_ms.saturating_sub(self.epoch_ms))
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitRefusal {
+    #[error(transparent)]
+    Core(#[from] SubmitError),
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Health {
+    pub uptime: Duration,
+    pub running_tasks: usize,
+}
+
+pub enum Command {
+    Submit {
+        request: Box<proto::worker::RunTaskRequest>,
+        spec: Box<TaskSpec>,
+        reply: oneshot::Sender<Result<TaskState, SubmitRefusal>>,
+    },
+    Kill {
+        task_id: TaskId,
+        term_timeout_ms: i64,
+        reply: oneshot::Sender<Result<(), KillError>>,
+    },
+    Status {
+        task_id: TaskId,
+        reply: oneshot::Sender<Option<proto::TaskStatus>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<proto::TaskStatus>>,
+    },
+    CurrentAttempt {
+        task_id: TaskId,
+        reply: oneshot::Sender<Option<AttemptKey>>,
+    },
+    Health {
+        reply: oneshot::Sender<Health>,
+    },
+    /// Kill every task, deliver their reports (within `grace`), then stop.
+    Shutdown {
+        grace: Duration,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the driver needs besides the core.
+pub struct DriverParts {
+    pub runtime: Arc<dyn Runtime>,
+    pub logs: LogStore,
+    pub journal: Option<Journal>,
+    pub controller: Option<ControllerClient>,
+    pub clock: Clock,
+    pub deadlines: CallDeadlines,
+}
+
+pub struct Driver {
+    core: WorkerCore,
+    parts: DriverParts,
+    events_tx: mpsc::UnboundedSender<Event>,
+    setup: BTreeMap<AttemptKey, AbortHandle>,
+    spans: BTreeMap<AttemptKey, Span>,
+    terminal_reports: BTreeMap<u64, AttemptKey>,
+    shutdown: Option<(Instant, oneshot::Sender<()>)>,
+}
+
+/// The handle RPC handlers hold.
+#[derive(Clone)]
+pub struct DriverHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the worker's driver has stopped")]
+pub struct DriverGone;
+
+impl DriverHandle {
+    /// Sends a command built around a fresh oneshot and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        build: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DriverGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(build(tx)).await.map_err(|_| DriverGone)?;
+        rx.await.map_err(|_| DriverGone)
+    }
+}
+
+/// Commands waiting for the driver; beyond this, RPC handlers wait (backpressure, not memory).
+const COMMAND_QUEUE_MAX: usize = 1024;
+
+impl Driver {
+    /// Builds the driver, replays the journal into the core, and spawns the driver task.
+    pub fn spawn(mut core: WorkerCore, parts: DriverParts) -> (DriverHandle, tokio::task::JoinHandle<()>) {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        if let Some(journal) = &parts.journal {
+            recover(&mut core, journal, parts.clock.now_ms());
+        }
+        let driver = Driver {
+            core,
+            parts,
+            events_tx,
+            setup: BTreeMap::new(),
+            spans: BTreeMap::new(),
+            terminal_reports: BTreeMap::new(),
+            shutdown: None,
+        };
+        let task = tokio::spawn(driver.run(commands_rx, events_rx));
+        (DriverHandle { commands: commands_tx }, task)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.parts.clock.now_ms()
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        self.execute_effects();
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some(event) = events.recv() => {
+                    let now = self.now_ms();
+                    self.on_event_side_effects(&event);
+                    self.core.handle(now, event);
+                }
+                () = sleep_until(wake) => {
+                    let now = self.now_ms();
+                    self.core.handle_timeout(now);
+                }
+            }
+            self.execute_effects();
+            if self.shutdown_complete() {
+                break;
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let core = self.core.poll_timeout().map(|d| self.parts.clock.instant_of(d));
+        let shutdown = self.shutdown.as_ref().map(|(at, _)| *at);
+        match (core, shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn shutdown_complete(&mut self) -> bool {
+        let Some((deadline, _)) = &self.shutdown else {
+            return false;
+        };
+        let settled = self.core.live_attempts().is_empty() && self.core.outbox_len() == 0;
+        if !settled && Instant::now() < *deadline {
+            return false;
+        }
+        if !settled {
+            warn!(
+                live = self.core.live_attempts().len(),
+                unreported = self.core.outbox_len(),
+                "shutdown grace ran out"
+            );
+        }
+        let (_, reply) = self.shutdown.take().expect("checked");
+        let _ = reply.send(());
+        true
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = self.now_ms();
+        match command {
+            Command::Submit {
+                request,
+                spec,
+                reply,
+            } => {
+                let result = self.submit(now, &request, *spec);
+                let _ = reply.send(result);
+            }
+            Command::Kill {
+                task_id,
+                term_timeout_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.core.kill(now, &task_id, term_timeout_ms));
+            }
+            Command::Status { task_id, reply } => {
+                let _ = reply.send(self.core.task_status(&task_id));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.core.list_tasks());
+            }
+            Command::CurrentAttempt { task_id, reply } => {
+                let current = self.core.get_task(&task_id).map(crate::core::worker::attempt_key);
+                let _ = reply.send(current);
+            }
+            Command::Health { reply } => {
+                let _ = reply.send(Health {
+                    uptime: self.parts.clock.uptime(),
+                    running_tasks: self.core.running_tasks(),
+                });
+            }
+            Command::Shutdown { grace, reply } => {
+                let killed = self.core.kill_all(now, "Worker shutting down");
+                info!(killed, "shutting down");
+                self.shutdown = Some((Instant::now() + grace, reply));
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        now: u64,
+        request: &proto::worker::RunTaskRequest,
+        spec: TaskSpec,
+    ) -> Result<TaskState, SubmitRefusal> {
+        if self.shutdown.is_some() {
+            return Err(SubmitRefusal::ShuttingDown);
+        }
+        let task_id = spec.task_id.clone();
+        let attempt_id = spec.attempt_id;
+        let before = self.core.get_task(&task_id).map(|t| t.attempt_id);
+        let state = self.core.submit(now, spec)?;
+        if before != Some(attempt_id) {
+            self.record_accepted(request, &task_id);
+        }
+        Ok(state)
+    }
+
+    /// The journal entry is written before any effect of the attempt runs.
+    fn record_accepted(&self, request: &proto::worker::RunTaskRequest, task_id: &TaskId) {
+        let (Some(journal), Some(task)) = (&self.parts.journal, self.core.get_task(task_id)) else {
+            return;
+        };
+        if let Err(e) = journal.accepted(request, task) {
+            error!(task_id = %task_id, error = %e, "cannot journal the attempt; a restart would not know it");
+        }
+    }
+
+    fn on_event_side_effects(&mut self, event: &Event) {
+        if let Event::ReportAcked { report_id } = event
+            && let Some(key) = self.terminal_reports.remove(report_id)
+            && let Some(journal) = &self.parts.journal
+            && let Err(e) = journal.report_acked(&key)
+        {
+            warn!(attempt = %key, error = %e, "cannot journal the report ack");
+        }
+    }
+
+    fn span(&mut self, key: &AttemptKey) -> Span {
+        self.spans
+            .entry(key.clone())
+            .or_insert_with(|| info_span!("attempt", task_id = %key.task_id, attempt_id = key.attempt_id))
+            .clone()
+    }
+
+    fn execute_effects(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            self.execute(effect);
+        }
+    }
+
+    fn execute(&mut self, effect: Effect) {
+        let runtime = self.parts.runtime.clone();
+        let deadlines = self.parts.deadlines.clone();
+        match effect {
+            Effect::PrepareWorkdir {
+                attempt,
+                workdir,
+                files,
+            } => {
+                let key = attempt.clone();
+                self.spawn_setup(&key, deadlines.prepare, "prepare workdir", async move {
+                    match runtime.prepare_workdir(&attempt, &workdir, files).await {
+                        Ok(()) => Event::WorkdirReady { attempt },
+                        Err(e) => Event::WorkdirFailed { attempt, error: e.message },
+                    }
+                });
+            }
+            Effect::FetchBundle {
+                attempt,
+                bundle_path,
+                workdir,
+            } => {
+                let key = attempt.clone();
+                self.spawn_setup(&key, deadlines.fetch, "fetch bundle", async move {
+                    match runtime.fetch_bundle(&attempt, &bundle_path, &workdir).await {
+                        Ok(()) => Event::BundleReady { attempt },
+                        Err(e) => Event::BundleFailed { attempt, error: e.message },
+                    }
+                });
+            }
+            Effect::BuildImage { attempt, spec } => {
+                let key = attempt.clone();
+                let sink = self.sink(&attempt);
+                self.spawn_setup(&key, deadlines.build, "build image", async move {
+                    match runtime.build_image(&attempt, &spec, sink).await {
+                        Ok(built) => Event::BuildFinished {
+                            attempt,
+                            image: built.image,
+                            from_cache: built.from_cache,
+                        },
+                        Err(e) => Event::BuildFailed { attempt, error: e.message },
+                    }
+                });
+            }
+            Effect::CancelBuild { attempt } => {
+                if let Some(handle) = self.setup.remove(&attempt) {
+                    handle.abort();
+                }
+            }
+            Effect::StartContainer(spec) => self.start(*spec, deadlines.start),
+            Effect::SignalContainer { attempt, signal } => {
+                let span = self.span(&attempt);
+                info!(parent: &span, ?signal, "signalling");
+                self.spawn_quiet(span, deadlines.signal, "signal", async move {
+                    runtime.signal(&attempt, signal).await
+                });
+            }
+            Effect::RemoveContainer { attempt } => {
+                let span = self.span(&attempt);
+                self.spawn_quiet(span, deadlines.remove, "remove", async move {
+                    runtime.remove(&attempt).await
+                });
+            }
+            Effect::ReleaseResources { attempt } => self.release(attempt),
+            Effect::WriteLog {
+                attempt,
+                source,
+                data,
+            } => self.parts.logs.append(&attempt, wall_ms(), source, &data),
+            Effect::RegisterWorker { running_task_ids } => self.register(running_task_ids),
+            Effect::ReportTaskState { report_id, report } => self.report(report_id, report),
+        }
+    }
+
+    fn sink(&self, attempt: &AttemptKey) -> AttemptSink {
+        AttemptSink::new(attempt.clone(), self.events_tx.clone(), &self.parts.logs)
+    }
+
+    /// Runs a set-up step (cancellable by CancelBuild) and feeds its outcome back.
+    fn spawn_setup(
+        &mut self,
+        attempt: &AttemptKey,
+        limit: Duration,
+        what: &'static str,
+        call: impl Future<Output = Event> + Send + 'static,
+    ) {
+        let events = self.events_tx.clone();
+        let key = attempt.clone();
+        let span = self.span(attempt);
+        let handle = tokio::spawn(
+            async move {
+                let event = match tokio::time::timeout(limit, call).await {
+                    Ok(event) => event,
+                    Err(_) => timed_out_event(key, what, limit),
+                };
+                let _ = events.send(event);
+            }
+            .instrument(span),
+        );
+        self.setup.insert(attempt.clone(), handle.abort_handle());
+    }
+
+    /// Runs a call whose outcome the core does not wait for; failures are logged.
+    fn spawn_quiet(
+        &self,
+        span: Span,
+        limit: Duration,
+        what: &'static str,
+        call: impl Future<Output = Result<(), RuntimeError>> + Send + 'static,
+    ) {
+        tokio::spawn(
+            async move {
+                match tokio::time::timeout(limit, call).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "{what} failed"),
+                    Err(_) => warn!("{what} timed out after {limit:?}"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn start(&mut self, spec: crate::core::ContainerSpec, limit: Duration) {
+        let runtime = self.parts.runtime.clone();
+        let sink = self.sink(&spec.attempt);
+        let events = self.events_tx.clone();
+        let span = self.span(&spec.attempt);
+        info!(parent: &span, argv = ?spec.argv, try_number = spec.start_try, "starting");
+        tokio::spawn(
+            async move {
+                let attempt = spec.attempt.clone();
+                match tokio::time::timeout(limit, runtime.start(&spec, sink.clone())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        let _ = events.send(Event::StartFailed {
+                            attempt,
+                            error: e.message,
+                            port_conflict: e.port_conflict,
+                        });
+                    }
+                    // The runtime may have half-created it: the core removes what is there.
+                    Err(_) => sink.lost(format!("start timed out after {limit:?}")),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn release(&mut self, attempt: AttemptKey) {
+        self.setup.remove(&attempt);
+        let span = self.spans.remove(&attempt).unwrap_or_else(Span::none);
+        if let (Some(journal), Some(task)) = (&self.parts.journal, self.core.get_task(&attempt.task_id)) {
+            let task = self
+                .core
+                .task_attempts(&attempt.task_id)
+                .into_iter()
+                .find(|t| t.attempt_id == attempt.attempt_id)
+                .unwrap_or(task);
+            info!(parent: &span, state = %task.state, error = ?task.error, "attempt finished");
+            if let Err(e) = journal.finished(task) {
+                warn!(parent: &span, error = %e, "cannot journal the outcome");
+            }
+        }
+        self.parts.logs.close(&attempt);
+        let runtime = self.parts.runtime.clone();
+        tokio::spawn(async move { runtime.release(&attempt).await }.instrument(span));
+    }
+
+    fn register(&self, running_task_ids: Vec<String>) {
+        let Some(controller) = self.parts.controller.clone() else {
+            return;
+        };
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let event = match controller.register(running_task_ids).await {
+                Ok(should_reset) => Event::RegisterAccepted { should_reset },
+                Err(error) => {
+                    warn!(%error, "controller registration failed");
+                    Event::RegisterFailed { error }
+                }
+            };
+            let _ = events.send(event);
+        });
+    }
+
+    fn report(&mut self, report_id: u64, report: crate::core::TaskReport) {
+        let Some(controller) = self.parts.controller.clone() else {
+            return;
+        };
+        if crate::core::is_task_finished(report.state) {
+            let key = AttemptKey {
+                task_id: TaskId::new(report.task_id.clone()).expect("core ids are valid"),
+                attempt_id: report.attempt_id,
+            };
+            self.terminal_reports.insert(report_id, key);
+        }
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let event = match controller.report(&report).await {
+                Ok(()) => Event::ReportAcked { report_id },
+                Err(error) => Event::ReportFailed { report_id, error },
+            };
+            let _ = events.send(event);
+        });
+    }
+}
+
+fn timed_out_event(attempt: AttemptKey, what: &str, limit: Duration) -> Event {
+    let error = format!("{what} timed out after {limit:?}");
+    match what {
+        "prepare workdir" => Event::WorkdirFailed { attempt, error },
+        "fetch bundle" => Event::BundleFailed { attempt, error },
+        _ => Event::BuildFailed { attempt, error },
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Replays the journal: finished attempts come back as they were, live ones as WORKER_FAILED.
+fn recover(core: &mut WorkerCore, journal: &Journal, now_ms: u64) {
+    for record in journal.load() {
+        match record {
+            Ok(record) => {
+                if record.outcome.is_none() {
+                    warn!(task_id = %record.spec.task_id, attempt_id = record.spec.attempt_id,
+                        "attempt was live when the worker stopped; reporting it WORKER_FAILED");
+                }
+                core.recover(now_ms, record);
+            }
+            Err(e) => error!(error = %e, "unreadable journal record"),
+        }
+    }
+}

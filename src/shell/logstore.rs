@@ -1,0 +1,387 @@
+//! The log store. Per attempt: a bounded in-memory window (`TaskLogs`) for the common reads, and
+//! the full log on disk, capped and rotated once (`attempt-N.log.1`, then `attempt-N.log`), for
+//! everything else. A reader that asks for lines the window no longer holds is served from disk,
+//! so nothing within the disk cap is lost however slowly it reads, or across a worker restart.
+//!
+//! Log volume never passes through the driver: runtimes append here directly, one lock per
+//! attempt.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::core::{AttemptKey, LineStart, LogFilter, LogLimits, LogLine, LogSource, TaskLogs};
+
+/// Longest line kept; longer output is split into several lines.
+pub const LINE_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes of log data in one FetchTaskLogs response (gRPC messages are capped at 4 MiB).
+pub const RESPONSE_BYTES_MAX: usize = 3 << 20;
+
+#[derive(Clone, Debug)]
+pub struct LogStoreConfig {
+    pub root: PathBuf,
+    pub memory: LogLimits,
+    /// Disk kept per attempt, both segments together.
+    pub disk_bytes_max: u64,
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    config: Arc<LogStoreConfig>,
+    attempts: Arc<Mutex<BTreeMap<AttemptKey, AttemptLogHandle>>>,
+}
+
+pub type AttemptLogHandle = Arc<Mutex<AttemptLog>>;
+
+pub struct AttemptLog {
+    memory: TaskLogs,
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    segment_bytes: u64,
+    segment_bytes_max: u64,
+    bytes_ingested: u64,
+    disk_error: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a log lock leaves plain data behind; keep serving it.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LogStore {
+    pub fn new(config: LogStoreConfig) -> LogStore {
+        LogStore {
+            config: Arc::new(config),
+            attempts: Arc::default(),
+        }
+    }
+
+    fn path_of(&self, key: &AttemptKey) -> PathBuf {
+        self.config
+            .root
+            .join(key.task_id.path_component())
+            .join(format!("attempt-{}.log", key.attempt_id))
+    }
+
+    /// The attempt's log, created on first use.
+    pub fn open(&self, key: &AttemptKey) -> AttemptLogHandle {
+        let mut attempts = lock(&self.attempts);
+        attempts
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(AttemptLog::create(&self.config, self.path_of(key)))))
+            .clone()
+    }
+
+    pub fn get(&self, key: &AttemptKey) -> Option<AttemptLogHandle> {
+        lock(&self.attempts).get(key).cloned()
+    }
+
+    pub fn append(&self, key: &AttemptKey, timestamp_ms: i64, source: LogSource, data: &str) {
+        lock(&self.open(key)).append(timestamp_ms, source, data);
+    }
+
+    /// Lines of an attempt matching `filter`, at most `RESPONSE_BYTES_MAX` of data. An attempt
+    /// with no log yet (or from before a restart) is read from disk.
+    pub fn fetch(&self, key: &AttemptKey, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
+        match self.get(key) {
+            Some(handle) => lock(&handle).fetch(filter),
+            None => scan_disk(&self.path_of(key), filter),
+        }
+    }
+
+    /// Flushes an attempt's file and drops it from memory (its disk log stays readable).
+    pub fn close(&self, key: &AttemptKey) {
+        if let Some(handle) = lock(&self.attempts).remove(key) {
+            let mut log = lock(&handle);
+            if let Some(writer) = log.writer.as_mut() {
+                let _ = writer.flush();
+            }
+            log.writer = None;
+        }
+    }
+
+    pub fn bytes_ingested(&self, key: &AttemptKey) -> u64 {
+        self.get(key).map_or(0, |h| lock(&h).bytes_ingested)
+    }
+}
+
+impl AttemptLog {
+    fn create(config: &LogStoreConfig, path: PathBuf) -> AttemptLog {
+        let opened = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
+        let (writer, segment_bytes, disk_error) = match opened {
+            Ok(file) => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                (Some(BufWriter::with_capacity(64 * 1024, file)), len, None)
+            }
+            Err(e) => (None, 0, Some(format!("{}: {e}", path.display()))),
+        };
+        AttemptLog {
+            memory: TaskLogs::new(config.memory),
+            path,
+            writer,
+            segment_bytes,
+            segment_bytes_max: (config.disk_bytes_max / 2).max(1),
+            bytes_ingested: 0,
+            disk_error,
+        }
+    }
+
+    pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
+        self.bytes_ingested += data.len() as u64;
+        let line_number = self.memory.push(timestamp_ms, source, data.to_string());
+        let record = encode(line_number, timestamp_ms, source, data);
+        if let Err(e) = self.write_record(&record) {
+            // The in-memory window still has the line; remember why disk has not.
+            self.disk_error = Some(e.to_string());
+        }
+    }
+
+    fn write_record(&mut self, record: &str) -> io::Result<()> {
+        let len = record.len() as u64;
+        if self.segment_bytes + len > self.segment_bytes_max && self.segment_bytes > 0 {
+            self.rotate()?;
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        writer.write_all(record.as_bytes())?;
+        self.segment_bytes += len;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.flush()?;
+        }
+        fs::rename(&self.path, rotated(&self.path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.segment_bytes = 0;
+        Ok(())
+    }
+
+    pub fn next_line_number(&self) -> i64 {
+        self.memory.next_line_number()
+    }
+
+    fn fetch(&mut self, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
+        let from_memory = self.memory.fetch(filter);
+        if self.memory_answers(filter, &from_memory) {
+            return Ok(within_budget(from_memory, filter.start));
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush()?;
+        }
+        scan_disk(&self.path, filter)
+    }
+
+    /// Whether the window holds every line the filter could select.
+    fn memory_answers(&self, filter: &LogFilter, found: &[LogLine]) -> bool {
+        let first = self.memory.first_line_number();
+        if first == 0 || self.writer.is_none() {
+            return true;
+        }
+        match filter.start {
+            LineStart::From(n) => n >= first,
+            LineStart::LastN(n) => {
+                let wanted = n.min(filter.max_lines.map_or(u64::MAX, |m| m as u64));
+                found.len() as u64 >= wanted
+            }
+            LineStart::Beginning => false,
+        }
+    }
+}
+
+fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+fn encode(line_number: i64, timestamp_ms: i64, source: LogSource, data: &str) -> String {
+    let escaped = data.replace('\\', "\\\\").replace('\n', "\\n");
+    format!("{line_number}\t{timestamp_ms}\t{source}\t{escaped}\n")
+}
+
+fn decode(record: &str) -> Option<LogLine> {
+    let mut parts = record.splitn(4, '\t');
+    let line_number = parts.next()?.parse().ok()?;
+    let timestamp_ms = parts.next()?.parse().ok()?;
+    let source = LogSource::parse(parts.next()?)?;
+    let raw = parts.next()?;
+    let mut data = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            data.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => data.push('\n'),
+            Some(other) => data.push(other),
+            None => {}
+        }
+    }
+    Some(LogLine {
+        line_number,
+        timestamp_ms,
+        source,
+        data,
+    })
+}
+
+/// Reads both segments in order and applies the filter within the response budget.
+fn scan_disk(path: &Path, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
+    let from = match filter.start {
+        LineStart::From(n) => n,
+        _ => i64::MIN,
+    };
+    let max = filter.max_lines.unwrap_or(usize::MAX);
+    let tail = match filter.start {
+        LineStart::LastN(n) => Some(usize::try_from(n).unwrap_or(usize::MAX).min(max)),
+        _ => None,
+    };
+    let mut out: VecDeque<LogLine> = VecDeque::new();
+    let mut bytes = 0usize;
+    for segment in [rotated(path), path.to_path_buf()] {
+        let file = match File::open(&segment) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for record in BufReader::new(file).split(b'\n') {
+            let record = record?;
+            let Some(line) = decode(&String::from_utf8_lossy(&record)) else {
+                continue;
+            };
+            if line.line_number < from || !filter.matches(&line) {
+                continue;
+            }
+            bytes += line.data.len();
+            out.push_back(line);
+            match tail {
+                Some(keep) => {
+                    while out.len() > keep || (bytes > RESPONSE_BYTES_MAX && out.len() > 1) {
+                        bytes -= out.pop_front().map_or(0, |l| l.data.len());
+                    }
+                }
+                None if out.len() >= max || bytes >= RESPONSE_BYTES_MAX => {
+                    return Ok(out.into());
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(out.into())
+}
+
+/// Trims a memory answer to the response budget: the oldest lines go for a tail, else the newest.
+fn within_budget(mut lines: Vec<LogLine>, start: LineStart) -> Vec<LogLine> {
+    let total: usize = lines.iter().map(|l| l.data.len()).sum();
+    if total <= RESPONSE_BYTES_MAX {
+        return lines;
+    }
+    let mut bytes = 0;
+    match start {
+        LineStart::LastN(_) => {
+            let keep = lines
+                .iter()
+                .rev()
+                .take_while(|l| {
+                    bytes += l.data.len();
+                    bytes <= RESPONSE_BYTES_MAX
+                })
+                .count()
+                .max(1);
+            lines.drain(..lines.len() - keep);
+        }
+        _ => {
+            let keep = lines
+                .iter()
+                .take_while(|l| {
+                    bytes += l.data.len();
+                    bytes <= RESPONSE_BYTES_MAX
+                })
+                .count()
+                .max(1);
+            lines.truncate(keep);
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::TaskId;
+
+    fn store(dir: &Path, lines_max: usize, disk: u64) -> LogStore {
+        LogStore::new(LogStoreConfig {
+            root: dir.to_path_buf(),
+            memory: LogLimits {
+                lines_max,
+                bytes_max: 1 << 20,
+            },
+            disk_bytes_max: disk,
+        })
+    }
+
+    fn key() -> AttemptKey {
+        AttemptKey {
+            task_id: TaskId::new("job/task-0").unwrap(),
+            attempt_id: 0,
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("iris-logstore-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn evicted_lines_are_served_from_disk() {
+        let dir = tmp("evict");
+        let logs = store(&dir, 10, 1 << 30);
+        for i in 0..1000 {
+            logs.append(&key(), i, LogSource::Stdout, &format!("line {i}\twith tab \\ and \n"));
+        }
+        let filter = LogFilter {
+            start: LineStart::From(5),
+            max_lines: Some(3),
+            ..LogFilter::default()
+        };
+        let got = logs.fetch(&key(), &filter).unwrap();
+        assert_eq!(got.iter().map(|l| l.line_number).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!(got[0].data, "line 5\twith tab \\ and \n");
+        let all = logs.fetch(&key(), &LogFilter::default()).unwrap();
+        assert_eq!(all.len(), 1000);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn disk_is_capped_by_rotation() {
+        let dir = tmp("rotate");
+        let logs = store(&dir, 10, 20_000);
+        for i in 0..5000 {
+            logs.append(&key(), i, LogSource::Stdout, "0123456789");
+        }
+        logs.close(&key());
+        let on_disk: u64 = fs::read_dir(dir.join("job%2Ftask-0"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 20_000, "{on_disk}");
+        let all = logs.fetch(&key(), &LogFilter::default()).unwrap();
+        assert_eq!(all.last().unwrap().line_number, 4999);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,11 @@
+pub mod shim;
+pub mod logstore;
+pub mod bundle;
+pub mod runtime;
+pub mod procstats;
+pub mod process;
+pub mod journal;
+pub mod controller;
+pub mod driver;
+pub mod service;
+pub mod serve;

@@ -1,0 +1,286 @@
+//! The process runtime: each attempt runs as its own process group on this machine, led by the
+//! task shim (see `shim.rs`) so the group dies with the worker. Used where there is no Docker.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::core::{AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, Signal};
+use crate::shell::bundle;
+use crate::shell::logstore::LINE_BYTES_MAX;
+use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
+use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+
+/// Variables of the worker's own environment a task inherits (everything else is the task's).
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// How long the log readers may drain after the process exits (a leftover holding the pipe).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct ProcessRuntimeConfig {
+    pub cache_dir: PathBuf,
+    /// The `iris-worker` binary to run as the task shim; `None` runs tasks directly (then only
+    /// the group leader is tied to the worker's life).
+    pub shim: Option<PathBuf>,
+    pub stats_interval: Duration,
+}
+
+struct Group {
+    pgid: i32,
+    sampler: AbortHandle,
+}
+
+pub struct ProcessRuntime {
+    config: ProcessRuntimeConfig,
+    groups: Arc<Mutex<BTreeMap<AttemptKey, Group>>>,
+}
+
+impl ProcessRuntime {
+    pub fn new(config: ProcessRuntimeConfig) -> ProcessRuntime {
+        ProcessRuntime {
+            config,
+            groups: Arc::default(),
+        }
+    }
+
+    fn command(&self, spec: &ContainerSpec) -> Command {
+        let mut cmd = match &self.config.shim {
+            Some(shim) => {
+                let mut cmd = Command::new(shim);
+                cmd.arg("shim")
+                    .arg("--parent-pid")
+                    .arg(std::process::id().to_string())
+                    .arg("--")
+                    .args(&spec.argv);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&spec.argv[0]);
+                cmd.args(&spec.argv[1..]);
+                cmd
+            }
+        };
+        cmd.env_clear();
+        for key in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.config.cache_dir.join(&spec.workdir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        // SAFETY: prctl is async-signal-safe; it only ties the child's life to this thread's.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    fn spawn_sampler(&self, pgid: i32, workdir: PathBuf, sink: AttemptSink) -> AbortHandle {
+        let interval = self.config.stats_interval;
+        tokio::spawn(async move {
+            let mut sampler = GroupSampler::new(pgid);
+            let mut ticker = tokio::time::interval(interval);
+            let mut disk_mb = 0;
+            for round in 0u64.. {
+                ticker.tick().await;
+                let dir = workdir.clone();
+                let measure_disk = round % 5 == 0;
+                let Ok((mut usage, s)) = tokio::task::spawn_blocking(move || {
+                    let usage = sampler.sample();
+                    let disk = measure_disk.then(|| disk_usage_bytes(&dir, 100_000));
+                    ((usage, disk), sampler)
+                })
+                .await
+                .map(|((u, d), s)| {
+                    if let Some(bytes) = d {
+                        disk_mb = (bytes / (1024 * 1024)) as i64;
+                    }
+                    (u, s)
+                }) else {
+                    return;
+                };
+                sampler = s;
+                usage.disk_mb = disk_mb;
+                sink.stats(usage);
+            }
+        })
+        .abort_handle()
+    }
+}
+
+fn blocking_error(e: tokio::task::JoinError) -> RuntimeError {
+    RuntimeError::new(format!("worker thread failed: {e}"))
+}
+
+/// Copies one pipe into the log, line by line; over-long lines are split.
+async fn pump(reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(LINE_BYTES_MAX as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                sink.log(source, &String::from_utf8_lossy(&buf));
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Runtime for ProcessRuntime {
+    async fn prepare_workdir(
+        &self,
+        _attempt: &AttemptKey,
+        workdir: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.config.cache_dir.join(workdir);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            for (name, bytes) in files {
+                std::fs::write(dir.join(name), bytes)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(blocking_error)?
+        .map_err(RuntimeError::from)
+    }
+
+    async fn fetch_bundle(
+        &self,
+        _attempt: &AttemptKey,
+        bundle_path: &str,
+        workdir: &str,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.config.cache_dir.join(workdir);
+        let path = bundle_path.to_string();
+        tokio::task::spawn_blocking(move || bundle::fetch_and_extract(&path, &dir))
+            .await
+            .map_err(blocking_error)?
+            .map_err(|e| RuntimeError::new(e.to_string()))
+    }
+
+    async fn build_image(
+        &self,
+        _attempt: &AttemptKey,
+        spec: &BuildSpec,
+        sink: AttemptSink,
+    ) -> Result<BuiltImage, RuntimeError> {
+        if let Some(image) = &spec.base_image {
+            let line = format!("process runtime: docker_image {image} is ignored; running on the host");
+            sink.log(LogSource::Build, &line);
+        }
+        if !spec.pip_packages.is_empty() {
+            let line = "process runtime: pip_packages are not installed; the host's python is used";
+            sink.log(LogSource::Build, line);
+        }
+        Ok(BuiltImage::default())
+    }
+
+    async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {
+        let mut child = self
+            .command(spec)
+            .spawn()
+            .map_err(|e| RuntimeError::new(format!("cannot start {:?}: {e}", spec.argv[0])))?;
+        let pgid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::new("no pid"))?;
+        sink.started();
+        let readers: Vec<JoinHandle<()>> = [
+            child.stdout.take().map(|out| tokio::spawn(pump(out, LogSource::Stdout, sink.clone()))),
+            child.stderr.take().map(|err| tokio::spawn(pump(err, LogSource::Stderr, sink.clone()))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let workdir = self.config.cache_dir.join(&spec.workdir);
+        let sampler = self.spawn_sampler(pgid, workdir, sink.clone());
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.attempt.clone(), Group { pgid, sampler: sampler.clone() });
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Whatever the task left running in its group goes with it, as with a container.
+            // SAFETY: signalling a process group we created.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_join(readers)).await;
+            sampler.abort();
+            match status {
+                Ok(s) => sink.exited(ExitStatus {
+                    code: s.code(),
+                    signal: s.signal(),
+                    oom_killed: false,
+                }),
+                Err(e) => sink.lost(format!("waiting for the process failed: {e}")),
+            }
+        });
+        Ok(())
+    }
+
+    async fn signal(&self, attempt: &AttemptKey, signal: Signal) -> Result<(), RuntimeError> {
+        let pgid = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(attempt)
+            .map(|g| g.pgid);
+        if let Some(pgid) = pgid {
+            // SAFETY: signalling a process group we created; ESRCH (already gone) is fine.
+            unsafe { libc::kill(-pgid, signal.number()) };
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, attempt: &AttemptKey) -> Result<(), RuntimeError> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(attempt);
+        Ok(())
+    }
+
+    async fn release(&self, attempt: &AttemptKey) {
+        if let Some(group) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(attempt)
+        {
+            group.sampler.abort();
+        }
+        let dir = self.config.cache_dir.join(attempt.workdir());
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}

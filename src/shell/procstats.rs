@@ -1,0 +1,142 @@
+//! Resource usage of a process group, read from /proc, and a workdir's disk usage.
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::core::ResourceUsage;
+
+/// One /proc/PID/stat line's fields we need.
+struct ProcStat {
+    pgrp: i32,
+    cpu_ticks: u64,
+    rss_pages: i64,
+}
+
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); pgrp is field 5, utime 14, stime 15, rss 24.
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(ProcStat {
+        pgrp: field(5)?.parse().ok()?,
+        cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
+        rss_pages: field(24)?.parse().ok()?,
+    })
+}
+
+/// Samples one process group, remembering the previous sample to turn CPU ticks into a rate.
+pub struct GroupSampler {
+    pgid: i32,
+    last: Option<(Instant, u64)>,
+    ticks_per_second: u64,
+    page_bytes: i64,
+}
+
+impl GroupSampler {
+    pub fn new(pgid: i32) -> GroupSampler {
+        // SAFETY: sysconf only reads configuration.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        GroupSampler {
+            pgid,
+            last: None,
+            ticks_per_second: u64::try_from(ticks).unwrap_or(100).max(1),
+            page_bytes: i64::from(page.max(1) as i32),
+        }
+    }
+
+    pub fn sample(&mut self) -> ResourceUsage {
+        let mut cpu_ticks = 0u64;
+        let mut rss_pages = 0i64;
+        let mut count = 0i32;
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            match parse_stat(&text) {
+                Some(stat) if stat.pgrp == self.pgid => {
+                    cpu_ticks += stat.cpu_ticks;
+                    rss_pages += stat.rss_pages;
+                    count += 1;
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        let millicores = match self.last {
+            Some((at, ticks)) if now > at => {
+                let used_ms = cpu_ticks.saturating_sub(ticks) * 1000 / self.ticks_per_second;
+                let wall_ms = now.duration_since(at).as_millis().max(1) as u64;
+                (used_ms * 1000 / wall_ms) as i32
+            }
+            _ => 0,
+        };
+        self.last = Some((now, cpu_ticks));
+        let memory_mb = rss_pages * self.page_bytes / (1024 * 1024);
+        ResourceUsage {
+            memory_mb,
+            memory_peak_mb: memory_mb,
+            disk_mb: 0,
+            cpu_millicores: millicores,
+            cpu_percent: millicores / 10,
+            process_count: count,
+        }
+    }
+}
+
+/// Bytes under `dir`, walking at most `entries_max` entries (a huge tree is under-counted rather
+/// than stalling the sampler).
+pub fn disk_usage_bytes(dir: &Path, entries_max: usize) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > entries_max {
+                return total;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "4242 (my (odd) cmd) S 1 4240 4240 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 250 18446744073709551615";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.pgrp, stat.cpu_ticks, stat.rss_pages), (4240, 10, 250));
+    }
+
+    #[test]
+    fn samples_our_own_group() {
+        // SAFETY: getpgrp reads our own process group.
+        let pgid = unsafe { libc::getpgrp() };
+        let usage = GroupSampler::new(pgid).sample();
+        assert!(usage.process_count >= 1);
+        assert!(usage.memory_mb >= 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! The `Runtime` trait: what runs a task attempt (a docker container or a process group), and the
+//! `AttemptSink` through which a running attempt reports back.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::core::{
+    AttemptKey, BuildSpec, ContainerSpec, Event, ExitStatus, LogSource, ResourceUsage, Signal,
+};
+use crate::shell::logstore::{AttemptLogHandle, LogStore};
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RuntimeError {
+    pub message: String,
+    /// The start failed because a host port was taken; the core retries with fresh ports.
+    pub port_conflict: bool,
+}
+
+impl RuntimeError {
+    pub fn new(message: impl Into<String>) -> RuntimeError {
+        RuntimeError {
+            message: message.into(),
+            port_conflict: false,
+        }
+    }
+}
+
+impl From<std::io::Error> for RuntimeError {
+    fn from(e: std::io::Error) -> Self {
+        RuntimeError::new(e.to_string())
+    }
+}
+
+/// The image a build resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuiltImage {
+    pub image: Option<String>,
+    pub from_cache: bool,
+}
+
+/// Wall-clock milliseconds, for log timestamps.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a started attempt talks back: log lines straight to the log store, everything else to
+/// the driver as events. Cheap to clone.
+#[derive(Clone)]
+pub struct AttemptSink {
+    pub attempt: AttemptKey,
+    events: mpsc::UnboundedSender<Event>,
+    log: AttemptLogHandle,
+}
+
+impl AttemptSink {
+    pub fn new(attempt: AttemptKey, events: mpsc::UnboundedSender<Event>, logs: &LogStore) -> Self {
+        let log = logs.open(&attempt);
+        AttemptSink {
+            attempt,
+            events,
+            log,
+        }
+    }
+
+    pub fn log(&self, source: LogSource, data: &str) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(wall_ms(), source, data);
+    }
+
+    fn send(&self, event: Event) {
+        // The driver only goes away at shutdown, when nobody waits for this answer.
+        let _ = self.events.send(event);
+    }
+
+    pub fn started(&self) {
+        self.send(Event::ContainerStarted {
+            attempt: self.attempt.clone(),
+        });
+    }
+
+    pub fn exited(&self, status: ExitStatus) {
+        self.send(Event::Exited {
+            attempt: self.attempt.clone(),
+            status,
+        });
+    }
+
+    pub fn stats(&self, usage: ResourceUsage) {
+        self.send(Event::Stats {
+            attempt: self.attempt.clone(),
+            usage,
+        });
+    }
+
+    pub fn lost(&self, error: String) {
+        self.send(Event::RuntimeLost {
+            attempt: self.attempt.clone(),
+            error,
+        });
+    }
+}
+
+/// Runs attempts. Every method may take long or hang; the driver wraps each call in a deadline
+/// and never awaits one itself.
+#[tonic::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates the attempt's workdir (relative to the cache dir) and writes `files` into it.
+    async fn prepare_workdir(
+        &self,
+        attempt: &AttemptKey,
+        workdir: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), RuntimeError>;
+
+    async fn fetch_bundle(
+        &self,
+        attempt: &AttemptKey,
+        bundle_path: &str,
+        workdir: &str,
+    ) -> Result<(), RuntimeError>;
+
+    async fn build_image(
+        &self,
+        attempt: &AttemptKey,
+        spec: &BuildSpec,
+        sink: AttemptSink,
+    ) -> Result<BuiltImage, RuntimeError>;
+
+    /// Starts the attempt. On success it calls `sink.started()` before any other sink event,
+    /// then reports logs, stats and exactly one `exited` (or `lost`).
+    async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError>;
+
+    async fn signal(&self, attempt: &AttemptKey, signal: Signal) -> Result<(), RuntimeError>;
+
+    /// Removes what is left of an exited attempt (its container; never its logs).
+    async fn remove(&self, attempt: &AttemptKey) -> Result<(), RuntimeError>;
+
+    /// Stops sampling and frees runtime-side state of a finished attempt.
+    async fn release(&self, attempt: &AttemptKey);
+}

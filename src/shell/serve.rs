@@ -1,0 +1,161 @@
+//! `serve`: wires the core, driver, runtime, log store, journal, controller client and gRPC
+//! service together, and runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
+use crate::proto;
+use crate::shell::controller::ControllerClient;
+use crate::shell::driver::{CallDeadlines, Clock, Command, Driver, DriverParts};
+use crate::shell::journal::Journal;
+use crate::shell::logstore::{LogStore, LogStoreConfig};
+use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
+use crate::shell::service::WorkerService;
+
+/// Largest request the worker decodes (a callable entrypoint can be large).
+pub const REQUEST_BYTES_MAX: usize = 32 << 20;
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    pub cache_dir: PathBuf,
+    pub port_range: RangeInclusive<u16>,
+    pub controller_address: Option<String>,
+    pub worker_id: Option<String>,
+    pub advertise_host: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub log_memory: LogLimits,
+    pub log_disk_bytes_max: u64,
+    pub stats_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn can_bind(port: u16) -> bool {
+    std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+fn metadata(opts: &ServeOptions) -> proto::WorkerMetadata {
+    proto::WorkerMetadata {
+        hostname: hostname(),
+        ip_address: opts.advertise_host.clone().unwrap_or_default(),
+        cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+        memory_bytes: 0,
+        disk_bytes: 0,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.cache_dir)
+        .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+        .await
+        .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
+    let local: SocketAddr = listener.local_addr()?;
+    let advertise = opts.advertise_host.clone().unwrap_or_else(|| match local.ip() {
+        ip if ip.is_unspecified() => hostname(),
+        ip => ip.to_string(),
+    });
+    opts.advertise_host = Some(advertise.clone());
+    let worker_id = opts
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), local.port()));
+    let address = format!("{advertise}:{}", local.port());
+    let config = CoreConfig {
+        identity: WorkerIdentity {
+            worker_id: worker_id.clone(),
+            address: address.clone(),
+        },
+        controller_address: opts.controller_address.clone(),
+        advertise_host: advertise,
+        flavour: RuntimeFlavour::Process,
+        port_range: opts.port_range.clone(),
+        heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
+        ..CoreConfig::default()
+    };
+    let clock = Clock::new(epoch_ms());
+    let core = WorkerCore::new(config, clock.now_ms(), Box::new(can_bind));
+    let logs = LogStore::new(LogStoreConfig {
+        root: opts.cache_dir.join("logs"),
+        memory: opts.log_memory,
+        disk_bytes_max: opts.log_disk_bytes_max,
+    });
+    let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
+        cache_dir: opts.cache_dir.clone(),
+        shim: std::env::current_exe().ok(),
+        stats_interval: opts.stats_interval,
+    });
+    let controller = match &opts.controller_address {
+        Some(addr) => Some(
+            ControllerClient::new(addr, worker_id.clone(), address.clone(), metadata(&opts))
+                .context("controller address")?,
+        ),
+        None => None,
+    };
+    let parts = DriverParts {
+        runtime: Arc::new(runtime),
+        logs: logs.clone(),
+        journal: Some(Journal::open(&opts.cache_dir).context("opening the journal")?),
+        controller,
+        clock,
+        deadlines: CallDeadlines::default(),
+    };
+    let (driver, driver_task) = Driver::spawn(core, parts);
+    let service = proto::worker_service_server::WorkerServiceServer::new(WorkerService::new(
+        driver.clone(),
+        logs,
+    ))
+    .max_decoding_message_size(REQUEST_BYTES_MAX);
+    // The line scripts and tests wait for; stdout, apart from the logs on stderr.
+    println!("iris-worker listening on {local} (worker id {worker_id})");
+    info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .await
+        .context("gRPC server")?;
+    info!("stopping: killing tasks and delivering their reports");
+    let grace = opts.shutdown_grace;
+    let _ = driver
+        .ask(|reply| Command::Shutdown { grace, reply })
+        .await;
+    let _ = driver_task.await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `WorkerService`: the gRPC face of the worker. Thin: it validates input (a bad request gets
+//! INVALID_ARGUMENT naming the field and changes nothing), asks the driver, and maps typed errors
+//! to status codes. Log reads go to the log store directly, never through the driver.
+
+use tonic::{Request, Response, Status};
+
+use crate::core::{KillError, LogFilter, SubmitError, TaskId, TaskSpec};
+use crate::proto;
+use crate::proto::worker::{
+    FetchTaskLogsRequest, FetchTaskLogsResponse, GetTaskStatusRequest, HealthResponse,
+    KillTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, RunTaskResponse,
+};
+use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
+use crate::shell::logstore::LogStore;
+
+pub struct WorkerService {
+    driver: DriverHandle,
+    logs: LogStore,
+}
+
+impl WorkerService {
+    pub fn new(driver: DriverHandle, logs: LogStore) -> WorkerService {
+        WorkerService { driver, logs }
+    }
+}
+
+impl From<DriverGone> for Status {
+    fn from(e: DriverGone) -> Status {
+        Status::unavailable(e.to_string())
+    }
+}
+
+fn task_id(raw: &str) -> Result<TaskId, Status> {
+    TaskId::new(raw).map_err(|e| Status::invalid_argument(format!("task_id {e}")))
+}
+
+fn submit_status(refusal: SubmitRefusal) -> Status {
+    match refusal {
+        SubmitRefusal::Core(e @ SubmitError::StaleAttempt { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        SubmitRefusal::Core(e @ SubmitError::PortsExhausted { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        SubmitRefusal::ShuttingDown => Status::unavailable(refusal.to_string()),
+    }
+}
+
+fn kill_status(e: KillError) -> Status {
+    match e {
+        KillError::NotFound(_) => Status::not_found(e.to_string()),
+        KillError::AlreadyCompleted { .. } => Status::failed_precondition(e.to_string()),
+        KillError::NegativeTermTimeout => Status::invalid_argument(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl proto::worker_service_server::WorkerService for WorkerService {
+    async fn run_task(
+        &self,
+        request: Request<RunTaskRequest>,
+    ) -> Result<Response<RunTaskResponse>, Status> {
+        let request = request.into_inner();
+        let spec = TaskSpec::from_request(&request)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let task_id = request.task_id.clone();
+        let state = self
+            .driver
+            .ask(|reply| Command::Submit {
+                request: Box::new(request),
+                spec: Box::new(spec),
+                reply,
+            })
+            .await?
+            .map_err(submit_status)?;
+        Ok(Response::new(RunTaskResponse {
+            task_id,
+            state: state.to_proto() as i32,
+        }))
+    }
+
+    async fn get_task_status(
+        &self,
+        request: Request<GetTaskStatusRequest>,
+    ) -> Result<Response<proto::TaskStatus>, Status> {
+        let task_id = task_id(&request.get_ref().task_id)?;
+        let status = self
+            .driver
+            .ask(|reply| Command::Status {
+                task_id: task_id.clone(),
+                reply,
+            })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("task {task_id} not found")))?;
+        Ok(Response::new(status))
+    }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let tasks = self.driver.ask(|reply| Command::List { reply }).await?;
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn fetch_task_logs(
+        &self,
+        request: Request<FetchTaskLogsRequest>,
+    ) -> Result<Response<FetchTaskLogsResponse>, Status> {
+        let request = request.into_inner();
+        let task_id = task_id(&request.task_id)?;
+        let filter = LogFilter::from_proto(request.filter.as_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let attempt = self
+            .driver
+            .ask(|reply| Command::CurrentAttempt {
+                task_id: task_id.clone(),
+                reply,
+            })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("task {task_id} not found")))?;
+        let logs = self.logs.clone();
+        let lines = tokio::task::spawn_blocking(move || logs.fetch(&attempt, &filter))
+            .await
+            .map_err(|e| Status::internal(format!("log reader failed: {e}")))?
+            .map_err(|e| Status::internal(format!("reading logs: {e}")))?;
+        Ok(Response::new(FetchTaskLogsResponse {
+            logs: lines.iter().map(|l| l.to_proto()).collect(),
+        }))
+    }
+
+    async fn kill_task(
+        &self,
+        request: Request<KillTaskRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let request = request.into_inner();
+        let task_id = task_id(&request.task_id)?;
+        self.driver
+            .ask(|reply| Command::Kill {
+                task_id,
+                term_timeout_ms: request.term_timeout_ms,
+                reply,
+            })
+            .await?
+            .map_err(kill_status)?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn health_check(
+        &self,
+        _request: Request<proto::Empty>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let health = self.driver.ask(|reply| Command::Health { reply }).await?;
+        Ok(Response::new(HealthResponse {
+            healthy: true,
+            uptime_ms: health.uptime.as_millis() as i64,
+            running_tasks: health.running_tasks as i32,
+        }))
+    }
+}

@@ -1,0 +1,308 @@
+//! Helpers for tests against the real binary: a worker process on loopback and a test
+//! controller implementing ControllerService.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iris_worker::proto;
+use iris_worker::proto::controller::{
+    RegisterWorkerRequest, RegisterWorkerResponse, ReportTaskStateRequest, ReportTaskStateResponse,
+};
+use iris_worker::proto::controller_service_server::{ControllerService, ControllerServiceServer};
+use iris_worker::proto::worker_service_client::WorkerServiceClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_iris-worker");
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("iris-test-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A worker process; killed when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub cache_dir: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn start(cache_dir: &Path, extra: &[&str]) -> WorkerProcess {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--port", "0", "--cache-dir"])
+            .arg(cache_dir)
+            .args(["--port-range", "42000-42999", "--stats-interval-ms", "200"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .parse()
+            .unwrap();
+        WorkerProcess {
+            child,
+            addr,
+            cache_dir: cache_dir.to_path_buf(),
+        }
+    }
+
+    pub async fn client(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Peak resident memory of the worker, from /proc.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn command_request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
+    let job_id = task_id.rsplit_once('/').map_or(task_id, |(j, _)| j).to_string();
+    proto::worker::RunTaskRequest {
+        job_id,
+        task_id: task_id.to_string(),
+        num_tasks: 1,
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn status(
+    client: &mut WorkerServiceClient<Channel>,
+    task_id: &str,
+) -> proto::TaskStatus {
+    client
+        .get_task_status(proto::worker::GetTaskStatusRequest {
+            task_id: task_id.to_string(),
+            include_result: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls until the task's state satisfies `done`, or panics after `limit`.
+pub async fn wait_for(
+    client: &mut WorkerServiceClient<Channel>,
+    task_id: &str,
+    limit: Duration,
+    done: impl Fn(&proto::TaskStatus) -> bool,
+) -> proto::TaskStatus {
+    let start = Instant::now();
+    loop {
+        let s = status(client, task_id).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{task_id} stuck: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn is_state(state: proto::TaskState) -> impl Fn(&proto::TaskStatus) -> bool {
+    move |s| s.state == state as i32
+}
+
+pub fn finished(s: &proto::TaskStatus) -> bool {
+    s.state >= proto::TaskState::Succeeded as i32
+}
+
+pub async fn logs(client: &mut WorkerServiceClient<Channel>, task_id: &str) -> Vec<proto::worker::LogEntry> {
+    client
+        .fetch_task_logs(proto::worker::FetchTaskLogsRequest {
+            task_id: task_id.to_string(),
+            filter: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .logs
+}
+
+pub fn stdout_of(entries: &[proto::worker::LogEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.source == "stdout")
+        .map(|e| e.data.clone())
+        .collect()
+}
+
+/// What the test controller saw.
+#[derive(Default)]
+pub struct ControllerState {
+    pub registrations: Vec<RegisterWorkerRequest>,
+    pub reports: Vec<ReportTaskStateRequest>,
+    pub reset_next: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct TestController {
+    pub state: Arc<Mutex<ControllerState>>,
+}
+
+#[tonic::async_trait]
+impl ControllerService for TestController {
+    async fn register_worker(
+        &self,
+        request: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerResponse>, Status> {
+        let mut state = self.state.lock().unwrap();
+        state.registrations.push(request.into_inner());
+        let should_reset = std::mem::take(&mut state.reset_next);
+        Ok(Response::new(RegisterWorkerResponse {
+            accepted: true,
+            controller_address: String::new(),
+            should_reset,
+        }))
+    }
+
+    async fn report_task_state(
+        &self,
+        request: Request<ReportTaskStateRequest>,
+    ) -> Result<Response<ReportTaskStateResponse>, Status> {
+        self.state.lock().unwrap().reports.push(request.into_inner());
+        Ok(Response::new(ReportTaskStateResponse {}))
+    }
+}
+
+/// A running test controller; `stop` ends it (an outage), `start_on` brings one back.
+pub struct ControllerServer {
+    pub addr: SocketAddr,
+    pub controller: TestController,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ControllerServer {
+    pub async fn start(controller: TestController) -> ControllerServer {
+        ControllerServer::start_on("127.0.0.1:0".parse().unwrap(), controller).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, controller: TestController) -> ControllerServer {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let service = ControllerServiceServer::new(controller.clone());
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        ControllerServer {
+            addr,
+            controller,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn reports_for(&self, task_id: &str) -> Vec<ReportTaskStateRequest> {
+        self.controller
+            .state
+            .lock()
+            .unwrap()
+            .reports
+            .iter()
+            .filter(|r| r.task_id == task_id)
+            .cloned()
+            .collect()
+    }
+
+    pub async fn wait_report(&self, task_id: &str, state: proto::TaskState, limit: Duration) -> ReportTaskStateRequest {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.reports_for(task_id).into_iter().find(|r| r.state == state as i32) {
+                return r;
+            }
+            assert!(start.elapsed() < limit, "no {state:?} report for {task_id}: {:?}", self.reports_for(task_id));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] = state; zombies are already dead.
+        if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn pgid_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
