@@ -2,7 +2,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(
-        ["proto/iris/cluster.proto", "proto/iris/worker_journal.proto"],
+        [
+            "proto/iris/cluster.proto",
+            "proto/iris/worker_journal.proto",
+        ],
         ["proto"],
     )?;
     tonic_prost_build::configure()

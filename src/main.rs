@@ -24,7 +24,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// `iris-worker shim --parent-pid P -- ARGV...`, parsed by hand: the shim runs once per task
+/// start, and building the full clap command tree would cost more than the rest of its start-up.
+fn shim_args(args: &[String]) -> Option<(i32, &[String])> {
+    match args {
+        [_, shim, flag, pid, dashes, argv @ ..]
+            if shim == "shim" && flag == "--parent-pid" && dashes == "--" =>
+        {
+            Some((pid.parse().ok()?, argv))
+        }
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some((parent_pid, argv)) = shim_args(&args) {
+        iris_worker::shell::shim::run(parent_pid, argv);
+    }
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
         // Before any runtime exists: the shim forks, which wants a single thread.

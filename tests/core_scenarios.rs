@@ -246,8 +246,14 @@ fn trace_recovery_after_restart() {
     };
     let records = [
         (spec("job/task-0", 0), None),
-        (spec("job/task-1", 2), Some(finished(TaskState::Succeeded, false))),
-        (spec("job/task-2", 0), Some(finished(TaskState::Succeeded, true))),
+        (
+            spec("job/task-1", 2),
+            Some(finished(TaskState::Succeeded, false)),
+        ),
+        (
+            spec("job/task-2", 0),
+            Some(finished(TaskState::Succeeded, true)),
+        ),
     ];
     for (spec, outcome) in records {
         h.note(format!("recover {}#{}", spec.task_id, spec.attempt_id));

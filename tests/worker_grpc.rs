@@ -21,25 +21,72 @@ async fn status_codes_of_every_rpc() {
     let bad = [
         ("task_id", command_request("a/../b", &["true"])),
         ("task_id", command_request("/job/t", &["true"])),
-        ("entrypoint.command.argv", command_request("job/task-0", &[])),
-        ("ports", proto::worker::RunTaskRequest { ports: vec!["a-b".into()], ..command_request("job/task-0", &["true"]) }),
-        ("ports", proto::worker::RunTaskRequest { ports: vec!["a".into(), "a".into()], ..command_request("job/task-0", &["true"]) }),
-        ("timeout_seconds", proto::worker::RunTaskRequest { timeout_seconds: -1, ..command_request("job/task-0", &["true"]) }),
+        (
+            "entrypoint.command.argv",
+            command_request("job/task-0", &[]),
+        ),
+        (
+            "ports",
+            proto::worker::RunTaskRequest {
+                ports: vec!["a-b".into()],
+                ..command_request("job/task-0", &["true"])
+            },
+        ),
+        (
+            "ports",
+            proto::worker::RunTaskRequest {
+                ports: vec!["a".into(), "a".into()],
+                ..command_request("job/task-0", &["true"])
+            },
+        ),
+        (
+            "timeout_seconds",
+            proto::worker::RunTaskRequest {
+                timeout_seconds: -1,
+                ..command_request("job/task-0", &["true"])
+            },
+        ),
     ];
     for (field, req) in bad {
         let err = c.run_task(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
-        assert!(err.message().starts_with(field), "{field}: {}", err.message());
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
     }
     // Refused submissions changed nothing.
-    let listed = c.list_tasks(proto::worker::ListTasksRequest {}).await.unwrap().into_inner();
+    let listed = c
+        .list_tasks(proto::worker::ListTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.tasks.is_empty());
 
-    let not_found = c.get_task_status(proto::worker::GetTaskStatusRequest { task_id: "job/none".into(), include_result: false }).await.unwrap_err();
+    let not_found = c
+        .get_task_status(proto::worker::GetTaskStatusRequest {
+            task_id: "job/none".into(),
+            include_result: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(not_found.code(), Code::NotFound);
-    let not_found = c.fetch_task_logs(FetchTaskLogsRequest { task_id: "job/none".into(), filter: None }).await.unwrap_err();
+    let not_found = c
+        .fetch_task_logs(FetchTaskLogsRequest {
+            task_id: "job/none".into(),
+            filter: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(not_found.code(), Code::NotFound);
-    let not_found = c.kill_task(KillTaskRequest { task_id: "job/none".into(), term_timeout_ms: 0 }).await.unwrap_err();
+    let not_found = c
+        .kill_task(KillTaskRequest {
+            task_id: "job/none".into(),
+            term_timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(not_found.code(), Code::NotFound);
 
     let mut req = command_request("job/task-0", &["true"]);
@@ -55,16 +102,35 @@ async fn status_codes_of_every_rpc() {
     assert_eq!(status(&mut c, "job/task-0").await.attempts.len(), 1);
     // Lower attempt: refused.
     req.attempt_id = 1;
-    assert_eq!(c.run_task(req).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        c.run_task(req).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
 
-    let err = c.kill_task(KillTaskRequest { task_id: "job/task-0".into(), term_timeout_ms: 0 }).await.unwrap_err();
+    let err = c
+        .kill_task(KillTaskRequest {
+            task_id: "job/task-0".into(),
+            term_timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("already completed"), "{}", err.message());
+    assert!(
+        err.message().contains("already completed"),
+        "{}",
+        err.message()
+    );
 
-    let bad_regex = c.fetch_task_logs(FetchTaskLogsRequest {
-        task_id: "job/task-0".into(),
-        filter: Some(FetchLogsFilter { regex: "(".into(), ..Default::default() }),
-    }).await.unwrap_err();
+    let bad_regex = c
+        .fetch_task_logs(FetchTaskLogsRequest {
+            task_id: "job/task-0".into(),
+            filter: Some(FetchLogsFilter {
+                regex: "(".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(bad_regex.code(), Code::InvalidArgument);
     assert!(bad_regex.message().contains("regex"));
 
@@ -96,14 +162,22 @@ print("bound")
     req.num_tasks = 2;
     req.ports = vec!["http".into(), "grpc".into()];
     req.environment = Some(proto::EnvironmentConfig {
-        env_vars: [("MINE".to_string(), "yes".to_string()), ("IRIS_JOB_ID".to_string(), "spoofed".to_string())].into(),
+        env_vars: [
+            ("MINE".to_string(), "yes".to_string()),
+            ("IRIS_JOB_ID".to_string(), "spoofed".to_string()),
+        ]
+        .into(),
         ..Default::default()
     });
     c.run_task(req).await.unwrap();
     let done = wait_for(&mut c, "envjob/task-1", LIMIT, finished).await;
     let out = stdout_of(&logs(&mut c, "envjob/task-1").await);
     assert_eq!(done.state, TaskState::Succeeded as i32, "{out:?} {done:?}");
-    let get = |k: &str| out.iter().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_string);
+    let get = |k: &str| {
+        out.iter()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
     assert_eq!(get("IRIS_JOB_ID").as_deref(), Some("envjob"));
     assert_eq!(get("IRIS_TASK_ID").as_deref(), Some("envjob/task-1"));
     assert_eq!(get("IRIS_TASK_INDEX").as_deref(), Some("1"));
@@ -125,7 +199,10 @@ async fn term_ignoring_group_is_killed_after_the_term_timeout() {
     let worker = WorkerProcess::start(&temp_dir("term"), &[]);
     let mut c = worker.client().await;
     // The shell and its background child both ignore TERM.
-    let req = command_request("stub/task-0", &["sh", "-c", "trap '' TERM; sleep 1000 & echo $$; wait"]);
+    let req = command_request(
+        "stub/task-0",
+        &["sh", "-c", "trap '' TERM; sleep 1000 & echo $$; wait"],
+    );
     c.run_task(req).await.unwrap();
     wait_for(&mut c, "stub/task-0", LIMIT, is_state(TaskState::Running)).await;
     let pid = loop {
@@ -135,17 +212,38 @@ async fn term_ignoring_group_is_killed_after_the_term_timeout() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let pgid = pgid_of(pid);
-    assert!(group_members(pgid).len() >= 2, "shell and sleep run in the group");
+    assert!(
+        group_members(pgid).len() >= 2,
+        "shell and sleep run in the group"
+    );
     let asked = Instant::now();
-    c.kill_task(KillTaskRequest { task_id: "stub/task-0".into(), term_timeout_ms: 700 }).await.unwrap();
-    assert!(asked.elapsed() < Duration::from_millis(500), "KillTask returns at once");
+    c.kill_task(KillTaskRequest {
+        task_id: "stub/task-0".into(),
+        term_timeout_ms: 700,
+    })
+    .await
+    .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "KillTask returns at once"
+    );
     let done = wait_for(&mut c, "stub/task-0", LIMIT, finished).await;
     let took = asked.elapsed();
     assert_eq!(done.state, TaskState::Killed as i32);
-    assert!(took >= Duration::from_millis(700), "KILL came before the term timeout: {took:?}");
-    assert!(took < Duration::from_millis(700 + 1000), "KILL came late: {took:?}");
+    assert!(
+        took >= Duration::from_millis(700),
+        "KILL came before the term timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(700 + 1000),
+        "KILL came late: {took:?}"
+    );
     assert_eq!(done.exit_signal, 9);
-    assert!(group_members(pgid).is_empty(), "survivors: {:?}", group_members(pgid));
+    assert!(
+        group_members(pgid).is_empty(),
+        "survivors: {:?}",
+        group_members(pgid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,14 +262,22 @@ async fn kill_during_building_never_starts_the_process() {
     c.run_task(req).await.unwrap();
     let building = wait_for(&mut c, "slow/task-0", LIMIT, is_state(TaskState::Building)).await;
     assert!(building.started_at_ms > 0);
-    c.kill_task(KillTaskRequest { task_id: "slow/task-0".into(), term_timeout_ms: 0 }).await.unwrap();
+    c.kill_task(KillTaskRequest {
+        task_id: "slow/task-0".into(),
+        term_timeout_ms: 0,
+    })
+    .await
+    .unwrap();
     let done = wait_for(&mut c, "slow/task-0", LIMIT, finished).await;
     assert_eq!(done.state, TaskState::Killed as i32);
     // Release the blocked reader: the bundle now arrives, too late to start anything.
     std::fs::write(&fifo, b"").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!marker.exists(), "the process started after the kill");
-    assert_eq!(status(&mut c, "slow/task-0").await.state, TaskState::Killed as i32);
+    assert_eq!(
+        status(&mut c, "slow/task-0").await.state,
+        TaskState::Killed as i32
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,7 +299,12 @@ async fn fifty_concurrent_tasks_succeed_with_their_own_logs() {
     let mut c = worker.client().await;
     for i in 0..50 {
         let script = format!("for n in 1 2 3; do echo task{i} line$n; done");
-        c.run_task(command_request(&format!("many/task-{i}"), &["sh", "-c", &script])).await.unwrap();
+        c.run_task(command_request(
+            &format!("many/task-{i}"),
+            &["sh", "-c", &script],
+        ))
+        .await
+        .unwrap();
     }
     for i in 0..50 {
         let id = format!("many/task-{i}");
@@ -215,10 +326,19 @@ async fn two_hundred_thousand_lines_fetchable_with_bounded_memory() {
     let mut next = 0i64;
     let mut pages = 0;
     while next < 200_000 {
-        let page = c.fetch_task_logs(FetchTaskLogsRequest {
-            task_id: "chatty/task-0".into(),
-            filter: Some(FetchLogsFilter { start_line: next, max_lines: 50_000, ..Default::default() }),
-        }).await.unwrap().into_inner().logs;
+        let page = c
+            .fetch_task_logs(FetchTaskLogsRequest {
+                task_id: "chatty/task-0".into(),
+                filter: Some(FetchLogsFilter {
+                    start_line: next,
+                    max_lines: 50_000,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .logs;
         assert!(!page.is_empty(), "nothing from line {next}");
         for entry in &page {
             assert_eq!(entry.line_number, next);
@@ -228,11 +348,22 @@ async fn two_hundred_thousand_lines_fetchable_with_bounded_memory() {
         pages += 1;
     }
     assert!(pages >= 4);
-    let tail = c.fetch_task_logs(FetchTaskLogsRequest {
-        task_id: "chatty/task-0".into(),
-        filter: Some(FetchLogsFilter { start_line: -2, ..Default::default() }),
-    }).await.unwrap().into_inner().logs;
-    assert_eq!(tail.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), vec!["199998", "199999"]);
+    let tail = c
+        .fetch_task_logs(FetchTaskLogsRequest {
+            task_id: "chatty/task-0".into(),
+            filter: Some(FetchLogsFilter {
+                start_line: -2,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .logs;
+    assert_eq!(
+        tail.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        vec!["199998", "199999"]
+    );
     let peak_mb = worker.peak_rss_kb() / 1024;
     assert!(peak_mb < 100, "worker peak RSS {peak_mb} MiB");
 }

@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 
 use super::render::{status_json, task_detail, task_table};
 use super::{RunArgs, Target, TaskCommand};
-use crate::core::{LogSource, is_task_finished, TaskState};
+use crate::core::{LogSource, TaskState, is_task_finished};
 use crate::proto;
 use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusRequest};
 use crate::proto::worker_service_client::WorkerServiceClient;
@@ -79,7 +79,9 @@ pub async fn task(target: &Target, command: TaskCommand) -> anyhow::Result<i32> 
                 .into_inner()
                 .tasks;
             if target.json {
-                print_json(&serde_json::Value::Array(tasks.iter().map(status_json).collect()));
+                print_json(&serde_json::Value::Array(
+                    tasks.iter().map(status_json).collect(),
+                ));
             } else {
                 println!("{}", task_table(&tasks));
             }
@@ -93,10 +95,9 @@ pub async fn task(target: &Target, command: TaskCommand) -> anyhow::Result<i32> 
         } => {
             let source = match source.as_deref() {
                 None => None,
-                Some(name) => Some(
-                    LogSource::parse(name)
-                        .with_context(|| format!("--source {name:?}: use stdout, stderr, build or error"))?,
-                ),
+                Some(name) => Some(LogSource::parse(name).with_context(|| {
+                    format!("--source {name:?}: use stdout, stderr, build or error")
+                })?),
             };
             let start = tail.map_or(0, |n| -(n.min(i64::MAX as u64) as i64));
             follow_logs(&mut client, &task_id, start, source, follow, target.json).await?;
@@ -134,7 +135,9 @@ async fn get_status(client: &mut Client, task_id: &str) -> anyhow::Result<proto:
 
 fn request(args: &RunArgs) -> anyhow::Result<proto::worker::RunTaskRequest> {
     let job_id = args.job_id.clone().unwrap_or_else(|| {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         format!("cli-{secs}")
     });
     let task_id = args
@@ -173,7 +176,11 @@ fn request(args: &RunArgs) -> anyhow::Result<proto::worker::RunTaskRequest> {
 async fn run(client: &mut Client, target: &Target, args: RunArgs) -> anyhow::Result<i32> {
     let req = request(&args)?;
     let task_id = req.task_id.clone();
-    let response = client.run_task(req).await.map_err(status_error)?.into_inner();
+    let response = client
+        .run_task(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
     if !args.wait {
         if target.json {
             print_json(&serde_json::json!({

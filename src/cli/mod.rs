@@ -14,7 +14,11 @@ use crate::core::LogLimits;
 use crate::shell::serve::ServeOptions;
 
 #[derive(Parser, Debug)]
-#[command(name = "iris-worker", version, about = "The worker agent of the Iris cluster scheduler")]
+#[command(
+    name = "iris-worker",
+    version,
+    about = "The worker agent of the Iris cluster scheduler"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: TopCommand,
@@ -49,7 +53,12 @@ pub enum TopCommand {
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// The worker's address.
-    #[arg(long, global = true, default_value = "127.0.0.1:10001", env = "IRIS_WORKER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:10001",
+        env = "IRIS_WORKER"
+    )]
     pub worker: String,
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -75,7 +84,9 @@ fn parse_port_range(raw: &str) -> Result<RangeInclusive<u16>, String> {
     let first: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
     let last: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
     if first == 0 || first > last {
-        return Err(format!("{raw:?} is not a range of ports (1..=65535, first <= last)"));
+        return Err(format!(
+            "{raw:?} is not a range of ports (1..=65535, first <= last)"
+        ));
     }
     Ok(first..=last)
 }
@@ -88,7 +99,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10001, env = "IRIS_WORKER_PORT")]
     pub port: u16,
     /// Workdirs, logs and the journal of accepted attempts live here.
-    #[arg(long, default_value = "/var/cache/iris-worker", env = "IRIS_WORKER_CACHE_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/cache/iris-worker",
+        env = "IRIS_WORKER_CACHE_DIR"
+    )]
     pub cache_dir: PathBuf,
     /// Host ports handed to tasks.
     #[arg(long, default_value = "30000-40000", value_parser = parse_port_range)]

@@ -14,7 +14,7 @@ fn short_state(state: i32) -> &'static str {
 }
 
 pub fn status_json(status: &proto::TaskStatus) -> Value {
-    let usage = status.resource_usage.clone().unwrap_or_default();
+    let usage = status.resource_usage.unwrap_or_default();
     json!({
         "task_id": status.task_id,
         "job_id": status.job_id,
@@ -99,10 +99,13 @@ pub fn task_table(tasks: &[proto::TaskStatus]) -> String {
 
 /// A task's details, one field per line.
 pub fn task_detail(status: &proto::TaskStatus) -> String {
-    let usage = status.resource_usage.clone().unwrap_or_default();
+    let usage = status.resource_usage.unwrap_or_default();
     let mut out = vec![
         format!("task:      {}", status.task_id),
-        format!("job:       {} (index {}/{})", status.job_id, status.task_index, status.num_tasks),
+        format!(
+            "job:       {} (index {}/{})",
+            status.job_id, status.task_index, status.num_tasks
+        ),
         format!("attempt:   {}", status.current_attempt_id),
         format!("state:     {}", short_state(status.state)),
         format!("exit:      {}", exit_text(status)),
@@ -120,7 +123,11 @@ pub fn task_detail(status: &proto::TaskStatus) -> String {
     }
     out.push(format!(
         "resources: {} MB (peak {} MB), {} millicores, {} processes, {} MB disk",
-        usage.memory_mb, usage.memory_peak_mb, usage.cpu_millicores, usage.process_count, usage.disk_mb
+        usage.memory_mb,
+        usage.memory_peak_mb,
+        usage.cpu_millicores,
+        usage.process_count,
+        usage.disk_mb
     ));
     out.join("\n")
 }

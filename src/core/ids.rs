@@ -104,13 +104,19 @@ pub struct AttemptKey {
 }
 
 impl AttemptKey {
-    /// The attempt's workdir, relative to the worker's cache directory.
-    pub fn workdir(&self) -> String {
+    /// One path component naming the attempt (`<task>.attempt-<n>`); flat, so creating and
+    /// removing an attempt's files is one directory operation.
+    pub fn file_stem(&self) -> String {
         format!(
-            "tasks/{}/attempt-{}",
+            "{}.attempt-{}",
             self.task_id.path_component(),
             self.attempt_id
         )
+    }
+
+    /// The attempt's workdir, relative to the worker's cache directory.
+    pub fn workdir(&self) -> String {
+        format!("tasks/{}", self.file_stem())
     }
 }
 
@@ -172,7 +178,7 @@ mod tests {
             task_id: TaskId::new("job.x/task-0").unwrap(),
             attempt_id: 2,
         };
-        assert_eq!(key.workdir(), "tasks/job%2Ex%2Ftask-0/attempt-2");
+        assert_eq!(key.workdir(), "tasks/job%2Ex%2Ftask-0.attempt-2");
         // Distinct ids never share a directory.
         let a = TaskId::new("a/b").unwrap().path_component();
         let b = TaskId::new("a%2Fb").unwrap().path_component();

@@ -121,24 +121,25 @@ impl WorkerCore {
                 task_id: spec.task_id.clone(),
                 source,
             })?;
-        let previous = self
+        let older_live: Vec<AttemptKey> = self
             .tasks
             .get(&spec.task_id)
-            .and_then(|a| a.last())
+            .into_iter()
+            .flatten()
             .filter(|a| !a.task.is_finished())
-            .map(|a| attempt_key(&a.task));
-        let attempt = self.new_attempt(spec, ports, previous.as_ref());
+            .map(|a| attempt_key(&a.task))
+            .collect();
+        let attempt = self.new_attempt(spec, ports, older_live.last());
         self.tasks
             .entry(key.task_id.clone())
             .or_default()
             .push(attempt);
-        match previous {
-            Some(old) => {
-                let term_ms = self.config.default_term_timeout_ms;
-                self.request_stop(&old, StopReason::Superseded(key.attempt_id), term_ms);
-            }
-            None => self.begin(&key),
+        // Every older attempt still alive is stopped; the new one begins once none is left.
+        for old in &older_live {
+            let term_ms = self.config.default_term_timeout_ms;
+            self.request_stop(old, StopReason::Superseded(key.attempt_id), term_ms);
         }
+        self.begin_successor(&key.task_id);
         Ok(self.attempt(&key).expect("just added").task.state)
     }
 
@@ -263,15 +264,15 @@ impl WorkerCore {
         });
     }
 
-    /// Once a task's previous attempt is over, its Waiting successor may begin.
+    /// Once every older attempt of a task is over, its Waiting newest attempt may begin.
     fn begin_successor(&mut self, task_id: &super::ids::TaskId) {
-        let next = self
-            .tasks
-            .get(task_id)
-            .and_then(|a| a.last())
-            .filter(|a| a.phase == Phase::Waiting)
-            .map(|a| attempt_key(&a.task));
-        if let Some(key) = next {
+        let Some(attempts) = self.tasks.get(task_id) else {
+            return;
+        };
+        let (newest, older) = attempts.split_last().expect("a task has an attempt");
+        let older_live = older.iter().any(|a| !a.task.is_finished());
+        if newest.phase == Phase::Waiting && !older_live {
+            let key = attempt_key(&newest.task);
             self.begin(&key);
         }
     }

@@ -76,7 +76,8 @@ pub fn extract<R: Read + io::Seek>(reader: R, dest: &Path) -> Result<(), BundleE
             fs::create_dir_all(&target)?;
             continue;
         }
-        if entry.compressed_size() > 0 && entry.size() / entry.compressed_size().max(1) > RATIO_MAX {
+        if entry.compressed_size() > 0 && entry.size() / entry.compressed_size().max(1) > RATIO_MAX
+        {
             return Err(BundleError::Ratio(name));
         }
         if let Some(parent) = target.parent() {
@@ -154,8 +155,14 @@ mod tests {
         zip.finish().unwrap();
         let err = extract(Cursor::new(buf.into_inner()), &dir).unwrap_err();
         assert!(matches!(err, BundleError::Ratio(_)), "{err}");
-        assert!(matches!(local_path("gs://b/x.zip"), Err(BundleError::Scheme(_))));
-        assert_eq!(local_path("file:///a/b.zip").unwrap(), PathBuf::from("/a/b.zip"));
+        assert!(matches!(
+            local_path("gs://b/x.zip"),
+            Err(BundleError::Scheme(_))
+        ));
+        assert_eq!(
+            local_path("file:///a/b.zip").unwrap(),
+            PathBuf::from("/a/b.zip")
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -15,7 +15,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::core::{
-    AttemptKey, Effect, Event, KillError, SubmitError, TaskId, TaskSpec, TaskState, WorkerCore,
+    AttemptKey, Effect, Event, KillError, RecoveredAttempt, SubmitError, TaskId, TaskSpec,
+    TaskState, WorkerCore,
 };
 use crate::proto;
 use crate::shell::controller::ControllerClient;
@@ -159,7 +160,10 @@ impl DriverHandle {
         build: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, DriverGone> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(build(tx)).await.map_err(|_| DriverGone)?;
+        self.commands
+            .send(build(tx))
+            .await
+            .map_err(|_| DriverGone)?;
         rx.await.map_err(|_| DriverGone)
     }
 }
@@ -169,12 +173,14 @@ const COMMAND_QUEUE_MAX: usize = 1024;
 
 impl Driver {
     /// Builds the driver, replays the journal into the core, and spawns the driver task.
-    pub fn spawn(mut core: WorkerCore, parts: DriverParts) -> (DriverHandle, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        mut core: WorkerCore,
+        parts: DriverParts,
+        recovered: Vec<Result<RecoveredAttempt, String>>,
+    ) -> (DriverHandle, tokio::task::JoinHandle<()>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
-        if let Some(journal) = &parts.journal {
-            recover(&mut core, journal, parts.clock.now_ms());
-        }
+        recover(&mut core, recovered, parts.clock.now_ms());
         let driver = Driver {
             core,
             parts,
@@ -185,7 +191,12 @@ impl Driver {
             shutdown: None,
         };
         let task = tokio::spawn(driver.run(commands_rx, events_rx));
-        (DriverHandle { commands: commands_tx }, task)
+        (
+            DriverHandle {
+                commands: commands_tx,
+            },
+            task,
+        )
     }
 
     fn now_ms(&self) -> u64 {
@@ -223,7 +234,10 @@ impl Driver {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let core = self.core.poll_timeout().map(|d| self.parts.clock.instant_of(d));
+        let core = self
+            .core
+            .poll_timeout()
+            .map(|d| self.parts.clock.instant_of(d));
         let shutdown = self.shutdown.as_ref().map(|(at, _)| *at);
         match (core, shutdown) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -276,7 +290,10 @@ impl Driver {
                 let _ = reply.send(self.core.list_tasks());
             }
             Command::CurrentAttempt { task_id, reply } => {
-                let current = self.core.get_task(&task_id).map(crate::core::worker::attempt_key);
+                let current = self
+                    .core
+                    .get_task(&task_id)
+                    .map(crate::core::worker::attempt_key);
                 let _ = reply.send(current);
             }
             Command::Health { reply } => {
@@ -313,8 +330,9 @@ impl Driver {
     }
 
     /// The journal entry is written before any effect of the attempt runs.
-    fn record_accepted(&self, request: &proto::worker::RunTaskRequest, task_id: &TaskId) {
-        let (Some(journal), Some(task)) = (&self.parts.journal, self.core.get_task(task_id)) else {
+    fn record_accepted(&mut self, request: &proto::worker::RunTaskRequest, task_id: &TaskId) {
+        let (Some(journal), Some(task)) = (&mut self.parts.journal, self.core.get_task(task_id))
+        else {
             return;
         };
         if let Err(e) = journal.accepted(request, task) {
@@ -325,7 +343,7 @@ impl Driver {
     fn on_event_side_effects(&mut self, event: &Event) {
         if let Event::ReportAcked { report_id } = event
             && let Some(key) = self.terminal_reports.remove(report_id)
-            && let Some(journal) = &self.parts.journal
+            && let Some(journal) = &mut self.parts.journal
             && let Err(e) = journal.report_acked(&key)
         {
             warn!(attempt = %key, error = %e, "cannot journal the report ack");
@@ -335,7 +353,9 @@ impl Driver {
     fn span(&mut self, key: &AttemptKey) -> Span {
         self.spans
             .entry(key.clone())
-            .or_insert_with(|| info_span!("attempt", task_id = %key.task_id, attempt_id = key.attempt_id))
+            .or_insert_with(
+                || info_span!("attempt", task_id = %key.task_id, attempt_id = key.attempt_id),
+            )
             .clone()
     }
 
@@ -358,7 +378,10 @@ impl Driver {
                 self.spawn_setup(&key, deadlines.prepare, "prepare workdir", async move {
                     match runtime.prepare_workdir(&attempt, &workdir, files).await {
                         Ok(()) => Event::WorkdirReady { attempt },
-                        Err(e) => Event::WorkdirFailed { attempt, error: e.message },
+                        Err(e) => Event::WorkdirFailed {
+                            attempt,
+                            error: e.message,
+                        },
                     }
                 });
             }
@@ -371,7 +394,10 @@ impl Driver {
                 self.spawn_setup(&key, deadlines.fetch, "fetch bundle", async move {
                     match runtime.fetch_bundle(&attempt, &bundle_path, &workdir).await {
                         Ok(()) => Event::BundleReady { attempt },
-                        Err(e) => Event::BundleFailed { attempt, error: e.message },
+                        Err(e) => Event::BundleFailed {
+                            attempt,
+                            error: e.message,
+                        },
                     }
                 });
             }
@@ -385,7 +411,10 @@ impl Driver {
                             image: built.image,
                             from_cache: built.from_cache,
                         },
-                        Err(e) => Event::BuildFailed { attempt, error: e.message },
+                        Err(e) => Event::BuildFailed {
+                            attempt,
+                            error: e.message,
+                        },
                     }
                 });
             }
@@ -496,15 +525,16 @@ impl Driver {
     fn release(&mut self, attempt: AttemptKey) {
         self.setup.remove(&attempt);
         let span = self.spans.remove(&attempt).unwrap_or_else(Span::none);
-        if let (Some(journal), Some(task)) = (&self.parts.journal, self.core.get_task(&attempt.task_id)) {
-            let task = self
-                .core
-                .task_attempts(&attempt.task_id)
-                .into_iter()
-                .find(|t| t.attempt_id == attempt.attempt_id)
-                .unwrap_or(task);
+        let task = self
+            .core
+            .task_attempts(&attempt.task_id)
+            .into_iter()
+            .find(|t| t.attempt_id == attempt.attempt_id);
+        if let Some(task) = task {
             info!(parent: &span, state = %task.state, error = ?task.error, "attempt finished");
-            if let Err(e) = journal.finished(task) {
+            if let Some(journal) = &mut self.parts.journal
+                && let Err(e) = journal.finished(task)
+            {
                 warn!(parent: &span, error = %e, "cannot journal the outcome");
             }
         }
@@ -569,8 +599,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Replays the journal: finished attempts come back as they were, live ones as WORKER_FAILED.
-fn recover(core: &mut WorkerCore, journal: &Journal, now_ms: u64) {
-    for record in journal.load() {
+fn recover(core: &mut WorkerCore, records: Vec<Result<RecoveredAttempt, String>>, now_ms: u64) {
+    for record in records {
         match record {
             Ok(record) => {
                 if record.outcome.is_none() {
@@ -579,7 +609,7 @@ fn recover(core: &mut WorkerCore, journal: &Journal, now_ms: u64) {
                 }
                 core.recover(now_ms, record);
             }
-            Err(e) => error!(error = %e, "unreadable journal record"),
+            Err(e) => error!(error = %e, "journal record not recovered"),
         }
     }
 }

@@ -1,66 +1,126 @@
-//! The journal: one small protobuf file per accepted attempt under `<cache>/journal/`, written
-//! before the attempt starts and updated when it ends and when its terminal report is acked. A
+//! The journal: an append-only file (`<cache>/journal.log`) of length-delimited `AttemptRecord`s.
+//! A record is appended when an attempt is accepted (before it starts), when it ends, and when
+//! its terminal report is acknowledged; on replay the newest record of an attempt wins. A
 //! restarted worker reads it back so no attempt is silently forgotten.
+//!
+//! Records are trimmed: no env values (they may hold secrets) and no entrypoint payload, only
+//! what recovery needs. The file is compacted at start-up and whenever it has grown well past
+//! the live set; finished, reported attempts beyond `FINISHED_KEPT_MAX` are dropped then.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 
 use crate::core::{
-    AttemptKey, ExitStatus, RecoveredAttempt, RecoveredOutcome, Task, TaskSpec, TaskState,
+    AttemptKey, ExitStatus, RecoveredAttempt, RecoveredOutcome, Task, TaskId, TaskSpec, TaskState,
     is_task_finished,
 };
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
 
+/// Finished attempts whose reports landed, kept for `GetTaskStatus` after a restart.
+pub const FINISHED_KEPT_MAX: usize = 10_000;
+
+/// What replay yields: each attempt found, or why a record could not be used.
+pub type Recovered = Vec<Result<RecoveredAttempt, String>>;
+
 pub struct Journal {
-    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    records: BTreeMap<AttemptKey, AttemptRecord>,
+    appended_since_compaction: usize,
+    /// Without a controller there is nothing to acknowledge: finished is settled.
+    reports_expected: bool,
 }
 
 fn ms(value: Option<u64>) -> i64 {
     value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+fn key_of(record: &AttemptRecord) -> Option<AttemptKey> {
+    let request = record.request.as_ref()?;
+    Some(AttemptKey {
+        task_id: TaskId::new(request.task_id.clone()).ok()?,
+        attempt_id: request.attempt_id,
+    })
+}
+
+/// What recovery needs of a request, and nothing that may be secret or large.
+fn trimmed(request: &proto::worker::RunTaskRequest) -> proto::worker::RunTaskRequest {
+    use proto::entrypoint::Kind;
+    let argv0 = match request.entrypoint.as_ref().and_then(|e| e.kind.as_ref()) {
+        Some(Kind::Command(cmd)) => cmd.argv.first().cloned(),
+        _ => None,
+    };
+    proto::worker::RunTaskRequest {
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(Kind::Command(proto::CommandEntrypoint {
+                argv: vec![argv0.unwrap_or_else(|| "python3".to_string())],
+            })),
+        }),
+        environment: None,
+        resources: None,
+        ..request.clone()
+    }
+}
+
 impl Journal {
-    pub fn open(cache_dir: &Path) -> io::Result<Journal> {
-        let dir = cache_dir.join("journal");
-        fs::create_dir_all(&dir)?;
-        Ok(Journal { dir })
+    /// Opens the journal, compacting what is there. Returns it with the recovered attempts and
+    /// a description of every record it could not use.
+    pub fn open(cache_dir: &Path, reports_expected: bool) -> io::Result<(Journal, Recovered)> {
+        fs::create_dir_all(cache_dir)?;
+        let path = cache_dir.join("journal.log");
+        let (records, mut problems) = read_records(&path)?;
+        let recovered = records.values().map(recover).collect::<Vec<_>>();
+        problems.extend(recovered);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut journal = Journal {
+            path,
+            file,
+            records,
+            appended_since_compaction: 0,
+            reports_expected,
+        };
+        journal.compact()?;
+        Ok((journal, problems))
     }
 
-    fn path(&self, key: &AttemptKey) -> PathBuf {
-        self.dir
-            .join(key.task_id.path_component())
-            .join(format!("attempt-{}.pb", key.attempt_id))
-    }
-
-    fn write(&self, key: &AttemptKey, record: &AttemptRecord) -> io::Result<()> {
-        let path = self.path(key);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+    fn append(&mut self, key: AttemptKey, record: AttemptRecord) -> io::Result<()> {
+        self.file
+            .write_all(&record.encode_length_delimited_to_vec())?;
+        self.records.insert(key, record);
+        self.appended_since_compaction += 1;
+        if self.appended_since_compaction > 2 * self.records.len() + 1000 {
+            self.compact()?;
         }
-        // Write then rename, so a crash leaves the old record or the new, never half of one.
-        let tmp = path.with_extension("pb.tmp");
-        fs::write(&tmp, record.encode_to_vec())?;
-        fs::rename(tmp, path)
+        Ok(())
     }
 
-    fn read(&self, key: &AttemptKey) -> io::Result<AttemptRecord> {
-        let bytes = fs::read(self.path(key))?;
-        AttemptRecord::decode(bytes.as_slice()).map_err(io::Error::other)
+    fn update(
+        &mut self,
+        key: &AttemptKey,
+        change: impl FnOnce(&mut AttemptRecord),
+    ) -> io::Result<()> {
+        let mut record = self
+            .records
+            .get(key)
+            .cloned()
+            .ok_or_else(|| io::Error::other(format!("{key} is not in the journal")))?;
+        change(&mut record);
+        self.append(key.clone(), record)
     }
 
     /// Records a newly accepted attempt.
     pub fn accepted(
-        &self,
+        &mut self,
         request: &proto::worker::RunTaskRequest,
         task: &Task,
     ) -> io::Result<()> {
         let record = AttemptRecord {
-            request: Some(request.clone()),
+            request: Some(trimmed(request)),
             submitted_at_ms: ms(Some(task.submitted_at_ms)),
             ports: task
                 .ports
@@ -69,57 +129,101 @@ impl Journal {
                 .collect(),
             ..AttemptRecord::default()
         };
-        self.write(&crate::core::worker::attempt_key(task), &record)
+        self.append(crate::core::worker::attempt_key(task), record)
     }
 
     /// Records how an attempt ended.
-    pub fn finished(&self, task: &Task) -> io::Result<()> {
-        let key = crate::core::worker::attempt_key(task);
-        let mut record = self.read(&key)?;
-        record.started_at_ms = ms(task.started_at_ms);
-        record.state = task.state.to_proto() as i32;
-        record.has_exit_code = task.exit_code.is_some();
-        record.exit_code = task.exit_code.unwrap_or(0);
-        record.exit_signal = task.exit_signal.unwrap_or(0);
-        record.oom_killed = task.oom_killed;
-        record.error = task.error.clone().unwrap_or_default();
-        record.finished_at_ms = ms(task.finished_at_ms);
-        self.write(&key, &record)
+    pub fn finished(&mut self, task: &Task) -> io::Result<()> {
+        self.update(&crate::core::worker::attempt_key(task), |record| {
+            record.started_at_ms = ms(task.started_at_ms);
+            record.state = task.state.to_proto() as i32;
+            record.has_exit_code = task.exit_code.is_some();
+            record.exit_code = task.exit_code.unwrap_or(0);
+            record.exit_signal = task.exit_signal.unwrap_or(0);
+            record.oom_killed = task.oom_killed;
+            record.error = task.error.clone().unwrap_or_default();
+            record.finished_at_ms = ms(task.finished_at_ms);
+        })
     }
 
-    pub fn report_acked(&self, key: &AttemptKey) -> io::Result<()> {
-        let mut record = self.read(key)?;
-        record.report_acked = true;
-        self.write(key, &record)
+    pub fn report_acked(&mut self, key: &AttemptKey) -> io::Result<()> {
+        self.update(key, |record| record.report_acked = true)
     }
 
-    /// Every readable record, ordered by task then attempt. Unreadable ones are returned as
-    /// errors so the caller can say so; they are never silently skipped.
-    pub fn load(&self) -> Vec<Result<RecoveredAttempt, String>> {
-        let mut found: BTreeMap<(String, i32), PathBuf> = BTreeMap::new();
-        for task_dir in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            for file in fs::read_dir(task_dir.path()).into_iter().flatten().flatten() {
-                let name = file.file_name().to_string_lossy().to_string();
-                let attempt = name
-                    .strip_prefix("attempt-")
-                    .and_then(|n| n.strip_suffix(".pb"))
-                    .and_then(|n| n.parse::<i32>().ok());
-                if let Some(attempt) = attempt {
-                    let task = task_dir.file_name().to_string_lossy().to_string();
-                    found.insert((task, attempt), file.path());
-                }
+    fn settled(&self, record: &AttemptRecord) -> bool {
+        let finished = TaskState::from_proto(record.state).is_some_and(is_task_finished);
+        finished && (record.report_acked || !self.reports_expected)
+    }
+
+    /// Rewrites the file with one record per attempt, dropping the oldest settled ones past the
+    /// retention limit. Write-then-rename: a crash leaves the old file or the new.
+    fn compact(&mut self) -> io::Result<()> {
+        let settled: Vec<(i64, AttemptKey)> = self
+            .records
+            .iter()
+            .filter(|(_, r)| self.settled(r))
+            .map(|(k, r)| (r.finished_at_ms, k.clone()))
+            .collect();
+        if settled.len() > FINISHED_KEPT_MAX {
+            let mut by_age = settled;
+            by_age.sort();
+            for (_, key) in by_age.iter().take(by_age.len() - FINISHED_KEPT_MAX) {
+                self.records.remove(key);
             }
         }
-        found.values().map(|path| recover(path)).collect()
+        let tmp = self.path.with_extension("log.tmp");
+        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        for record in self.records.values() {
+            out.write_all(&record.encode_length_delimited_to_vec())?;
+        }
+        out.flush()?;
+        drop(out);
+        fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.appended_since_compaction = 0;
+        Ok(())
     }
 }
 
-fn recover(path: &Path) -> Result<RecoveredAttempt, String> {
-    let fail = |e: String| format!("{}: {e}", path.display());
-    let bytes = fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let record = AttemptRecord::decode(bytes.as_slice()).map_err(|e| fail(e.to_string()))?;
-    let request = record.request.ok_or_else(|| fail("no request".into()))?;
-    let spec = TaskSpec::from_request(&request).map_err(|e| fail(e.to_string()))?;
+/// Reads every record; a torn record at the end (a crash mid-write) ends the read.
+fn read_records(path: &Path) -> io::Result<(BTreeMap<AttemptKey, AttemptRecord>, Recovered)> {
+    let mut records = BTreeMap::new();
+    let mut problems = Vec::new();
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((records, problems)),
+        Err(e) => return Err(e),
+    };
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        match AttemptRecord::decode_length_delimited(&mut rest) {
+            Ok(record) => match key_of(&record) {
+                Some(key) => {
+                    records.insert(key, record);
+                }
+                None => problems.push(Err(format!(
+                    "{}: a record without a valid task id",
+                    path.display()
+                ))),
+            },
+            Err(e) => {
+                problems.push(Err(format!(
+                    "{}: torn record at the end, ignored: {e}",
+                    path.display()
+                )));
+                break;
+            }
+        }
+    }
+    Ok((records, problems))
+}
+
+fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
+    let request = record
+        .request
+        .as_ref()
+        .ok_or("a record without its request")?;
+    let spec = TaskSpec::from_request(request).map_err(|e| format!("{}: {e}", request.task_id))?;
     let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
     let terminal = TaskState::from_proto(record.state).filter(|s| is_task_finished(*s));
     let outcome = terminal.map(|state| RecoveredOutcome {
@@ -129,7 +233,7 @@ fn recover(path: &Path) -> Result<RecoveredAttempt, String> {
             signal: (record.exit_signal != 0).then_some(record.exit_signal),
             oom_killed: record.oom_killed,
         },
-        error: Some(record.error).filter(|e| !e.is_empty()),
+        error: Some(record.error.clone()).filter(|e| !e.is_empty()),
         finished_at_ms: positive(record.finished_at_ms).unwrap_or(0),
         report_acked: record.report_acked,
     });
@@ -137,11 +241,94 @@ fn recover(path: &Path) -> Result<RecoveredAttempt, String> {
         spec,
         ports: record
             .ports
-            .into_iter()
-            .filter_map(|(k, v)| u16::try_from(v).ok().map(|v| (k, v)))
+            .iter()
+            .filter_map(|(k, v)| u16::try_from(*v).ok().map(|v| (k.clone(), v)))
             .collect(),
         submitted_at_ms: positive(record.submitted_at_ms).unwrap_or(0),
         started_at_ms: positive(record.started_at_ms),
         outcome,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(task: &str, attempt: i32) -> proto::worker::RunTaskRequest {
+        proto::worker::RunTaskRequest {
+            job_id: "job".into(),
+            task_id: task.into(),
+            attempt_id: attempt,
+            entrypoint: Some(proto::Entrypoint {
+                kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                    argv: vec!["run".into(), "--secret=x".into()],
+                })),
+            }),
+            environment: Some(proto::EnvironmentConfig {
+                env_vars: [("TOKEN".to_string(), "hunter2".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(spec: &TaskSpec) -> Task {
+        let mut core = crate::core::WorkerCore::new(
+            crate::core::CoreConfig::default(),
+            0,
+            Box::new(crate::core::AssumeFree),
+        );
+        core.submit(5, spec.clone()).unwrap();
+        core.get_task(&spec.task_id).unwrap().clone()
+    }
+
+    #[test]
+    fn replays_live_finished_and_torn_records() {
+        let dir = std::env::temp_dir().join(format!("iris-journal-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut journal, found) = Journal::open(&dir, true).unwrap();
+        assert!(found.is_empty());
+        let live = TaskSpec::from_request(&request("job/task-0", 0)).unwrap();
+        let done = TaskSpec::from_request(&request("job/task-1", 3)).unwrap();
+        journal
+            .accepted(&request("job/task-0", 0), &task(&live))
+            .unwrap();
+        journal
+            .accepted(&request("job/task-1", 3), &task(&done))
+            .unwrap();
+        let mut finished = task(&done);
+        finished.state = TaskState::Failed;
+        finished.exit_code = Some(2);
+        finished.finished_at_ms = Some(9);
+        journal.finished(&finished).unwrap();
+        drop(journal);
+        // A crash mid-append leaves a torn record at the end.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.join("journal.log"))
+            .unwrap();
+        file.write_all(&[0x40, 1, 2]).unwrap();
+        let on_disk = fs::read(dir.join("journal.log")).unwrap();
+        assert!(
+            !on_disk.windows(7).any(|w| w == b"hunter2"),
+            "env values never reach disk"
+        );
+
+        let (_, found) = Journal::open(&dir, true).unwrap();
+        let ok: Vec<_> = found.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(
+            found.iter().filter(|r| r.is_err()).count(),
+            1,
+            "the torn record is reported"
+        );
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].spec.task_id.as_str(), "job/task-0");
+        assert!(ok[0].outcome.is_none());
+        let outcome = ok[1].outcome.as_ref().unwrap();
+        assert_eq!(
+            (outcome.state, outcome.exit.code),
+            (TaskState::Failed, Some(2))
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -39,6 +39,8 @@ pub struct AttemptLog {
     memory: TaskLogs,
     path: PathBuf,
     writer: Option<BufWriter<File>>,
+    /// The file was opened (or opening failed): never try again.
+    opened: bool,
     segment_bytes: u64,
     segment_bytes_max: u64,
     bytes_ingested: u64,
@@ -47,7 +49,9 @@ pub struct AttemptLog {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a log lock leaves plain data behind; keep serving it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl LogStore {
@@ -59,10 +63,7 @@ impl LogStore {
     }
 
     fn path_of(&self, key: &AttemptKey) -> PathBuf {
-        self.config
-            .root
-            .join(key.task_id.path_component())
-            .join(format!("attempt-{}.log", key.attempt_id))
+        self.config.root.join(format!("{}.log", key.file_stem()))
     }
 
     /// The attempt's log, created on first use.
@@ -70,7 +71,12 @@ impl LogStore {
         let mut attempts = lock(&self.attempts);
         attempts
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(AttemptLog::create(&self.config, self.path_of(key)))))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(AttemptLog::create(
+                    &self.config,
+                    self.path_of(key),
+                )))
+            })
             .clone()
     }
 
@@ -108,49 +114,63 @@ impl LogStore {
 }
 
 impl AttemptLog {
+    /// The file is opened on the first line, so an attempt that prints nothing costs no file.
     fn create(config: &LogStoreConfig, path: PathBuf) -> AttemptLog {
-        let opened = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
-        let (writer, segment_bytes, disk_error) = match opened {
-            Ok(file) => {
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                (Some(BufWriter::with_capacity(64 * 1024, file)), len, None)
-            }
-            Err(e) => (None, 0, Some(format!("{}: {e}", path.display()))),
-        };
         AttemptLog {
             memory: TaskLogs::new(config.memory),
             path,
-            writer,
-            segment_bytes,
+            writer: None,
+            opened: false,
+            segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
             bytes_ingested: 0,
-            disk_error,
+            disk_error: None,
         }
+    }
+
+    fn open_file(&mut self) -> io::Result<()> {
+        self.opened = true;
+        if let Some(parent) = self.path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        Ok(())
     }
 
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
         self.bytes_ingested += data.len() as u64;
         let line_number = self.memory.push(timestamp_ms, source, data.to_string());
-        let record = encode(line_number, timestamp_ms, source, data);
-        if let Err(e) = self.write_record(&record) {
+        if let Err(e) = self.write_record(line_number, timestamp_ms, source, data) {
             // The in-memory window still has the line; remember why disk has not.
             self.disk_error = Some(e.to_string());
         }
     }
 
-    fn write_record(&mut self, record: &str) -> io::Result<()> {
-        let len = record.len() as u64;
+    fn write_record(
+        &mut self,
+        line_number: i64,
+        timestamp_ms: i64,
+        source: LogSource,
+        data: &str,
+    ) -> io::Result<()> {
+        if !self.opened {
+            self.open_file()?;
+        }
+        // An upper bound of the record's size is enough to decide on rotation.
+        let len = data.len() as u64 * 2 + 48;
         if self.segment_bytes + len > self.segment_bytes_max && self.segment_bytes > 0 {
             self.rotate()?;
         }
         let Some(writer) = self.writer.as_mut() else {
             return Ok(());
         };
-        writer.write_all(record.as_bytes())?;
-        self.segment_bytes += len;
+        let written = encode(writer, line_number, timestamp_ms, source, data)?;
+        self.segment_bytes += written;
         Ok(())
     }
 
@@ -186,6 +206,7 @@ impl AttemptLog {
     /// Whether the window holds every line the filter could select.
     fn memory_answers(&self, filter: &LogFilter, found: &[LogLine]) -> bool {
         let first = self.memory.first_line_number();
+        // Nothing evicted yet, or no disk copy to read: memory is all there is.
         if first == 0 || self.writer.is_none() {
             return true;
         }
@@ -206,9 +227,26 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn encode(line_number: i64, timestamp_ms: i64, source: LogSource, data: &str) -> String {
-    let escaped = data.replace('\\', "\\\\").replace('\n', "\\n");
-    format!("{line_number}\t{timestamp_ms}\t{source}\t{escaped}\n")
+/// Writes one record, `number TAB timestamp TAB source TAB data NL`, with `\\` and newlines in
+/// the data escaped; returns its length.
+fn encode(
+    out: &mut impl Write,
+    line_number: i64,
+    timestamp_ms: i64,
+    source: LogSource,
+    data: &str,
+) -> io::Result<u64> {
+    let head = format!("{line_number}\t{timestamp_ms}\t{source}\t");
+    out.write_all(head.as_bytes())?;
+    let needs_escape = memchr::memchr2(b'\\', b'\n', data.as_bytes()).is_some();
+    let body = if needs_escape {
+        std::borrow::Cow::Owned(data.replace('\\', "\\\\").replace('\n', "\\n"))
+    } else {
+        std::borrow::Cow::Borrowed(data)
+    };
+    out.write_all(body.as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok((head.len() + body.len() + 1) as u64)
 }
 
 fn decode(record: &str) -> Option<LogLine> {
@@ -352,7 +390,12 @@ mod tests {
         let dir = tmp("evict");
         let logs = store(&dir, 10, 1 << 30);
         for i in 0..1000 {
-            logs.append(&key(), i, LogSource::Stdout, &format!("line {i}\twith tab \\ and \n"));
+            logs.append(
+                &key(),
+                i,
+                LogSource::Stdout,
+                &format!("line {i}\twith tab \\ and \n"),
+            );
         }
         let filter = LogFilter {
             start: LineStart::From(5),
@@ -360,7 +403,10 @@ mod tests {
             ..LogFilter::default()
         };
         let got = logs.fetch(&key(), &filter).unwrap();
-        assert_eq!(got.iter().map(|l| l.line_number).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!(
+            got.iter().map(|l| l.line_number).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
         assert_eq!(got[0].data, "line 5\twith tab \\ and \n");
         let all = logs.fetch(&key(), &LogFilter::default()).unwrap();
         assert_eq!(all.len(), 1000);
@@ -375,7 +421,7 @@ mod tests {
             logs.append(&key(), i, LogSource::Stdout, "0123456789");
         }
         logs.close(&key());
-        let on_disk: u64 = fs::read_dir(dir.join("job%2Ftask-0"))
+        let on_disk: u64 = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();

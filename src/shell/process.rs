@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -54,8 +54,10 @@ impl ProcessRuntime {
         let mut cmd = match &self.config.shim {
             Some(shim) => {
                 let mut cmd = Command::new(shim);
-                cmd.arg("shim")
-                    .arg("--parent-pid")
+                if shim.file_name().is_some_and(|n| n != "iris-shim") {
+                    cmd.arg("shim");
+                }
+                cmd.arg("--parent-pid")
                     .arg(std::process::id().to_string())
                     .arg("--")
                     .args(&spec.argv);
@@ -80,12 +82,16 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe; it only ties the child's life to this thread's.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                Ok(())
-            });
+        if self.config.shim.is_none() {
+            // SAFETY: prctl is async-signal-safe; it ties the child's life to this thread's.
+            // Without a pre_exec hook std can use posix_spawn, much cheaper than fork for a big
+            // process, so the shim sets this up itself instead.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -94,7 +100,9 @@ impl ProcessRuntime {
         let interval = self.config.stats_interval;
         tokio::spawn(async move {
             let mut sampler = GroupSampler::new(pgid);
-            let mut ticker = tokio::time::interval(interval);
+            // The first sample waits one interval: short tasks never pay for a /proc scan.
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             let mut disk_mb = 0;
             for round in 0u64.. {
                 ticker.tick().await;
@@ -127,25 +135,34 @@ fn blocking_error(e: tokio::task::JoinError) -> RuntimeError {
     RuntimeError::new(format!("worker thread failed: {e}"))
 }
 
-/// Copies one pipe into the log, line by line; over-long lines are split.
-async fn pump(reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::with_capacity(1024);
+/// Copies one pipe into the log, a chunk at a time: each chunk's complete lines go in under one
+/// lock; over-long lines are split at `LINE_BYTES_MAX`.
+async fn pump(mut reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::with_capacity(128 * 1024);
     loop {
-        buf.clear();
-        match (&mut reader)
-            .take(LINE_BYTES_MAX as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                sink.log(source, &String::from_utf8_lossy(&buf));
-            }
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &pending) {
+            lines.extend(pending[start..end].chunks(LINE_BYTES_MAX));
+            start = end + 1;
         }
+        while pending.len() - start >= LINE_BYTES_MAX {
+            lines.push(&pending[start..start + LINE_BYTES_MAX]);
+            start += LINE_BYTES_MAX;
+        }
+        if !lines.is_empty() {
+            sink.log_lines(source, &lines);
+        }
+        pending.drain(..start);
+    }
+    if !pending.is_empty() {
+        sink.log_lines(source, &[&pending]);
     }
 }
 
@@ -194,7 +211,8 @@ impl Runtime for ProcessRuntime {
         sink: AttemptSink,
     ) -> Result<BuiltImage, RuntimeError> {
         if let Some(image) = &spec.base_image {
-            let line = format!("process runtime: docker_image {image} is ignored; running on the host");
+            let line =
+                format!("process runtime: docker_image {image} is ignored; running on the host");
             sink.log(LogSource::Build, &line);
         }
         if !spec.pip_packages.is_empty() {
@@ -209,11 +227,20 @@ impl Runtime for ProcessRuntime {
             .command(spec)
             .spawn()
             .map_err(|e| RuntimeError::new(format!("cannot start {:?}: {e}", spec.argv[0])))?;
-        let pgid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::new("no pid"))?;
+        let pgid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| RuntimeError::new("no pid"))?;
         sink.started();
         let readers: Vec<JoinHandle<()>> = [
-            child.stdout.take().map(|out| tokio::spawn(pump(out, LogSource::Stdout, sink.clone()))),
-            child.stderr.take().map(|err| tokio::spawn(pump(err, LogSource::Stderr, sink.clone()))),
+            child
+                .stdout
+                .take()
+                .map(|out| tokio::spawn(pump(out, LogSource::Stdout, sink.clone()))),
+            child
+                .stderr
+                .take()
+                .map(|err| tokio::spawn(pump(err, LogSource::Stderr, sink.clone()))),
         ]
         .into_iter()
         .flatten()
@@ -223,7 +250,13 @@ impl Runtime for ProcessRuntime {
         self.groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.attempt.clone(), Group { pgid, sampler: sampler.clone() });
+            .insert(
+                spec.attempt.clone(),
+                Group {
+                    pgid,
+                    sampler: sampler.clone(),
+                },
+            );
         tokio::spawn(async move {
             let status = child.wait().await;
             // Whatever the task left running in its group goes with it, as with a container.

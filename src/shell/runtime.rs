@@ -73,6 +73,15 @@ impl AttemptSink {
             .append(wall_ms(), source, data);
     }
 
+    /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
+    pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
+        let now = wall_ms();
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        for line in lines {
+            log.append(now, source, &String::from_utf8_lossy(line));
+        }
+    }
+
     fn send(&self, event: Event) {
         // The driver only goes away at shutdown, when nobody waits for this answer.
         let _ = self.events.send(event);

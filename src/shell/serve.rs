@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
@@ -80,6 +79,13 @@ async fn shutdown_signal() {
     }
 }
 
+/// `iris-shim` beside the worker binary when installed, else the worker binary itself.
+fn shim_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let small = exe.with_file_name("iris-shim");
+    Some(if small.is_file() { small } else { exe })
+}
+
 pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
@@ -87,10 +93,13 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
-    let advertise = opts.advertise_host.clone().unwrap_or_else(|| match local.ip() {
-        ip if ip.is_unspecified() => hostname(),
-        ip => ip.to_string(),
-    });
+    let advertise = opts
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| match local.ip() {
+            ip if ip.is_unspecified() => hostname(),
+            ip => ip.to_string(),
+        });
     opts.advertise_host = Some(advertise.clone());
     let worker_id = opts
         .worker_id
@@ -118,7 +127,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     });
     let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
         cache_dir: opts.cache_dir.clone(),
-        shim: std::env::current_exe().ok(),
+        shim: shim_path(),
         stats_interval: opts.stats_interval,
     });
     let controller = match &opts.controller_address {
@@ -128,15 +137,17 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let (journal, recovered) = Journal::open(&opts.cache_dir, opts.controller_address.is_some())
+        .context("opening the journal")?;
     let parts = DriverParts {
         runtime: Arc::new(runtime),
         logs: logs.clone(),
-        journal: Some(Journal::open(&opts.cache_dir).context("opening the journal")?),
+        journal: Some(journal),
         controller,
         clock,
         deadlines: CallDeadlines::default(),
     };
-    let (driver, driver_task) = Driver::spawn(core, parts);
+    let (driver, driver_task) = Driver::spawn(core, parts, recovered);
     let service = proto::worker_service_server::WorkerServiceServer::new(WorkerService::new(
         driver.clone(),
         logs,
@@ -147,14 +158,16 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            // Small RPCs must not wait on Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown_signal(),
+        )
         .await
         .context("gRPC server")?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
-    let _ = driver
-        .ask(|reply| Command::Shutdown { grace, reply })
-        .await;
+    let _ = driver.ask(|reply| Command::Shutdown { grace, reply }).await;
     let _ = driver_task.await;
     info!("stopped");
     Ok(())

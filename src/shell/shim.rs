@@ -4,15 +4,18 @@
 //! Its one job is that the group dies with the worker: it asks the kernel for SIGUSR1 when its
 //! parent dies (PR_SET_PDEATHSIG) and then SIGKILLs the whole group, itself included. Otherwise it
 //! waits for the task and exits the way the task did (same code, or same signal), so the worker
-//! sees the task's own exit status. Signals the worker sends go to the whole group, so the shim
-//! ignores them: the task receives them directly.
+//! sees the task's own exit status. Signals the worker sends go to the whole group; the shim passes
+//! the ones it receives on to the task too, because a signal that reached the group before the
+//! fork would otherwise be lost (pending signals are not inherited by a forked child). A TERM that
+//! arrives before the shim has blocked signals kills the shim before the task exists, which is
+//! what the kill asked for.
 //!
 //! The shim runs before any async runtime exists, single-threaded, so `fork` is safe here.
 
 use std::ffi::CString;
 
 /// Signals the shim waits for instead of letting them act.
-const WAITED: [libc::c_int; 6] = [
+pub const WAITED: [libc::c_int; 6] = [
     libc::SIGUSR1,
     libc::SIGCHLD,
     libc::SIGTERM,
@@ -21,7 +24,7 @@ const WAITED: [libc::c_int; 6] = [
     libc::SIGQUIT,
 ];
 
-fn signal_set() -> libc::sigset_t {
+pub fn signal_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill a set we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -33,10 +36,16 @@ fn signal_set() -> libc::sigset_t {
     }
 }
 
-fn kill_group_and_die() -> ! {
-    // SAFETY: signalling our own process group; we are in it, so this ends us too.
+/// The worker died: take the task with us. Only a shim that leads its own group (as the worker
+/// starts it) kills the group; run by hand, it never signals its caller's group.
+fn kill_group_and_die(child: libc::pid_t) -> ! {
+    // SAFETY: signalling our own group (which ends us too) or our own child.
     unsafe {
-        libc::kill(0, libc::SIGKILL);
+        if libc::getpgrp() == libc::getpid() {
+            libc::kill(0, libc::SIGKILL);
+        } else if child > 0 {
+            libc::kill(child, libc::SIGKILL);
+        }
         libc::_exit(137)
     }
 }
@@ -62,11 +71,15 @@ pub fn run(parent_pid: i32, argv: &[String]) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1 as libc::c_ulong);
         // The worker may have died before the prctl took effect.
         if libc::getppid() != parent_pid {
-            kill_group_and_die();
+            eprintln!("iris-worker shim: parent {parent_pid} is gone; not starting the task");
+            libc::_exit(137);
         }
         let child = libc::fork();
         if child < 0 {
-            eprintln!("iris-worker shim: fork failed: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "iris-worker shim: fork failed: {}",
+                std::io::Error::last_os_error()
+            );
             std::process::exit(127);
         }
         if child == 0 {
@@ -103,9 +116,12 @@ unsafe fn wait_for(child: libc::pid_t, set: &libc::sigset_t) -> libc::c_int {
                 return status;
             }
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(set, &mut info);
-            if sig == libc::SIGUSR1 {
-                kill_group_and_die();
+            match libc::sigwaitinfo(set, &mut info) {
+                libc::SIGUSR1 => kill_group_and_die(child),
+                libc::SIGCHLD | -1 => {}
+                forwarded => {
+                    libc::kill(child, forwarded);
+                }
             }
         }
     }

@@ -101,7 +101,10 @@ impl Drop for WorkerProcess {
 }
 
 pub fn command_request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    let job_id = task_id.rsplit_once('/').map_or(task_id, |(j, _)| j).to_string();
+    let job_id = task_id
+        .rsplit_once('/')
+        .map_or(task_id, |(j, _)| j)
+        .to_string();
     proto::worker::RunTaskRequest {
         job_id,
         task_id: task_id.to_string(),
@@ -115,10 +118,7 @@ pub fn command_request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRe
     }
 }
 
-pub async fn status(
-    client: &mut WorkerServiceClient<Channel>,
-    task_id: &str,
-) -> proto::TaskStatus {
+pub async fn status(client: &mut WorkerServiceClient<Channel>, task_id: &str) -> proto::TaskStatus {
     client
         .get_task_status(proto::worker::GetTaskStatusRequest {
             task_id: task_id.to_string(),
@@ -155,7 +155,10 @@ pub fn finished(s: &proto::TaskStatus) -> bool {
     s.state >= proto::TaskState::Succeeded as i32
 }
 
-pub async fn logs(client: &mut WorkerServiceClient<Channel>, task_id: &str) -> Vec<proto::worker::LogEntry> {
+pub async fn logs(
+    client: &mut WorkerServiceClient<Channel>,
+    task_id: &str,
+) -> Vec<proto::worker::LogEntry> {
     client
         .fetch_task_logs(proto::worker::FetchTaskLogsRequest {
             task_id: task_id.to_string(),
@@ -208,7 +211,11 @@ impl ControllerService for TestController {
         &self,
         request: Request<ReportTaskStateRequest>,
     ) -> Result<Response<ReportTaskStateResponse>, Status> {
-        self.state.lock().unwrap().reports.push(request.into_inner());
+        self.state
+            .lock()
+            .unwrap()
+            .reports
+            .push(request.into_inner());
         Ok(Response::new(ReportTaskStateResponse {}))
     }
 }
@@ -273,13 +280,26 @@ impl ControllerServer {
             .collect()
     }
 
-    pub async fn wait_report(&self, task_id: &str, state: proto::TaskState, limit: Duration) -> ReportTaskStateRequest {
+    pub async fn wait_report(
+        &self,
+        task_id: &str,
+        state: proto::TaskState,
+        limit: Duration,
+    ) -> ReportTaskStateRequest {
         let start = Instant::now();
         loop {
-            if let Some(r) = self.reports_for(task_id).into_iter().find(|r| r.state == state as i32) {
+            if let Some(r) = self
+                .reports_for(task_id)
+                .into_iter()
+                .find(|r| r.state == state as i32)
+            {
                 return r;
             }
-            assert!(start.elapsed() < limit, "no {state:?} report for {task_id}: {:?}", self.reports_for(task_id));
+            assert!(
+                start.elapsed() < limit,
+                "no {state:?} report for {task_id}: {:?}",
+                self.reports_for(task_id)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -289,9 +309,15 @@ impl ControllerServer {
 pub fn group_members(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // fields[0] = state; zombies are already dead.
         if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields[0] != "Z" {

@@ -1,0 +1,252 @@
+//! Worker benchmarks. Each number is printed next to a baseline measured in the same run, as a
+//! ratio. Run with `cargo bench --bench worker` (release build of the worker binary first).
+//!
+//! - throughput: 1,000 trivial tasks over gRPC until all SUCCEEDED vs spawn+reap of `true`;
+//! - exit detection: process exit to SUCCEEDED visible over gRPC (p50, p99);
+//! - kill latency: KillTask of a cooperative process to KILLED visible (p50, p99);
+//! - ingest: a task printing 1 GiB of lines vs the same pipeline into `cat > /dev/null`, and the
+//!   worker's peak RSS.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use iris_worker::proto;
+use iris_worker::proto::TaskState;
+use iris_worker::proto::worker_service_client::WorkerServiceClient;
+use tonic::transport::Channel;
+
+type Client = WorkerServiceClient<Channel>;
+
+struct Worker {
+    child: Child,
+    addr: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn start_worker() -> Worker {
+    let exe = std::env::var("IRIS_WORKER_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/iris-worker").into()
+    });
+    let dir = std::env::temp_dir().join(format!("iris-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(&exe)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--port-range",
+            "43000-43999",
+            "--cache-dir",
+        ])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{exe}: {e} (build it: cargo build --release)"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.split_whitespace().nth(3).unwrap().to_string();
+    Worker {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
+    proto::worker::RunTaskRequest {
+        job_id: task_id.split('/').next().unwrap().to_string(),
+        task_id: task_id.to_string(),
+        num_tasks: 1,
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn state(c: &mut Client, task_id: &str) -> proto::TaskStatus {
+    c.get_task_status(proto::worker::GetTaskStatusRequest {
+        task_id: task_id.into(),
+        include_result: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn wait_finished(c: &mut Client, task_id: &str) -> (proto::TaskStatus, Instant) {
+    loop {
+        let s = state(c, task_id).await;
+        if s.state >= TaskState::Succeeded as i32 {
+            return (s, Instant::now());
+        }
+        // Polling must not steal the worker's CPU on a 2-core machine; 1 ms is the resolution.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+fn wall_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+async fn throughput(c: &mut Client, n: usize) -> (f64, f64) {
+    let start = Instant::now();
+    for i in 0..n {
+        tokio::process::Command::new("true").status().await.unwrap();
+        let _ = i;
+    }
+    let baseline = n as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for i in 0..n {
+        c.run_task(request(&format!("tp/task-{i}"), &["true"]))
+            .await
+            .unwrap();
+    }
+    for i in 0..n {
+        let (s, _) = wait_finished(c, &format!("tp/task-{i}")).await;
+        assert_eq!(s.state, TaskState::Succeeded as i32);
+    }
+    let worker = n as f64 / start.elapsed().as_secs_f64();
+    (worker, baseline)
+}
+
+async fn exit_detection(c: &mut Client, n: usize) -> Vec<f64> {
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let id = format!("exit/task-{i}");
+        // The task prints the wall clock as its very last act.
+        c.run_task(request(&id, &["date", "+%s%N"])).await.unwrap();
+        let (s, _) = wait_finished(c, &id).await;
+        let seen = wall_ns();
+        assert_eq!(s.state, TaskState::Succeeded as i32);
+        let logs = c
+            .fetch_task_logs(proto::worker::FetchTaskLogsRequest {
+                task_id: id,
+                filter: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .logs;
+        let printed: u128 = logs[0].data.trim().parse().unwrap();
+        samples.push((seen.saturating_sub(printed)) as f64 / 1e6);
+    }
+    samples
+}
+
+async fn kill_latency(c: &mut Client, n: usize) -> Vec<f64> {
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let id = format!("kill/task-{i}");
+        c.run_task(request(&id, &["sleep", "1000"])).await.unwrap();
+        while state(c, &id).await.state != TaskState::Running as i32 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let asked = Instant::now();
+        c.kill_task(proto::worker::KillTaskRequest {
+            task_id: id.clone(),
+            term_timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+        let (s, seen) = wait_finished(c, &id).await;
+        assert_eq!(s.state, TaskState::Killed as i32);
+        samples.push(seen.duration_since(asked).as_secs_f64() * 1e3);
+    }
+    samples
+}
+
+const LINE_PIPELINE: &str = "yes 'iris-worker benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c 1073741824";
+
+async fn ingest(c: &mut Client, pid: u32) -> (f64, f64, u64) {
+    let mib = 1024.0;
+    let start = Instant::now();
+    let ok = Command::new("sh")
+        .args(["-c", &format!("{LINE_PIPELINE} | cat > /dev/null")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let baseline = mib / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    c.run_task(request("ingest/task-0", &["sh", "-c", LINE_PIPELINE]))
+        .await
+        .unwrap();
+    let (s, _) = wait_finished(c, "ingest/task-0").await;
+    assert_eq!(s.state, TaskState::Succeeded as i32);
+    let worker = mib / start.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (worker, baseline, peak_kb / 1024)
+}
+
+#[tokio::main]
+async fn main() {
+    let worker = start_worker();
+    let mut c = Client::connect(format!("http://{}", worker.addr))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
+        let (tp, base) = throughput(&mut c, 1000).await;
+        println!(
+            "throughput {tp:.0}/s baseline {base:.0}/s ratio {:.2}",
+            tp / base
+        );
+        return;
+    }
+    let (tp, tp_base) = throughput(&mut c, 1000).await;
+    let mut exit = exit_detection(&mut c, 200).await;
+    let mut kill = kill_latency(&mut c, 100).await;
+    let (ing, ing_base, peak_mb) = ingest(&mut c, worker.child.id()).await;
+
+    println!("| benchmark | worker | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| 1,000 `true` tasks over gRPC | {tp:.0} tasks/s | {tp_base:.0} spawn+reap/s | {:.2} | >= 0.5 |",
+        tp / tp_base
+    );
+    println!(
+        "| exit detection p50 / p99 | {:.1} / {:.1} ms | - | - | p99 < 20 ms |",
+        percentile(&mut exit, 0.5),
+        percentile(&mut exit, 0.99)
+    );
+    println!(
+        "| kill latency p50 / p99 | {:.1} / {:.1} ms | - | - | p99 < 50 ms |",
+        percentile(&mut kill, 0.5),
+        percentile(&mut kill, 0.99)
+    );
+    println!(
+        "| 1 GiB of log lines | {ing:.0} MiB/s | {ing_base:.0} MiB/s (cat) | {:.2} | - |",
+        ing / ing_base
+    );
+    println!("| worker peak RSS (whole run) | {peak_mb} MiB | - | - | < 64 MiB |");
+}
