@@ -18,7 +18,9 @@ fn shim(argv: &[&str], via_worker: bool) -> std::process::ExitStatus {
     } else {
         Command::new(SHIM)
     };
-    cmd.args(["--parent-pid", &me, "--"]).args(argv).process_group(0);
+    cmd.args(["--parent-pid", &me, "--"])
+        .args(argv)
+        .process_group(0);
     cmd.status().unwrap()
 }
 
@@ -53,7 +55,9 @@ fn task_dies_with_the_shims_parent() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(parent.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let task_pid: i32 = line.trim().parse().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{task_pid}")).exists());
     parent.kill().unwrap();
@@ -61,11 +65,18 @@ fn task_dies_with_the_shims_parent() {
     let start = Instant::now();
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{task_pid}/stat")).unwrap_or_default();
-        let dead = stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        let dead = stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
         if dead {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "task {task_pid} outlived its worker");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "task {task_pid} outlived its worker"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
