@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod core;
+pub mod fuzzing;
 pub mod shell;
 
 /// Generated code, laid out as the proto packages are (`iris.cluster`, `iris.worker_journal`).

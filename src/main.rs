@@ -52,9 +52,12 @@ fn main() -> ExitCode {
                 eprintln!("iris-worker: --runtime docker is not built yet; use --runtime process");
                 return ExitCode::from(2);
             }
-            runtime()
-                .block_on(iris_worker::shell::serve::serve(args.options()))
-                .map(|()| 0)
+            match args.options() {
+                Ok(options) => runtime()
+                    .block_on(iris_worker::shell::serve::serve(options))
+                    .map(|()| 0),
+                Err(e) => Err(e),
+            }
         }
         TopCommand::Task { target, command } => runtime().block_on(client::task(&target, command)),
         TopCommand::Health { target } => runtime().block_on(client::health(&target)),

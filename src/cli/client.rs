@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::render::{status_json, task_detail, task_table};
@@ -12,9 +13,10 @@ use crate::core::{LogSource, TaskState, is_task_finished};
 use crate::proto;
 use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusRequest};
 use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::shell::auth::{SendToken, read_token};
 use crate::shell::controller::endpoint_uri;
 
-type Client = WorkerServiceClient<Channel>;
+type Client = WorkerServiceClient<InterceptedService<Channel, SendToken>>;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -25,7 +27,12 @@ async fn connect(target: &Target) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to the worker at {uri}"))?;
-    Ok(WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    let token = match &target.auth_token_file {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let auth = SendToken::new(token.as_deref());
+    Ok(WorkerServiceClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20))
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -63,6 +63,9 @@ pub struct Target {
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A file holding the worker's bearer token.
+    #[arg(long, global = true, env = "IRIS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -136,11 +139,25 @@ pub struct ServeArgs {
     /// How long a stopping worker waits for its tasks to die and their reports to land.
     #[arg(long, default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,
+    /// Require `authorization: Bearer <token>` on every RPC (the token is this file's content);
+    /// the controller client sends the same token.
+    #[arg(long, env = "IRIS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without a token.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Live attempts accepted at once; beyond it RunTask answers RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1024)]
+    pub max_live_tasks: usize,
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> ServeOptions {
-        ServeOptions {
+    pub fn options(&self) -> anyhow::Result<ServeOptions> {
+        let auth_token = match &self.auth_token_file {
+            Some(path) => Some(crate::shell::auth::read_token(path)?),
+            None => None,
+        };
+        Ok(ServeOptions {
             host: self.host.clone(),
             port: self.port,
             cache_dir: self.cache_dir.clone(),
@@ -156,7 +173,10 @@ impl ServeArgs {
             log_disk_bytes_max: self.log_disk_bytes.max(1 << 20),
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
-        }
+            auth_token,
+            insecure: self.insecure,
+            live_attempts_max: self.max_live_tasks.max(1),
+        })
     }
 }
 

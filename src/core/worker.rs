@@ -38,6 +38,8 @@ pub struct CoreConfig {
     pub retry_backoff_max_ms: u64,
     /// Starts tried per attempt when the runtime reports a port conflict.
     pub start_tries_max: u32,
+    /// Attempts alive at once; a submission beyond it is refused, never queued without bound.
+    pub live_attempts_max: usize,
 }
 
 impl Default for CoreConfig {
@@ -53,6 +55,7 @@ impl Default for CoreConfig {
             retry_backoff_initial_ms: 100,
             retry_backoff_max_ms: 5_000,
             start_tries_max: 3,
+            live_attempts_max: 1024,
         }
     }
 }
@@ -64,6 +67,12 @@ pub enum SubmitError {
         task_id: TaskId,
         attempt_id: i32,
         current: i32,
+    },
+    #[error("task {task_id}: {live} attempts are live; the limit is {limit}")]
+    TooManyTasks {
+        task_id: TaskId,
+        live: usize,
+        limit: usize,
     },
     #[error("task {task_id}: {source}")]
     PortsExhausted {
@@ -191,6 +200,14 @@ impl WorkerCore {
                     current: current_id,
                 });
             }
+        }
+        let live = self.live_attempts().len();
+        if live >= self.config.live_attempts_max {
+            return Err(SubmitError::TooManyTasks {
+                task_id: spec.task_id,
+                live,
+                limit: self.config.live_attempts_max,
+            });
         }
         self.accept(spec)
     }

@@ -4,17 +4,19 @@
 
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::core::TaskReport;
 use crate::proto;
 use crate::proto::controller_service_client::ControllerServiceClient;
+use crate::shell::auth::SendToken;
 
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct ControllerClient {
-    client: ControllerServiceClient<Channel>,
+    client: ControllerServiceClient<InterceptedService<Channel, SendToken>>,
     worker_id: String,
     address: String,
     metadata: proto::WorkerMetadata,
@@ -35,6 +37,7 @@ impl ControllerClient {
         worker_id: String,
         address: String,
         metadata: proto::WorkerMetadata,
+        token: Option<&str>,
     ) -> Result<ControllerClient, tonic::transport::Error> {
         let channel = Endpoint::from_shared(endpoint_uri(controller_address))?
             .connect_timeout(CALL_TIMEOUT)
@@ -44,7 +47,7 @@ impl ControllerClient {
             .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(ControllerClient {
-            client: ControllerServiceClient::new(channel),
+            client: ControllerServiceClient::with_interceptor(channel, SendToken::new(token)),
             worker_id,
             address,
             metadata,

@@ -1,3 +1,4 @@
+pub mod auth;
 pub mod bundle;
 pub mod controller;
 pub mod driver;

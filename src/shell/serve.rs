@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use crate::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
 use crate::proto;
+use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Command, Driver, DriverParts};
 use crate::shell::journal::Journal;
@@ -36,6 +38,11 @@ pub struct ServeOptions {
     pub log_disk_bytes_max: u64,
     pub stats_interval: Duration,
     pub shutdown_grace: Duration,
+    /// Every RPC must carry `authorization: Bearer <token>`; the controller client sends it too.
+    pub auth_token: Option<String>,
+    /// Allow a non-loopback listen address without a token.
+    pub insecure: bool,
+    pub live_attempts_max: usize,
 }
 
 pub fn hostname() -> String {
@@ -87,6 +94,13 @@ fn shim_path() -> Option<PathBuf> {
 }
 
 pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
+    if opts.auth_token.is_none() && !opts.insecure && !is_loopback_host(&opts.host) {
+        anyhow::bail!(
+            "refusing to serve on {} without --auth-token-file: anyone who reaches the port could \
+             run commands here (pass --insecure to do it anyway)",
+            opts.host
+        );
+    }
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
@@ -116,6 +130,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         flavour: RuntimeFlavour::Process,
         port_range: opts.port_range.clone(),
         heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
+        live_attempts_max: opts.live_attempts_max,
         ..CoreConfig::default()
     };
     let clock = Clock::new(epoch_ms());
@@ -132,8 +147,14 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     });
     let controller = match &opts.controller_address {
         Some(addr) => Some(
-            ControllerClient::new(addr, worker_id.clone(), address.clone(), metadata(&opts))
-                .context("controller address")?,
+            ControllerClient::new(
+                addr,
+                worker_id.clone(),
+                address.clone(),
+                metadata(&opts),
+                opts.auth_token.as_deref(),
+            )
+            .context("controller address")?,
         ),
         None => None,
     };
@@ -153,6 +174,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         logs,
     ))
     .max_decoding_message_size(REQUEST_BYTES_MAX);
+    let service = InterceptedService::new(service, RequireToken::new(opts.auth_token.as_deref()));
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
     info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");

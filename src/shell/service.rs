@@ -39,9 +39,9 @@ fn submit_status(refusal: SubmitRefusal) -> Status {
         SubmitRefusal::Core(e @ SubmitError::StaleAttempt { .. }) => {
             Status::failed_precondition(e.to_string())
         }
-        SubmitRefusal::Core(e @ SubmitError::PortsExhausted { .. }) => {
-            Status::resource_exhausted(e.to_string())
-        }
+        SubmitRefusal::Core(
+            e @ (SubmitError::PortsExhausted { .. } | SubmitError::TooManyTasks { .. }),
+        ) => Status::resource_exhausted(e.to_string()),
         SubmitRefusal::ShuttingDown => Status::unavailable(refusal.to_string()),
     }
 }

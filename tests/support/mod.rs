@@ -184,6 +184,8 @@ pub struct ControllerState {
     pub registrations: Vec<RegisterWorkerRequest>,
     pub reports: Vec<ReportTaskStateRequest>,
     pub reset_next: bool,
+    /// The `authorization` header of the latest call.
+    pub authorization: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -198,6 +200,11 @@ impl ControllerService for TestController {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         let mut state = self.state.lock().unwrap();
+        state.authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         state.registrations.push(request.into_inner());
         let should_reset = std::mem::take(&mut state.reset_next);
         Ok(Response::new(RegisterWorkerResponse {

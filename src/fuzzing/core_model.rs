@@ -1,0 +1,600 @@
+//! A model of the world around `WorkerCore` (a runtime that answers, fails, hangs or answers
+//! late, and a controller that acks or fails), plus the checker of every invariant users rely on.
+//! Shared by the proptest properties (`tests/core_properties.rs`) and the core fuzz target.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::*;
+use crate::proto;
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        identity: WorkerIdentity {
+            worker_id: "worker-1".to_string(),
+            address: "10.1.2.3:10001".to_string(),
+        },
+        controller_address: Some("http://127.0.0.1:10000".to_string()),
+        port_range: 30000..=30007,
+        ..CoreConfig::default()
+    }
+}
+
+fn request(task_id: &str, attempt_id: i32, argv: &[&str]) -> proto::worker::RunTaskRequest {
+    let job_id = task_id.rsplit_once('/').map_or(task_id, |(job, _)| job);
+    proto::worker::RunTaskRequest {
+        job_id: job_id.to_string(),
+        task_id: task_id.to_string(),
+        num_tasks: 1,
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            })),
+        }),
+        attempt_id,
+        ..Default::default()
+    }
+}
+
+fn key(task_id: &str, attempt_id: i32) -> AttemptKey {
+    AttemptKey {
+        task_id: TaskId::new(task_id).expect("model ids are valid"),
+        attempt_id,
+    }
+}
+
+/// Tasks the model plays with; few, so attempts collide.
+pub const TASKS: usize = 4;
+const DEFAULT_TERM_MS: u64 = 5_000;
+
+/// One step of a scenario: a command, a runtime or controller answer, or time passing.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Submit {
+        task: usize,
+        attempt: i32,
+        ports: usize,
+        timeout_s: i32,
+        bundle: bool,
+    },
+    Kill {
+        task: usize,
+        term_ms: i64,
+    },
+    KillAll,
+    Advance {
+        ms: u64,
+    },
+    Answer {
+        pick: usize,
+        outcome: u8,
+    },
+    Exit {
+        pick: usize,
+        code: i32,
+        signal: bool,
+        oom: bool,
+    },
+    Stats {
+        pick: usize,
+        memory_mb: i64,
+    },
+    Lost {
+        pick: usize,
+    },
+    Report {
+        pick: usize,
+        ack: bool,
+    },
+    Register {
+        accept: bool,
+        reset: bool,
+    },
+    Stray {
+        task: usize,
+        attempt: i32,
+        kind: u8,
+    },
+}
+
+fn task_name(task: usize) -> String {
+    format!("job/task-{task}")
+}
+
+/// What the checker remembers about one attempt.
+#[derive(Default, Debug)]
+struct Seen {
+    state: Option<TaskState>,
+    started_at: Option<u64>,
+    /// (request time, term timeout) of every stop request.
+    stops: Vec<(u64, u64)>,
+    term_at: Option<u64>,
+    killed_at: Option<u64>,
+    exited: bool,
+    start_effects: usize,
+    terminal_reports: BTreeSet<(String, i32, String)>,
+    terminal_acked: bool,
+}
+
+/// The runtime and controller as the core sees them, plus the checker.
+struct World {
+    core: WorkerCore,
+    now: u64,
+    setup: Vec<Effect>,
+    alive: BTreeSet<AttemptKey>,
+    reports: BTreeMap<u64, TaskReport>,
+    register_in_flight: bool,
+    seen: BTreeMap<AttemptKey, Seen>,
+    trace: Vec<String>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            core: WorkerCore::new(config(), 0, Box::new(AssumeFree)),
+            now: 0,
+            setup: Vec::new(),
+            alive: BTreeSet::new(),
+            reports: BTreeMap::new(),
+            register_in_flight: false,
+            seen: BTreeMap::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    fn current(&self, task: usize) -> Option<AttemptKey> {
+        let id = TaskId::new(task_name(task)).unwrap();
+        let t = self.core.get_task(&id)?;
+        (!t.is_finished()).then(|| key(&task_name(task), t.attempt_id))
+    }
+
+    fn record_stop(&mut self, key: &AttemptKey, term_ms: u64) {
+        let now = self.now;
+        self.seen
+            .entry(key.clone())
+            .or_default()
+            .stops
+            .push((now, term_ms));
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Submit {
+                task,
+                attempt,
+                ports,
+                timeout_s,
+                bundle,
+            } => {
+                let mut req = request(&task_name(task), attempt, &["run"]);
+                req.ports = (0..ports).map(|i| format!("p{i}")).collect();
+                req.timeout_seconds = timeout_s;
+                if bundle {
+                    req.bundle_gcs_path = "file:///b.zip".into();
+                }
+                let previous = self.current(task);
+                let result = self
+                    .core
+                    .submit(self.now, TaskSpec::from_request(&req).unwrap());
+                if let (Ok(_), Some(prev)) = (&result, previous)
+                    && prev.attempt_id < attempt
+                {
+                    self.record_stop(&prev, DEFAULT_TERM_MS);
+                }
+            }
+            Op::Kill { task, term_ms } => {
+                let target = self.current(task);
+                let id = TaskId::new(task_name(task)).unwrap();
+                let result = self.core.kill(self.now, &id, term_ms);
+                match (&result, target) {
+                    (Ok(()), Some(key)) => {
+                        let term = if term_ms == 0 {
+                            DEFAULT_TERM_MS
+                        } else {
+                            term_ms as u64
+                        };
+                        self.record_stop(&key, term);
+                    }
+                    (Ok(()), None) => panic!("kill of a finished or unknown task succeeded"),
+                    (Err(KillError::NotFound(_)), t) => assert!(t.is_none()),
+                    (Err(KillError::AlreadyCompleted { .. }), t) => assert!(t.is_none()),
+                    (Err(e), _) => panic!("unexpected {e}"),
+                }
+            }
+            Op::KillAll => {
+                for key in self.core.live_attempts() {
+                    self.record_stop(&key, DEFAULT_TERM_MS);
+                }
+                self.core.kill_all(self.now, "reset");
+            }
+            Op::Advance { ms } => self.advance(self.now + ms),
+            Op::Answer { pick, outcome } => self.answer(pick, outcome),
+            Op::Exit {
+                pick,
+                code,
+                signal,
+                oom,
+            } => {
+                if let Some(key) = pick_from(&self.alive, pick) {
+                    let status = ExitStatus {
+                        code: (!signal).then_some(code),
+                        signal: signal.then_some(9),
+                        oom_killed: oom,
+                    };
+                    self.exit(key, status);
+                }
+            }
+            Op::Stats { pick, memory_mb } => {
+                if let Some(attempt) = pick_from(&self.alive, pick) {
+                    let usage = ResourceUsage {
+                        memory_mb,
+                        ..Default::default()
+                    };
+                    self.core.handle(self.now, Event::Stats { attempt, usage });
+                }
+            }
+            Op::Lost { pick } => {
+                if let Some(attempt) = pick_from(&self.alive, pick) {
+                    self.alive.remove(&attempt);
+                    self.seen.entry(attempt.clone()).or_default().exited = true;
+                    let error = "engine gone".to_string();
+                    self.core
+                        .handle(self.now, Event::RuntimeLost { attempt, error });
+                }
+            }
+            Op::Report { pick, ack } => {
+                let ids: Vec<u64> = self.reports.keys().copied().collect();
+                if !ids.is_empty() {
+                    let report_id = ids[pick % ids.len()];
+                    let report = self.reports.remove(&report_id).unwrap();
+                    let event = if ack {
+                        if is_task_finished(report.state) {
+                            let key = key(&report.task_id, report.attempt_id);
+                            self.seen.entry(key).or_default().terminal_acked = true;
+                        }
+                        Event::ReportAcked { report_id }
+                    } else {
+                        Event::ReportFailed {
+                            report_id,
+                            error: "unavailable".into(),
+                        }
+                    };
+                    self.core.handle(self.now, event);
+                }
+            }
+            Op::Register { accept, reset } => {
+                if self.register_in_flight {
+                    self.register_in_flight = false;
+                    let event = if accept {
+                        if reset {
+                            for key in self.core.live_attempts() {
+                                self.record_stop(&key, DEFAULT_TERM_MS);
+                            }
+                        }
+                        Event::RegisterAccepted {
+                            should_reset: reset,
+                        }
+                    } else {
+                        Event::RegisterFailed {
+                            error: "down".into(),
+                        }
+                    };
+                    self.core.handle(self.now, event);
+                }
+            }
+            Op::Stray {
+                task,
+                attempt,
+                kind,
+            } => {
+                let key = key(&task_name(task), attempt);
+                let event = match kind {
+                    0 => Event::WorkdirReady { attempt: key },
+                    1 => Event::BundleReady { attempt: key },
+                    2 => Event::BuildFinished {
+                        attempt: key,
+                        image: None,
+                        from_cache: false,
+                    },
+                    3 => Event::ContainerStarted { attempt: key },
+                    4 => Event::ReportAcked { report_id: 10_000 },
+                    5 => Event::RegisterAccepted {
+                        should_reset: false,
+                    },
+                    _ => Event::StartFailed {
+                        attempt: key,
+                        error: "x".into(),
+                        port_conflict: true,
+                    },
+                };
+                // A stray event stands for a late answer to work already over; the model never
+                // sends one for work still outstanding, nor a start for a container it lacks.
+                let outstanding =
+                    |k: &AttemptKey| self.setup.iter().any(|e| e.attempt() == Some(k));
+                let skip = match &event {
+                    Event::ContainerStarted { .. } | Event::RegisterAccepted { .. } => true,
+                    Event::WorkdirReady { attempt }
+                    | Event::BundleReady { attempt }
+                    | Event::BuildFinished { attempt, .. }
+                    | Event::StartFailed { attempt, .. } => outstanding(attempt),
+                    _ => false,
+                };
+                if skip {
+                    return;
+                }
+                self.core.handle(self.now, event);
+            }
+        }
+    }
+
+    fn exit(&mut self, key: AttemptKey, status: ExitStatus) {
+        self.alive.remove(&key);
+        self.seen.entry(key.clone()).or_default().exited = true;
+        self.core.handle(
+            self.now,
+            Event::Exited {
+                attempt: key,
+                status,
+            },
+        );
+    }
+
+    fn answer(&mut self, pick: usize, outcome: u8) {
+        if self.setup.is_empty() {
+            return;
+        }
+        let effect = self.setup.remove(pick % self.setup.len());
+        let attempt = effect.attempt().unwrap().clone();
+        let fail = outcome == 5;
+        let event = match effect {
+            Effect::PrepareWorkdir { .. } if fail => Event::WorkdirFailed {
+                attempt,
+                error: "disk".into(),
+            },
+            Effect::PrepareWorkdir { .. } => Event::WorkdirReady { attempt },
+            Effect::FetchBundle { .. } if fail => Event::BundleFailed {
+                attempt,
+                error: "404".into(),
+            },
+            Effect::FetchBundle { .. } => Event::BundleReady { attempt },
+            Effect::BuildImage { .. } if fail => Event::BuildFailed {
+                attempt,
+                error: "pip".into(),
+            },
+            Effect::BuildImage { .. } => Event::BuildFinished {
+                attempt,
+                image: None,
+                from_cache: outcome == 1,
+            },
+            Effect::StartContainer(_) => match outcome {
+                3 => Event::StartFailed {
+                    attempt,
+                    error: "in use".into(),
+                    port_conflict: true,
+                },
+                4 => Event::StartFailed {
+                    attempt,
+                    error: "no image".into(),
+                    port_conflict: false,
+                },
+                5 => Event::RuntimeLost {
+                    attempt,
+                    error: "engine".into(),
+                },
+                _ => {
+                    self.alive.insert(attempt.clone());
+                    Event::ContainerStarted { attempt }
+                }
+            },
+            other => unreachable!("not a setup effect: {other}"),
+        };
+        self.core.handle(self.now, event);
+    }
+
+    fn advance(&mut self, to: u64) {
+        while let Some(deadline) = self.core.poll_timeout().filter(|d| *d <= to) {
+            self.now = self.now.max(deadline);
+            self.core.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = self.now.max(to);
+    }
+
+    /// Drains effects into the model and checks each one.
+    fn collect(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            self.trace.push(format!("{} {effect}", self.now));
+            self.observe(effect);
+        }
+    }
+
+    fn observe(&mut self, effect: Effect) {
+        let now = self.now;
+        match &effect {
+            Effect::PrepareWorkdir { .. }
+            | Effect::FetchBundle { .. }
+            | Effect::BuildImage { .. } => self.setup.push(effect.clone()),
+            Effect::StartContainer(spec) => {
+                let seen = self.seen.entry(spec.attempt.clone()).or_default();
+                assert!(
+                    seen.stops.is_empty(),
+                    "{}: start effect after a stop request",
+                    spec.attempt
+                );
+                seen.start_effects += 1;
+                assert!(seen.start_effects <= 3, "more than 3 starts");
+                self.setup.push(effect.clone());
+            }
+            Effect::SignalContainer { attempt, signal } => {
+                let seen = self.seen.entry(attempt.clone()).or_default();
+                assert!(!seen.exited, "{attempt}: signal after exit");
+                if seen.stops.is_empty() {
+                    // Only the core's own timeout may stop an attempt nobody asked to stop.
+                    assert_eq!(
+                        *signal,
+                        Signal::Term,
+                        "{attempt}: KILL without a stop request"
+                    );
+                    seen.stops.push((now, DEFAULT_TERM_MS));
+                }
+                match signal {
+                    Signal::Term => {
+                        assert!(seen.term_at.is_none(), "{attempt}: second TERM");
+                        seen.term_at = Some(now);
+                    }
+                    Signal::Kill => {
+                        let term_at = seen.term_at.expect("KILL before TERM");
+                        let earliest = seen
+                            .stops
+                            .iter()
+                            .map(|(at, term)| (*at).max(term_at) + term)
+                            .min()
+                            .unwrap();
+                        assert!(
+                            now >= earliest,
+                            "{attempt}: KILL at {now}, before {earliest}"
+                        );
+                        assert!(seen.killed_at.is_none(), "{attempt}: second KILL");
+                        seen.killed_at = Some(now);
+                    }
+                }
+            }
+            Effect::ReportTaskState { report_id, report } => {
+                assert!(
+                    self.reports.insert(*report_id, report.clone()).is_none(),
+                    "report in flight twice"
+                );
+                if is_task_finished(report.state) {
+                    let key = key(&report.task_id, report.attempt_id);
+                    let seen = self.seen.entry(key.clone()).or_default();
+                    let fact = (
+                        report.state.name().to_string(),
+                        report.exit_code,
+                        report.error.clone(),
+                    );
+                    seen.terminal_reports.insert(fact);
+                    assert_eq!(
+                        seen.terminal_reports.len(),
+                        1,
+                        "{key}: contradicting terminal reports"
+                    );
+                }
+            }
+            Effect::RegisterWorker { .. } => {
+                assert!(!self.register_in_flight, "two registrations in flight");
+                self.register_in_flight = true;
+            }
+            Effect::CancelBuild { .. }
+            | Effect::RemoveContainer { .. }
+            | Effect::ReleaseResources { .. }
+            | Effect::WriteLog { .. } => {}
+        }
+    }
+
+    /// Checks the per-attempt history against the core's state.
+    fn check(&mut self) {
+        self.core.check_invariants().unwrap();
+        let tasks: Vec<Task> = (0..TASKS)
+            .flat_map(|t| {
+                let id = TaskId::new(task_name(t)).unwrap();
+                self.core
+                    .task_attempts(&id)
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for task in tasks {
+            let key = key(task.task_id.as_str(), task.attempt_id);
+            let seen = self.seen.entry(key.clone()).or_default();
+            if let Some(prev) = seen.state {
+                assert!(
+                    prev == task.state || is_legal_transition(prev, task.state),
+                    "{key}: {prev} -> {}",
+                    task.state
+                );
+            }
+            if let Some(started) = seen.started_at {
+                assert_eq!(
+                    task.started_at_ms,
+                    Some(started),
+                    "{key}: started_at changed"
+                );
+            }
+            seen.state = Some(task.state);
+            seen.started_at = task.started_at_ms;
+        }
+    }
+
+    fn step(&mut self, op: &Op) {
+        self.apply(op);
+        self.collect();
+        self.check();
+    }
+
+    /// Heals everything and lets the worker converge; then every attempt must be terminal with
+    /// its terminal report acknowledged, and every TERMed container must have been KILLed.
+    fn converge(&mut self) {
+        for _ in 0..64 {
+            self.advance(self.now + 10_000);
+            for (key, seen) in &self.seen {
+                if seen.term_at.is_some() && self.alive.contains(key) {
+                    assert!(
+                        seen.killed_at.is_some(),
+                        "{key}: TERM but no KILL after the timeout"
+                    );
+                }
+            }
+            while !self.setup.is_empty() {
+                self.answer(0, 0);
+                self.collect();
+                self.check();
+            }
+            for key in self.alive.clone() {
+                self.exit(key, ExitStatus::code(0));
+                self.collect();
+                self.check();
+            }
+            self.step(&Op::Register {
+                accept: true,
+                reset: false,
+            });
+            while !self.reports.is_empty() {
+                self.step(&Op::Report { pick: 0, ack: true });
+            }
+            if self.core.live_attempts().is_empty() && self.core.outbox_len() == 0 {
+                break;
+            }
+        }
+        assert!(
+            self.core.live_attempts().is_empty(),
+            "attempts still live after convergence"
+        );
+        assert_eq!(self.core.outbox_len(), 0, "reports never delivered");
+        for (key, seen) in &self.seen {
+            if seen.state.is_some_and(is_task_finished) {
+                assert_eq!(seen.terminal_reports.len(), 1, "{key}: no terminal report");
+                assert!(seen.terminal_acked, "{key}: terminal report never acked");
+            }
+        }
+        assert!(
+            self.core.held_ports().is_empty(),
+            "ports held after every task ended"
+        );
+    }
+}
+
+fn pick_from(set: &BTreeSet<AttemptKey>, pick: usize) -> Option<AttemptKey> {
+    (!set.is_empty()).then(|| set.iter().nth(pick % set.len()).unwrap().clone())
+}
+
+/// Runs the scenario, checking after every step and at the end; returns the effect trace.
+/// Panics on any broken invariant.
+pub fn run(ops: &[Op]) -> Vec<String> {
+    let mut world = World::new();
+    world.collect();
+    for op in ops {
+        world.step(op);
+    }
+    world.converge();
+    world.trace
+}

@@ -1,0 +1,217 @@
+//! Entry points for the fuzz targets in `fuzz/` and their replay in `cargo test`. Each takes
+//! arbitrary bytes and panics only when an invariant breaks: bad input must never panic.
+
+pub mod core_model;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use prost::Message;
+
+use crate::core::{
+    AssumeFree, CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskLogs, TaskSpec,
+    WorkerCore,
+};
+use crate::proto;
+use crate::shell::bundle;
+use core_model::{Op, TASKS};
+
+/// Reads fuzz bytes as small integers; runs dry as zeros.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    fn i64(&mut self) -> i64 {
+        let mut b = [0u8; 8];
+        for byte in &mut b {
+            *byte = self.u8();
+        }
+        i64::from_le_bytes(b)
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn decode_op(b: &mut Bytes<'_>) -> Op {
+    let task = usize::from(b.u8()) % TASKS;
+    match b.u8() % 11 {
+        0 => Op::Submit {
+            task,
+            attempt: i32::from(b.u8() % 3),
+            ports: usize::from(b.u8() % 3),
+            timeout_s: i32::from(b.u8() % 4),
+            bundle: b.u8() & 1 == 1,
+        },
+        1 => Op::Kill {
+            task,
+            term_ms: i64::from(b.u16() % 3000),
+        },
+        2 => Op::KillAll,
+        3 => Op::Advance {
+            ms: u64::from(b.u16() % 8000),
+        },
+        4 => Op::Answer {
+            pick: usize::from(b.u8()),
+            outcome: b.u8() % 6,
+        },
+        5 => Op::Exit {
+            pick: usize::from(b.u8()),
+            code: i32::from(b.u8() % 3),
+            signal: b.u8() & 1 == 1,
+            oom: b.u8().is_multiple_of(10),
+        },
+        6 => Op::Stats {
+            pick: usize::from(b.u8()),
+            memory_mb: i64::from(b.u16()),
+        },
+        7 => Op::Lost {
+            pick: usize::from(b.u8()),
+        },
+        8 => Op::Report {
+            pick: usize::from(b.u8()),
+            ack: !b.u8().is_multiple_of(3),
+        },
+        9 => Op::Register {
+            accept: b.u8() & 1 == 1,
+            reset: b.u8().is_multiple_of(7),
+        },
+        _ => Op::Stray {
+            task,
+            attempt: i32::from(b.u8() % 3),
+            kind: b.u8() % 8,
+        },
+    }
+}
+
+/// The core driven by an arbitrary sequence of commands, answers and time steps; every core
+/// invariant is checked after each step and at convergence.
+pub fn fuzz_core(data: &[u8]) {
+    let mut bytes = Bytes(data);
+    let mut ops = Vec::new();
+    while !bytes.is_empty() && ops.len() < 256 {
+        ops.push(decode_op(&mut bytes));
+    }
+    core_model::run(&ops);
+}
+
+/// Arbitrary bytes as a RunTaskRequest: decoding, validation and submit. Whatever passes
+/// validation is safe: its paths stay under the cache dir and the core keeps its invariants.
+pub fn fuzz_decode(data: &[u8]) {
+    let Ok(request) = proto::worker::RunTaskRequest::decode(data) else {
+        return;
+    };
+    let Ok(spec) = TaskSpec::from_request(&request) else {
+        return;
+    };
+    let key = crate::core::AttemptKey {
+        task_id: spec.task_id.clone(),
+        attempt_id: spec.attempt_id,
+    };
+    let workdir = key.workdir();
+    assert!(workdir.starts_with("tasks/"), "{workdir}");
+    assert_eq!(
+        workdir.matches('/').count(),
+        1,
+        "one component under tasks/: {workdir}"
+    );
+    assert!(!key.file_stem().starts_with('.'), "{workdir}");
+    let mut core = WorkerCore::new(CoreConfig::default(), 0, Box::new(AssumeFree));
+    let _ = core.submit(1, spec.clone());
+    let _ = core.submit(2, spec);
+    core.check_invariants().expect("invariants after submit");
+    while let Some(effect) = core.poll_effect() {
+        let _ = effect.to_string();
+    }
+}
+
+/// Arbitrary lines into a small `TaskLogs`, then an arbitrary filter: bounds hold and results
+/// are ordered, filtered and capped as the filter says.
+pub fn fuzz_logs(data: &[u8]) {
+    let mut b = Bytes(data);
+    let limits = LogLimits {
+        lines_max: usize::from(b.u8() % 64) + 1,
+        bytes_max: usize::from(b.u16()) + 1,
+    };
+    let regex_len = usize::from(b.u8() % 16);
+    let wire = proto::worker::FetchLogsFilter {
+        regex: String::from_utf8_lossy(b.take(regex_len)).into_owned(),
+        start_line: b.i64(),
+        start_ms: i64::from(b.u16()) - 10,
+        end_ms: i64::from(b.u16()) - 10,
+        max_lines: i32::from(b.u8()) - 8,
+    };
+    let mut logs = TaskLogs::new(limits);
+    let mut ts = 0i64;
+    let mut pushed = 0i64;
+    while !b.is_empty() {
+        ts += i64::from(b.u8() % 4);
+        let source = LogSource::ALL[usize::from(b.u8() % 4)];
+        let len = usize::from(b.u8() % 32);
+        let line = String::from_utf8_lossy(b.take(len)).into_owned();
+        assert_eq!(logs.push(ts, source, line), pushed);
+        pushed += 1;
+        assert!(logs.len() <= limits.lines_max);
+    }
+    let Ok(filter) = LogFilter::from_proto(Some(&wire)) else {
+        return;
+    };
+    let got = logs.fetch(&filter);
+    assert!(got.windows(2).all(|w| w[0].line_number < w[1].line_number));
+    assert!(filter.max_lines.is_none_or(|m| got.len() <= m));
+    if let LineStart::From(n) = filter.start {
+        assert!(got.iter().all(|l| l.line_number >= n));
+    }
+    if let LineStart::LastN(n) = filter.start {
+        assert!(got.len() as u64 <= n);
+    }
+    assert!(got.iter().all(|l| filter.matches(l)));
+}
+
+/// Arbitrary bytes as a bundle zip: extraction never writes outside its directory and refuses
+/// what is past the caps.
+pub fn fuzz_bundle(data: &[u8]) {
+    let root = scratch_dir();
+    let dest = root.join("work");
+    std::fs::create_dir_all(&dest).expect("scratch dir");
+    let _ = bundle::extract(Cursor::new(data), &dest);
+    let outside: Vec<_> = std::fs::read_dir(&root)
+        .expect("scratch dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "work")
+        .collect();
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        outside.is_empty(),
+        "extraction wrote outside the workdir: {outside:?}"
+    );
+}
+
+fn scratch_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("iris-fuzz-bundle-{}-{n}", std::process::id()))
+}

@@ -1,0 +1,267 @@
+//! Hostile input at the gRPC boundary: every limit answers with a clear status, and none crashes
+//! the worker, disturbs another task or loses an accepted one. Authentication and binding rules.
+
+mod support;
+
+use std::time::Duration;
+
+use iris_worker::proto;
+use iris_worker::proto::TaskState;
+use iris_worker::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, KillTaskRequest};
+use support::*;
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_answer_with_clear_statuses_and_harm_nothing() {
+    let worker = WorkerProcess::start(&temp_dir("limits"), &["--max-live-tasks", "3"]);
+    let mut c = worker.client().await;
+    // A long-running task that every refusal below must leave alone.
+    c.run_task(command_request("keep/task-0", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    wait_for(&mut c, "keep/task-0", LIMIT, is_state(TaskState::Running)).await;
+
+    let huge = "x".repeat(40 << 20);
+    let err = c
+        .run_task(command_request("big/task-0", &["echo", &huge]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+
+    let cases: Vec<(&str, proto::worker::RunTaskRequest)> = vec![
+        (
+            "task_id",
+            command_request(&format!("job/{}", "t".repeat(300)), &["true"]),
+        ),
+        (
+            "environment.env_vars",
+            proto::worker::RunTaskRequest {
+                environment: Some(proto::EnvironmentConfig {
+                    env_vars: (0..1100)
+                        .map(|i| (format!("K{i}"), "v".to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..command_request("job/task-0", &["true"])
+            },
+        ),
+        (
+            "entrypoint.command.argv",
+            command_request("job/task-0", &vec!["a"; 5000]),
+        ),
+        (
+            "ports",
+            proto::worker::RunTaskRequest {
+                ports: (0..65).map(|i| format!("p{i}")).collect(),
+                ..command_request("job/task-0", &["true"])
+            },
+        ),
+    ];
+    for (field, req) in cases {
+        let err = c.run_task(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}");
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
+    }
+
+    let huge_regex = FetchLogsFilter {
+        regex: "a{1000}{1000}".into(),
+        ..Default::default()
+    };
+    let err = c
+        .fetch_task_logs(FetchTaskLogsRequest {
+            task_id: "keep/task-0".into(),
+            filter: Some(huge_regex),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let extreme = FetchLogsFilter {
+        start_line: i64::MIN,
+        max_lines: i32::MAX,
+        ..Default::default()
+    };
+    c.fetch_task_logs(FetchTaskLogsRequest {
+        task_id: "keep/task-0".into(),
+        filter: Some(extreme),
+    })
+    .await
+    .unwrap();
+
+    let err = c
+        .kill_task(KillTaskRequest {
+            task_id: "keep/task-0".into(),
+            term_timeout_ms: -1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Admission: two more fit, the fourth live one is refused.
+    for i in 1..3 {
+        c.run_task(command_request(
+            &format!("keep/task-{i}"),
+            &["sleep", "1000"],
+        ))
+        .await
+        .unwrap();
+    }
+    let err = c
+        .run_task(command_request("keep/task-3", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    // A huge term timeout is clamped, not an error; the task still goes.
+    assert_eq!(
+        status(&mut c, "keep/task-0").await.state,
+        TaskState::Running as i32
+    );
+    c.kill_task(KillTaskRequest {
+        task_id: "keep/task-0".into(),
+        term_timeout_ms: i64::MAX,
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "keep/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Killed as i32);
+    assert!(
+        c.health_check(proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner()
+            .healthy
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_utf8_output_is_kept_and_shown_lossily() {
+    let worker = WorkerProcess::start(&temp_dir("utf8"), &[]);
+    let mut c = worker.client().await;
+    c.run_task(command_request(
+        "bytes/task-0",
+        &["printf", "ok \\377\\376 end\\n"],
+    ))
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "bytes/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    assert_eq!(
+        stdout_of(&logs(&mut c, "bytes/task-0").await),
+        vec!["ok \u{fffd}\u{fffd} end"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_required_when_configured_and_sent_to_the_controller() {
+    let dir = temp_dir("auth");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = ControllerServer::start(TestController::default()).await;
+    let addr = server.addr.to_string();
+    let worker = WorkerProcess::start(
+        &dir.join("cache"),
+        &[
+            "--auth-token-file",
+            token_file.to_str().unwrap(),
+            "--controller-address",
+            &addr,
+        ],
+    );
+    let mut anonymous = worker.client().await;
+    let err = anonymous.health_check(proto::Empty {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(proto::Empty {});
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret-tokeX".parse().unwrap());
+    assert_eq!(
+        anonymous.health_check(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut right = tonic::Request::new(proto::Empty {});
+    right
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret-token".parse().unwrap());
+    assert!(
+        anonymous
+            .health_check(right)
+            .await
+            .unwrap()
+            .into_inner()
+            .healthy
+    );
+
+    let start = std::time::Instant::now();
+    while server
+        .controller
+        .state
+        .lock()
+        .unwrap()
+        .registrations
+        .is_empty()
+    {
+        assert!(start.elapsed() < LIMIT, "worker never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = server
+        .controller
+        .state
+        .lock()
+        .unwrap()
+        .authorization
+        .clone();
+    assert_eq!(seen.as_deref(), Some("Bearer s3cret-token"));
+
+    // The CLI sends it too, and never prints it.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "health",
+            "--worker",
+            &worker.addr.to_string(),
+            "--auth-token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains("s3cret"));
+}
+
+#[test]
+fn refuses_a_non_loopback_address_without_a_token() {
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir"])
+        .arg(temp_dir("insecure"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--auth-token-file") && err.contains("--insecure"),
+        "{err}"
+    );
+    // With --insecure it serves.
+    let worker = WorkerProcess::start(
+        &temp_dir("insecure-ok"),
+        &["--host", "0.0.0.0", "--insecure"],
+    );
+    assert!(worker.addr.ip().is_unspecified());
+}
