@@ -265,3 +265,53 @@ fn refuses_a_non_loopback_address_without_a_token() {
     );
     assert!(worker.addr.ip().is_unspecified());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_disk_is_capped_per_attempt() {
+    let dir = temp_dir("diskcap");
+    let worker = WorkerProcess::start(
+        &dir,
+        &["--log-disk-bytes", "1048576", "--log-memory-lines", "100"],
+    );
+    let mut c = worker.client().await;
+    // About 6 MB of output against a 1 MiB cap.
+    c.run_task(command_request(
+        "loud/task-0",
+        &["sh", "-c", "seq 1 700000"],
+    ))
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "loud/task-0", Duration::from_secs(60), finished).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    let on_disk: u64 = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= 1 << 20, "{on_disk} bytes of log on disk");
+    // The newest lines are all there, numbered as printed.
+    let tail = c
+        .fetch_task_logs(FetchTaskLogsRequest {
+            task_id: "loud/task-0".into(),
+            filter: Some(FetchLogsFilter {
+                start_line: -3,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .logs;
+    let got: Vec<(i64, &str)> = tail
+        .iter()
+        .map(|e| (e.line_number, e.data.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (699_997, "699998"),
+            (699_998, "699999"),
+            (699_999, "700000")
+        ]
+    );
+}

@@ -124,7 +124,7 @@ struct World {
     reports: BTreeMap<u64, TaskReport>,
     register_in_flight: bool,
     seen: BTreeMap<AttemptKey, Seen>,
-    trace: Vec<String>,
+    trace: Vec<(u64, Effect)>,
 }
 
 impl World {
@@ -402,7 +402,7 @@ impl World {
     /// Drains effects into the model and checks each one.
     fn collect(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
-            self.trace.push(format!("{} {effect}", self.now));
+            self.trace.push((self.now, effect.clone()));
             self.observe(effect);
         }
     }
@@ -587,9 +587,9 @@ fn pick_from(set: &BTreeSet<AttemptKey>, pick: usize) -> Option<AttemptKey> {
     (!set.is_empty()).then(|| set.iter().nth(pick % set.len()).unwrap().clone())
 }
 
-/// Runs the scenario, checking after every step and at the end; returns the effect trace.
-/// Panics on any broken invariant.
-pub fn run(ops: &[Op]) -> Vec<String> {
+/// Runs the scenario, checking after every step and at the end; returns every effect with the
+/// time it appeared. Panics on any broken invariant.
+pub fn run(ops: &[Op]) -> Vec<(u64, Effect)> {
     let mut world = World::new();
     world.collect();
     for op in ops {
