@@ -65,17 +65,7 @@ fn start_worker() -> Worker {
 }
 
 fn request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    proto::worker::RunTaskRequest {
-        job_id: task_id.split('/').next().unwrap().to_string(),
-        task_id: task_id.to_string(),
-        num_tasks: 1,
-        entrypoint: Some(proto::Entrypoint {
-            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-            })),
-        }),
-        ..Default::default()
-    }
+    iris_worker::requests::command_request(task_id, 0, argv)
 }
 
 async fn state(c: &mut Client, task_id: &str) -> proto::TaskStatus {

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod core;
 pub mod fuzzing;
+pub mod requests;
 pub mod shell;
 
 /// Generated code, laid out as the proto packages are (`iris.cluster`, `iris.worker_journal`).

@@ -13,6 +13,7 @@ use crate::core::{LogSource, TaskState, is_task_finished};
 use crate::proto;
 use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusRequest};
 use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::requests::command_request;
 use crate::shell::auth::{SendToken, read_token};
 use crate::shell::controller::endpoint_uri;
 
@@ -158,25 +159,19 @@ fn request(args: &RunArgs) -> anyhow::Result<proto::worker::RunTaskRequest> {
             .with_context(|| format!("--env {pair:?}: expected KEY=VALUE"))?;
         env_vars.insert(k.to_string(), v.to_string());
     }
+    let argv: Vec<&str> = args.argv.iter().map(String::as_str).collect();
     Ok(proto::worker::RunTaskRequest {
         job_id,
-        task_id,
         task_index: args.task_index,
         num_tasks: args.num_tasks,
-        entrypoint: Some(proto::Entrypoint {
-            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
-                argv: args.argv.clone(),
-            })),
-        }),
         environment: Some(proto::EnvironmentConfig {
             env_vars,
             ..Default::default()
         }),
         bundle_gcs_path: args.bundle.clone().unwrap_or_default(),
-        resources: None,
         timeout_seconds: args.timeout,
         ports: args.ports.clone(),
-        attempt_id: args.attempt_id,
+        ..command_request(&task_id, args.attempt_id, &argv)
     })
 }
 

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::*;
-use crate::proto;
 
 fn config() -> CoreConfig {
     CoreConfig {
@@ -19,21 +18,7 @@ fn config() -> CoreConfig {
     }
 }
 
-fn request(task_id: &str, attempt_id: i32, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    let job_id = task_id.rsplit_once('/').map_or(task_id, |(job, _)| job);
-    proto::worker::RunTaskRequest {
-        job_id: job_id.to_string(),
-        task_id: task_id.to_string(),
-        num_tasks: 1,
-        entrypoint: Some(proto::Entrypoint {
-            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-            })),
-        }),
-        attempt_id,
-        ..Default::default()
-    }
-}
+use crate::requests::command_request as request;
 
 fn key(task_id: &str, attempt_id: i32) -> AttemptKey {
     AttemptKey {

@@ -4,22 +4,7 @@
 use iris_worker::core::*;
 use iris_worker::proto;
 
-pub fn request(task_id: &str, attempt_id: i32, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    let job_id = task_id.rsplit_once('/').map_or(task_id, |(job, _)| job);
-    proto::worker::RunTaskRequest {
-        job_id: job_id.to_string(),
-        task_id: task_id.to_string(),
-        task_index: 0,
-        num_tasks: 1,
-        entrypoint: Some(proto::Entrypoint {
-            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-            })),
-        }),
-        attempt_id,
-        ..Default::default()
-    }
-}
+pub use iris_worker::requests::command_request as request;
 
 pub fn spec(task_id: &str, attempt_id: i32) -> TaskSpec {
     TaskSpec::from_request(&request(task_id, attempt_id, &["python3", "train.py"])).unwrap()

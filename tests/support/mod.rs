@@ -101,21 +101,7 @@ impl Drop for WorkerProcess {
 }
 
 pub fn command_request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    let job_id = task_id
-        .rsplit_once('/')
-        .map_or(task_id, |(j, _)| j)
-        .to_string();
-    proto::worker::RunTaskRequest {
-        job_id,
-        task_id: task_id.to_string(),
-        num_tasks: 1,
-        entrypoint: Some(proto::Entrypoint {
-            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-            })),
-        }),
-        ..Default::default()
-    }
+    iris_worker::requests::command_request(task_id, 0, argv)
 }
 
 pub async fn status(client: &mut WorkerServiceClient<Channel>, task_id: &str) -> proto::TaskStatus {
