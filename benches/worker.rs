@@ -41,6 +41,7 @@ fn start_worker() -> Worker {
     let mut child = Command::new(&exe)
         .args([
             "serve",
+            "--no-dashboard",
             "--port",
             "0",
             "--port-range",

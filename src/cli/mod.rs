@@ -149,6 +149,12 @@ pub struct ServeArgs {
     /// Live attempts accepted at once; beyond it RunTask answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     pub max_live_tasks: usize,
+    /// The dashboard, JSON API and /metrics (HTTP, same host as gRPC); 0 picks a free port.
+    #[arg(long, default_value_t = 10002)]
+    pub dashboard_port: u16,
+    /// Do not serve the dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 impl ServeArgs {
@@ -176,6 +182,7 @@ impl ServeArgs {
             auth_token,
             insecure: self.insecure,
             live_attempts_max: self.max_live_tasks.max(1),
+            dashboard_port: (!self.no_dashboard).then_some(self.dashboard_port),
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::proto;
 use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
 use crate::shell::logstore::LogStore;
+use crate::shell::metrics::Metrics;
 use crate::shell::runtime::{AttemptSink, Runtime, RuntimeError, wall_ms};
 
 /// Deadlines of runtime calls.
@@ -131,6 +132,7 @@ pub struct DriverParts {
     pub controller: Option<ControllerClient>,
     pub clock: Clock,
     pub deadlines: CallDeadlines,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Driver {
@@ -341,6 +343,9 @@ impl Driver {
     }
 
     fn on_event_side_effects(&mut self, event: &Event) {
+        if let Event::ReportFailed { .. } = event {
+            self.parts.metrics.report_retries.inc();
+        }
         if let Event::ReportAcked { report_id } = event
             && let Some(key) = self.terminal_reports.remove(report_id)
             && let Some(journal) = &mut self.parts.journal
@@ -363,6 +368,10 @@ impl Driver {
         while let Some(effect) = self.core.poll_effect() {
             self.execute(effect);
         }
+        self.parts
+            .metrics
+            .outbox_len
+            .set(self.core.outbox_len() as i64);
     }
 
     fn execute(&mut self, effect: Effect) {
@@ -375,7 +384,7 @@ impl Driver {
                 files,
             } => {
                 let key = attempt.clone();
-                self.spawn_setup(&key, deadlines.prepare, "prepare workdir", async move {
+                self.spawn_setup(&key, deadlines.prepare, "prepare_workdir", async move {
                     match runtime.prepare_workdir(&attempt, &workdir, files).await {
                         Ok(()) => Event::WorkdirReady { attempt },
                         Err(e) => Event::WorkdirFailed {
@@ -391,7 +400,7 @@ impl Driver {
                 workdir,
             } => {
                 let key = attempt.clone();
-                self.spawn_setup(&key, deadlines.fetch, "fetch bundle", async move {
+                self.spawn_setup(&key, deadlines.fetch, "fetch_bundle", async move {
                     match runtime.fetch_bundle(&attempt, &bundle_path, &workdir).await {
                         Ok(()) => Event::BundleReady { attempt },
                         Err(e) => Event::BundleFailed {
@@ -404,7 +413,7 @@ impl Driver {
             Effect::BuildImage { attempt, spec } => {
                 let key = attempt.clone();
                 let sink = self.sink(&attempt);
-                self.spawn_setup(&key, deadlines.build, "build image", async move {
+                self.spawn_setup(&key, deadlines.build, "build_image", async move {
                     match runtime.build_image(&attempt, &spec, sink).await {
                         Ok(built) => Event::BuildFinished {
                             attempt,
@@ -423,7 +432,10 @@ impl Driver {
                     handle.abort();
                 }
             }
-            Effect::StartContainer(spec) => self.start(*spec, deadlines.start),
+            Effect::StartContainer(spec) => {
+                self.parts.metrics.task_starts.inc();
+                self.start(*spec, deadlines.start)
+            }
             Effect::SignalContainer { attempt, signal } => {
                 let span = self.span(&attempt);
                 info!(parent: &span, ?signal, "signalling");
@@ -463,12 +475,21 @@ impl Driver {
         let events = self.events_tx.clone();
         let key = attempt.clone();
         let span = self.span(attempt);
+        let metrics = self.parts.metrics.clone();
         let handle = tokio::spawn(
             async move {
+                let started = std::time::Instant::now();
                 let event = match tokio::time::timeout(limit, call).await {
                     Ok(event) => event,
                     Err(_) => timed_out_event(key, what, limit),
                 };
+                let failed = matches!(
+                    event,
+                    Event::WorkdirFailed { .. }
+                        | Event::BundleFailed { .. }
+                        | Event::BuildFailed { .. }
+                );
+                metrics.runtime_call(what, started, !failed);
                 let _ = events.send(event);
             }
             .instrument(span),
@@ -484,9 +505,13 @@ impl Driver {
         what: &'static str,
         call: impl Future<Output = Result<(), RuntimeError>> + Send + 'static,
     ) {
+        let metrics = self.parts.metrics.clone();
         tokio::spawn(
             async move {
-                match tokio::time::timeout(limit, call).await {
+                let started = std::time::Instant::now();
+                let outcome = tokio::time::timeout(limit, call).await;
+                metrics.runtime_call(what, started, matches!(outcome, Ok(Ok(()))));
+                match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(error = %e, "{what} failed"),
                     Err(_) => warn!("{what} timed out after {limit:?}"),
@@ -501,11 +526,15 @@ impl Driver {
         let sink = self.sink(&spec.attempt);
         let events = self.events_tx.clone();
         let span = self.span(&spec.attempt);
+        let metrics = self.parts.metrics.clone();
         info!(parent: &span, argv = ?spec.argv, try_number = spec.start_try, "starting");
         tokio::spawn(
             async move {
                 let attempt = spec.attempt.clone();
-                match tokio::time::timeout(limit, runtime.start(&spec, sink.clone())).await {
+                let started = std::time::Instant::now();
+                let outcome = tokio::time::timeout(limit, runtime.start(&spec, sink.clone())).await;
+                metrics.runtime_call("start", started, matches!(outcome, Ok(Ok(()))));
+                match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         let _ = events.send(Event::StartFailed {
@@ -532,6 +561,12 @@ impl Driver {
             .find(|t| t.attempt_id == attempt.attempt_id);
         if let Some(task) = task {
             info!(parent: &span, state = %task.state, error = ?task.error, "attempt finished");
+            let outcome = task.state.short_name().to_string();
+            self.parts
+                .metrics
+                .task_ends
+                .get_or_create(&crate::shell::metrics::OutcomeLabel { outcome })
+                .inc();
             if let Some(journal) = &mut self.parts.journal
                 && let Err(e) = journal.finished(task)
             {
@@ -585,8 +620,8 @@ impl Driver {
 fn timed_out_event(attempt: AttemptKey, what: &str, limit: Duration) -> Event {
     let error = format!("{what} timed out after {limit:?}");
     match what {
-        "prepare workdir" => Event::WorkdirFailed { attempt, error },
-        "fetch bundle" => Event::BundleFailed { attempt, error },
+        "prepare_workdir" => Event::WorkdirFailed { attempt, error },
+        "fetch_bundle" => Event::BundleFailed { attempt, error },
         _ => Event::BuildFailed { attempt, error },
     }
 }

@@ -25,6 +25,8 @@ pub struct LogStoreConfig {
     pub memory: LogLimits,
     /// Disk kept per attempt, both segments together.
     pub disk_bytes_max: u64,
+    /// Counts every byte of output taken in (exported as a metric).
+    pub ingested: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ pub struct AttemptLog {
     segment_bytes: u64,
     segment_bytes_max: u64,
     bytes_ingested: u64,
+    ingested: prometheus_client::metrics::counter::Counter,
     disk_error: Option<String>,
 }
 
@@ -124,6 +127,7 @@ impl AttemptLog {
             segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
             bytes_ingested: 0,
+            ingested: config.ingested.clone(),
             disk_error: None,
         }
     }
@@ -144,6 +148,7 @@ impl AttemptLog {
 
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
         self.bytes_ingested += data.len() as u64;
+        self.ingested.inc_by(data.len() as u64);
         let line_number = self.memory.push(timestamp_ms, source, data.to_string());
         if let Err(e) = self.write_record(line_number, timestamp_ms, source, data) {
             // The in-memory window still has the line; remember why disk has not.
@@ -369,6 +374,7 @@ mod tests {
                 bytes_max: 1 << 20,
             },
             disk_bytes_max: disk,
+            ingested: Default::default(),
         })
     }
 

@@ -1,9 +1,11 @@
 pub mod auth;
 pub mod bundle;
 pub mod controller;
+pub mod dashboard;
 pub mod driver;
 pub mod journal;
 pub mod logstore;
+pub mod metrics;
 pub mod process;
 pub mod procstats;
 pub mod runtime;

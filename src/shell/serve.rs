@@ -15,9 +15,11 @@ use crate::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdent
 use crate::proto;
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
+use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::driver::{CallDeadlines, Clock, Command, Driver, DriverParts};
 use crate::shell::journal::Journal;
 use crate::shell::logstore::{LogStore, LogStoreConfig};
+use crate::shell::metrics::Metrics;
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::service::WorkerService;
 
@@ -43,6 +45,8 @@ pub struct ServeOptions {
     /// Allow a non-loopback listen address without a token.
     pub insecure: bool,
     pub live_attempts_max: usize,
+    /// Where the dashboard, JSON API and /metrics listen (same host); `None`: not served.
+    pub dashboard_port: Option<u16>,
 }
 
 pub fn hostname() -> String {
@@ -84,6 +88,21 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Binds the dashboard and serves it in the background until the process ends.
+async fn serve_dashboard(host: &str, port: u16, dashboard: Dashboard) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("binding the dashboard on {host}:{port}"))?;
+    let local = listener.local_addr()?;
+    println!("iris-worker dashboard on http://{local}");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, dashboard::router(dashboard)).await {
+            tracing::error!(error = %e, "dashboard stopped");
+        }
+    });
+    Ok(())
 }
 
 /// `iris-shim` beside the worker binary when installed, else the worker binary itself.
@@ -135,10 +154,12 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     };
     let clock = Clock::new(epoch_ms());
     let core = WorkerCore::new(config, clock.now_ms(), Box::new(can_bind));
+    let metrics = Arc::new(Metrics::new());
     let logs = LogStore::new(LogStoreConfig {
         root: opts.cache_dir.join("logs"),
         memory: opts.log_memory,
         disk_bytes_max: opts.log_disk_bytes_max,
+        ingested: metrics.log_bytes.clone(),
     });
     let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
         cache_dir: opts.cache_dir.clone(),
@@ -167,16 +188,28 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         controller,
         clock,
         deadlines: CallDeadlines::default(),
+        metrics: metrics.clone(),
     };
     let (driver, driver_task) = Driver::spawn(core, parts, recovered);
     let service = proto::worker_service_server::WorkerServiceServer::new(WorkerService::new(
         driver.clone(),
-        logs,
+        logs.clone(),
+        metrics.clone(),
     ))
     .max_decoding_message_size(REQUEST_BYTES_MAX);
     let service = InterceptedService::new(service, RequireToken::new(opts.auth_token.as_deref()));
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
+    let dashboard = Dashboard {
+        driver: driver.clone(),
+        logs,
+        metrics,
+        worker_id: worker_id.clone(),
+        token: opts.auth_token.clone(),
+    };
+    if let Some(port) = opts.dashboard_port {
+        serve_dashboard(&opts.host, port, dashboard).await?;
+    }
     info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
     tonic::transport::Server::builder()
         .add_service(service)

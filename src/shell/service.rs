@@ -12,15 +12,22 @@ use crate::proto::worker::{
 };
 use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
 use crate::shell::logstore::LogStore;
+use crate::shell::metrics::Metrics;
+use std::sync::Arc;
 
 pub struct WorkerService {
     driver: DriverHandle,
     logs: LogStore,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerService {
-    pub fn new(driver: DriverHandle, logs: LogStore) -> WorkerService {
-        WorkerService { driver, logs }
+    pub fn new(driver: DriverHandle, logs: LogStore, metrics: Arc<Metrics>) -> WorkerService {
+        WorkerService {
+            driver,
+            logs,
+            metrics,
+        }
     }
 }
 
@@ -60,6 +67,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<RunTaskRequest>,
     ) -> Result<Response<RunTaskResponse>, Status> {
+        let _timer = self.metrics.rpc_timer("RunTask");
         let request = request.into_inner();
         let spec = TaskSpec::from_request(&request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -83,6 +91,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<GetTaskStatusRequest>,
     ) -> Result<Response<proto::TaskStatus>, Status> {
+        let _timer = self.metrics.rpc_timer("GetTaskStatus");
         let task_id = task_id(&request.get_ref().task_id)?;
         let status = self
             .driver
@@ -99,6 +108,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         _request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
+        let _timer = self.metrics.rpc_timer("ListTasks");
         let tasks = self.driver.ask(|reply| Command::List { reply }).await?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
@@ -107,6 +117,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<FetchTaskLogsRequest>,
     ) -> Result<Response<FetchTaskLogsResponse>, Status> {
+        let _timer = self.metrics.rpc_timer("FetchTaskLogs");
         let request = request.into_inner();
         let task_id = task_id(&request.task_id)?;
         let filter = LogFilter::from_proto(request.filter.as_ref())
@@ -133,6 +144,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<KillTaskRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let _timer = self.metrics.rpc_timer("KillTask");
         let request = request.into_inner();
         let task_id = task_id(&request.task_id)?;
         self.driver
@@ -150,6 +162,7 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         _request: Request<proto::Empty>,
     ) -> Result<Response<HealthResponse>, Status> {
+        let _timer = self.metrics.rpc_timer("HealthCheck");
         let health = self.driver.ask(|reply| Command::Health { reply }).await?;
         Ok(Response::new(HealthResponse {
             healthy: true,

@@ -34,6 +34,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub struct WorkerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The dashboard's base URL (`http://host:port`).
+    pub dashboard: String,
     pub cache_dir: PathBuf,
 }
 
@@ -43,15 +45,23 @@ impl WorkerProcess {
             .args(["serve", "--port", "0", "--cache-dir"])
             .arg(cache_dir)
             .args(["--port-range", "42000-42999", "--stats-interval-ms", "200"])
+            .args(["--dashboard-port", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn worker");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
+        let mut dashboard_line = String::new();
+        stdout.read_line(&mut dashboard_line).unwrap();
+        let dashboard = dashboard_line
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         let addr = line
             .split_whitespace()
             .nth(3)
@@ -61,6 +71,7 @@ impl WorkerProcess {
         WorkerProcess {
             child,
             addr,
+            dashboard,
             cache_dir: cache_dir.to_path_buf(),
         }
     }
@@ -324,4 +335,46 @@ pub fn pgid_of(pid: i32) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     rest.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// A plain HTTP/1.1 GET (the tests need no HTTP client crate): status code and body.
+pub fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let authority = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
 }

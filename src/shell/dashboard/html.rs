@@ -1,0 +1,254 @@
+//! Server-rendered pages: pure functions from statuses and log lines to HTML. Everything a task
+//! controls (ids, errors, log lines, messages) goes through `escape`.
+
+use std::fmt::Write;
+
+use crate::cli::render::state_name;
+use crate::core::{LogLine, LogSource, TaskState};
+use crate::proto;
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a task id for a URL path; `/` stays, the route takes the rest of the path.
+pub fn url_path(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}\
+.state{font-weight:bold}.failed,.worker_failed{color:#b00}.succeeded{color:#070}.running{color:#05a}\
+.killed{color:#a60}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}\
+nav a{margin-right:.8em}.stderr,.error{color:#b00}.build{color:#555}";
+
+fn page(title: &str, refresh_seconds: u32, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"{refresh_seconds}\">\
+<title>{}</title><style>{STYLE}</style></head>\n<body>\n{body}</body></html>\n",
+        escape(title)
+    )
+}
+
+fn short(state: i32) -> &'static str {
+    TaskState::from_proto(state).map_or("unspecified", TaskState::short_name)
+}
+
+/// Milliseconds since the epoch as a UTC time, `2026-11-26 12:38:03.396Z`; 0 is "-".
+pub fn ms_text(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".to_string();
+    }
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02}.{milli:03}Z")
+}
+
+fn exit_text(t: &proto::TaskStatus) -> String {
+    match (t.finished_at_ms, t.exit_signal) {
+        (0, _) => "-".to_string(),
+        (_, 0) => t.exit_code.to_string(),
+        (_, sig) => format!("signal {sig}"),
+    }
+}
+
+/// Newest first: by start time, then id.
+pub fn sort_newest_first(tasks: &mut [proto::TaskStatus]) {
+    tasks.sort_by(|a, b| {
+        b.started_at_ms
+            .cmp(&a.started_at_ms)
+            .then_with(|| a.task_id.cmp(&b.task_id))
+    });
+}
+
+/// `/`: counts by state, then the tasks, newest first, optionally only one state.
+pub fn index(tasks: &[proto::TaskStatus], worker_id: &str, only: Option<TaskState>) -> String {
+    let mut body = format!("<h1>iris-worker {}</h1>\n<nav>", escape(worker_id));
+    let _ = write!(body, "<a href=\"/\">all ({})</a>", tasks.len());
+    for state in TaskState::ALL {
+        let n = tasks
+            .iter()
+            .filter(|t| t.state == state.to_proto() as i32)
+            .count();
+        if n > 0 {
+            let name = state.short_name();
+            let _ = write!(body, "<a href=\"/?state={name}\">{name} ({n})</a>");
+        }
+    }
+    body.push_str(
+        "</nav>\n<table>\n<tr><th>task</th><th>job</th><th>index</th><th>attempt</th>\
+<th>state</th><th>exit</th><th>memory MB</th><th>peak MB</th><th>cpu m</th><th>started</th>\
+<th>finished</th><th>error</th></tr>\n",
+    );
+    let shown = tasks
+        .iter()
+        .filter(|t| only.is_none_or(|s| t.state == s.to_proto() as i32));
+    for t in shown {
+        let usage = t.resource_usage.unwrap_or_default();
+        let state = short(t.state);
+        let _ = writeln!(
+            body,
+            "<tr><td><a href=\"/task/{}\">{}</a></td><td>{}</td><td>{}/{}</td><td>{}</td>\
+<td class=\"state {state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td></tr>",
+            url_path(&t.task_id),
+            escape(&t.task_id),
+            escape(&t.job_id),
+            t.task_index,
+            t.num_tasks,
+            t.current_attempt_id,
+            exit_text(t),
+            usage.memory_mb,
+            usage.memory_peak_mb,
+            usage.cpu_millicores,
+            ms_text(t.started_at_ms),
+            ms_text(t.finished_at_ms),
+            escape(&t.error),
+        );
+    }
+    body.push_str("</table>\n");
+    page(&format!("iris-worker {worker_id}"), 5, &body)
+}
+
+/// `/task/{id}`: the task's status, attempts, ports, usage, build, and its logs.
+pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) -> String {
+    let usage = t.resource_usage.unwrap_or_default();
+    let state = short(t.state);
+    let mut body = format!(
+        "<p><a href=\"/\">all tasks</a></p>\n<h1>{}</h1>\n<table>\n\
+<tr><th>state</th><td class=\"state {state}\">{}</td></tr>\n\
+<tr><th>job</th><td>{} (index {}/{})</td></tr>\n<tr><th>attempt</th><td>{}</td></tr>\n\
+<tr><th>exit</th><td>{}</td></tr>\n<tr><th>error</th><td>{}</td></tr>\n\
+<tr><th>message</th><td>{}</td></tr>\n<tr><th>started / finished</th><td>{} / {}</td></tr>\n\
+<tr><th>memory MB (peak)</th><td>{} ({})</td></tr>\n<tr><th>cpu millicores</th><td>{}</td></tr>\n\
+<tr><th>processes</th><td>{}</td></tr>\n<tr><th>disk MB</th><td>{}</td></tr>\n",
+        escape(&t.task_id),
+        state_name(t.state),
+        escape(&t.job_id),
+        t.task_index,
+        t.num_tasks,
+        t.current_attempt_id,
+        exit_text(t),
+        escape(&t.error),
+        escape(&t.status_message),
+        ms_text(t.started_at_ms),
+        ms_text(t.finished_at_ms),
+        usage.memory_mb,
+        usage.memory_peak_mb,
+        usage.cpu_millicores,
+        usage.process_count,
+        usage.disk_mb,
+    );
+    let mut ports: Vec<_> = t.ports.iter().collect();
+    ports.sort();
+    for (name, port) in ports {
+        let _ = writeln!(
+            body,
+            "<tr><th>port {}</th><td>{port}</td></tr>",
+            escape(name)
+        );
+    }
+    if let Some(b) = &t.build_metrics {
+        let took = (b.build_finished_ms - b.build_started_ms).max(0);
+        let image = if b.image_tag.is_empty() {
+            "-"
+        } else {
+            &b.image_tag
+        };
+        let _ = writeln!(
+            body,
+            "<tr><th>build</th><td>{took} ms, image {}, from cache: {}</td></tr>",
+            escape(image),
+            b.from_cache
+        );
+    }
+    body.push_str(
+        "</table>\n<h2>attempts</h2>\n<table>\n<tr><th>attempt</th><th>state</th>\
+<th>exit</th><th>started</th><th>finished</th><th>error</th></tr>\n",
+    );
+    for a in &t.attempts {
+        let _ = writeln!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.attempt_id,
+            short(a.state),
+            a.exit_code,
+            ms_text(a.started_at_ms),
+            ms_text(a.finished_at_ms),
+            escape(&a.error)
+        );
+    }
+    body.push_str("</table>\n<h2>logs</h2>\n<nav>");
+    let base = format!("/task/{}", url_path(&t.task_id));
+    let _ = write!(body, "<a href=\"{base}\">all</a>");
+    for source in [LogSource::Stdout, LogSource::Stderr, LogSource::Build] {
+        let _ = write!(body, "<a href=\"{base}?source={source}\">{source}</a>");
+    }
+    let shown = tab.map_or("all", LogSource::as_str);
+    let _ = writeln!(
+        body,
+        "</nav>\n<p>showing: {shown}, newest {} lines</p>\n<pre>",
+        lines.len()
+    );
+    for line in lines {
+        let _ = writeln!(
+            body,
+            "<span class=\"{}\">{:>6} {}</span>",
+            line.source,
+            line.line_number,
+            escape(&line.data)
+        );
+    }
+    body.push_str("</pre>\n");
+    let finished = TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished);
+    page(&t.task_id, if finished { 30 } else { 2 }, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times() {
+        assert_eq!(super::ms_text(0), "-");
+        assert_eq!(super::ms_text(1), "1970-01-01 00:00:00.001Z");
+        assert_eq!(super::ms_text(951_782_400_000), "2000-02-29 00:00:00.000Z");
+        assert_eq!(
+            super::ms_text(1_795_696_683_396),
+            "2026-11-26 12:38:03.396Z"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Prometheus metrics of the worker (prometheus-client), rendered in the text format at
+//! `/metrics`. Cheap to update from any task: every metric is an atomic behind an `Arc`.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    pub call: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub tasks: Family<StateLabel, Gauge>,
+    pub task_starts: Counter,
+    pub task_ends: Family<OutcomeLabel, Counter>,
+    pub report_retries: Counter,
+    pub outbox_len: Gauge,
+    pub rpc_latency: Latencies<MethodLabel>,
+    pub runtime_latency: Latencies<CallLabel>,
+    pub runtime_errors: Family<CallLabel, Counter>,
+    pub log_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("iris_worker");
+        let m = Metrics {
+            registry: Registry::default(),
+            tasks: Family::default(),
+            task_starts: Counter::default(),
+            task_ends: Family::default(),
+            report_retries: Counter::default(),
+            outbox_len: Gauge::default(),
+            rpc_latency: Family::new_with_constructor(latency_histogram),
+            runtime_latency: Family::new_with_constructor(latency_histogram),
+            runtime_errors: Family::default(),
+            log_bytes: Counter::default(),
+        };
+        registry.register("tasks", "Tasks by current state", m.tasks.clone());
+        registry.register(
+            "task_starts",
+            "Task attempts started",
+            m.task_starts.clone(),
+        );
+        registry.register(
+            "task_ends",
+            "Task attempts ended, by outcome",
+            m.task_ends.clone(),
+        );
+        registry.register(
+            "report_retries",
+            "Controller reports that failed and are retried",
+            m.report_retries.clone(),
+        );
+        registry.register(
+            "outbox_length",
+            "Controller reports waiting for an ack",
+            m.outbox_len.clone(),
+        );
+        registry.register(
+            "rpc_latency_seconds",
+            "gRPC handling time by method",
+            m.rpc_latency.clone(),
+        );
+        registry.register(
+            "runtime_call_latency_seconds",
+            "Runtime call time by call",
+            m.runtime_latency.clone(),
+        );
+        registry.register(
+            "runtime_call_errors",
+            "Runtime calls that failed, by call",
+            m.runtime_errors.clone(),
+        );
+        registry.register(
+            "log_bytes_ingested",
+            "Bytes of task output taken into the logs",
+            m.log_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    pub fn rpc_timer(&self, method: &'static str) -> Timer<'_> {
+        Timer {
+            histogram: self
+                .rpc_latency
+                .get_or_create(&MethodLabel {
+                    method: method.to_string(),
+                })
+                .clone(),
+            start: Instant::now(),
+            _metrics: std::marker::PhantomData,
+        }
+    }
+
+    pub fn runtime_call(&self, call: &str, started: Instant, ok: bool) {
+        let label = CallLabel {
+            call: call.to_string(),
+        };
+        self.runtime_latency
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if !ok {
+            self.runtime_errors.get_or_create(&label).inc();
+        }
+    }
+}
+
+/// Observes the time from its creation to its drop.
+pub struct Timer<'a> {
+    histogram: Histogram,
+    start: Instant,
+    _metrics: std::marker::PhantomData<&'a Metrics>,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
