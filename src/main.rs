@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use iris_worker::cli::{Cli, LogFormat, RuntimeKind, TopCommand, client};
+use iris_worker::cli::{Cli, LogFormat, TopCommand, client};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
@@ -37,6 +37,19 @@ fn shim_args(args: &[String]) -> Option<(i32, &[String])> {
     }
 }
 
+async fn cleanup(cache_dir: std::path::PathBuf) -> anyhow::Result<i32> {
+    match iris_worker::shell::docker::remove_all_managed().await {
+        Ok(removed) => println!("removed {removed} iris-managed containers"),
+        Err(e) => eprintln!("iris-worker: no containers removed: {e}"),
+    }
+    match std::fs::remove_dir_all(&cache_dir) {
+        Ok(()) => println!("removed {}", cache_dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("removing {}: {e}", cache_dir.display()),
+    }
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some((parent_pid, argv)) = shim_args(&args) {
@@ -48,10 +61,6 @@ fn main() -> ExitCode {
         TopCommand::Shim { parent_pid, argv } => iris_worker::shell::shim::run(parent_pid, &argv),
         TopCommand::Serve(args) => {
             init_tracing(args.log_format);
-            if args.runtime == RuntimeKind::Docker {
-                eprintln!("iris-worker: --runtime docker is not built yet; use --runtime process");
-                return ExitCode::from(2);
-            }
             match args.options() {
                 Ok(options) => runtime()
                     .block_on(iris_worker::shell::serve::serve(options))
@@ -61,6 +70,7 @@ fn main() -> ExitCode {
         }
         TopCommand::Task { target, command } => runtime().block_on(client::task(&target, command)),
         TopCommand::Health { target } => runtime().block_on(client::health(&target)),
+        TopCommand::Cleanup { cache_dir } => runtime().block_on(cleanup(cache_dir)),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),

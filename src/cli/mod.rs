@@ -40,6 +40,15 @@ pub enum TopCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Remove every iris-managed container on this machine's engine and the cache dir.
+    Cleanup {
+        #[arg(
+            long,
+            default_value = "/var/cache/iris-worker",
+            env = "IRIS_WORKER_CACHE_DIR"
+        )]
+        cache_dir: PathBuf,
+    },
     /// The task shim (started by the process runtime).
     #[command(hide = true)]
     Shim {
@@ -155,6 +164,9 @@ pub struct ServeArgs {
     /// Do not serve the dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
+    /// The docker image of tasks whose environment names none (docker runtime).
+    #[arg(long, default_value = "python:3.12-slim", env = "IRIS_DEFAULT_IMAGE")]
+    pub default_image: String,
 }
 
 impl ServeArgs {
@@ -183,6 +195,11 @@ impl ServeArgs {
             insecure: self.insecure,
             live_attempts_max: self.max_live_tasks.max(1),
             dashboard_port: (!self.no_dashboard).then_some(self.dashboard_port),
+            flavour: match self.runtime {
+                RuntimeKind::Process => crate::core::RuntimeFlavour::Process,
+                RuntimeKind::Docker => crate::core::RuntimeFlavour::Docker,
+            },
+            default_image: self.default_image.clone(),
         })
     }
 }

@@ -13,10 +13,10 @@ use tokio::process::Command;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::core::{AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, Signal};
-use crate::shell::bundle;
-use crate::shell::logstore::LINE_BYTES_MAX;
+use crate::shell::lines::LineSplitter;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+use crate::shell::workdir;
 
 /// Variables of the worker's own environment a task inherits (everything else is the task's).
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -131,39 +131,19 @@ impl ProcessRuntime {
     }
 }
 
-fn blocking_error(e: tokio::task::JoinError) -> RuntimeError {
-    RuntimeError::new(format!("worker thread failed: {e}"))
-}
-
 /// Copies one pipe into the log, a chunk at a time: each chunk's complete lines go in under one
-/// lock; over-long lines are split at `LINE_BYTES_MAX`.
+/// lock.
 async fn pump(mut reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::with_capacity(128 * 1024);
+    let mut splitter = LineSplitter::default();
+    let mut emit = |lines: &[&[u8]]| sink.log_lines(source, lines);
     loop {
-        let n = match reader.read(&mut chunk).await {
+        match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        let mut lines: Vec<&[u8]> = Vec::new();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &pending) {
-            lines.extend(pending[start..end].chunks(LINE_BYTES_MAX));
-            start = end + 1;
+            Ok(n) => splitter.feed(&chunk[..n], &mut emit),
         }
-        while pending.len() - start >= LINE_BYTES_MAX {
-            lines.push(&pending[start..start + LINE_BYTES_MAX]);
-            start += LINE_BYTES_MAX;
-        }
-        if !lines.is_empty() {
-            sink.log_lines(source, &lines);
-        }
-        pending.drain(..start);
     }
-    if !pending.is_empty() {
-        sink.log_lines(source, &[&pending]);
-    }
+    splitter.finish(&mut emit);
 }
 
 #[tonic::async_trait]
@@ -174,20 +154,7 @@ impl Runtime for ProcessRuntime {
         workdir: &str,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<(), RuntimeError> {
-        let dir = self.config.cache_dir.join(workdir);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)?;
-            }
-            std::fs::create_dir_all(&dir)?;
-            for (name, bytes) in files {
-                std::fs::write(dir.join(name), bytes)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(blocking_error)?
-        .map_err(RuntimeError::from)
+        workdir::prepare(&self.config.cache_dir, workdir, files).await
     }
 
     async fn fetch_bundle(
@@ -196,12 +163,7 @@ impl Runtime for ProcessRuntime {
         bundle_path: &str,
         workdir: &str,
     ) -> Result<(), RuntimeError> {
-        let dir = self.config.cache_dir.join(workdir);
-        let path = bundle_path.to_string();
-        tokio::task::spawn_blocking(move || bundle::fetch_and_extract(&path, &dir))
-            .await
-            .map_err(blocking_error)?
-            .map_err(|e| RuntimeError::new(e.to_string()))
+        workdir::fetch_bundle(&self.config.cache_dir, bundle_path, workdir).await
     }
 
     async fn build_image(
@@ -307,8 +269,7 @@ impl Runtime for ProcessRuntime {
         {
             group.sampler.abort();
         }
-        let dir = self.config.cache_dir.join(attempt.workdir());
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        workdir::remove(&self.config.cache_dir, attempt).await;
     }
 }
 

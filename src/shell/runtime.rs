@@ -73,6 +73,15 @@ impl AttemptSink {
             .append(wall_ms(), source, data);
     }
 
+    /// Appends one raw line stamped by the runtime (the engine's own timestamp).
+    pub fn log_line_at(&self, timestamp_ms: i64, source: LogSource, line: &[u8]) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).append(
+            timestamp_ms,
+            source,
+            &String::from_utf8_lossy(line),
+        );
+    }
+
     /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
     pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
         let now = wall_ms();

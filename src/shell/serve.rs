@@ -16,12 +16,17 @@ use crate::proto;
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
 use crate::shell::dashboard::{self, Dashboard};
+use crate::shell::docker::{DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command, Driver, DriverParts};
 use crate::shell::journal::Journal;
 use crate::shell::logstore::{LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
+use crate::shell::runtime::Runtime;
 use crate::shell::service::WorkerService;
+
+/// How long start-up waits for the engine before serving anyway.
+const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request the worker decodes (a callable entrypoint can be large).
 pub const REQUEST_BYTES_MAX: usize = 32 << 20;
@@ -47,6 +52,10 @@ pub struct ServeOptions {
     pub live_attempts_max: usize,
     /// Where the dashboard, JSON API and /metrics listen (same host); `None`: not served.
     pub dashboard_port: Option<u16>,
+    /// Which runtime runs tasks.
+    pub flavour: RuntimeFlavour,
+    /// The docker image of tasks that name none.
+    pub default_image: String,
 }
 
 pub fn hostname() -> String {
@@ -87,6 +96,42 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+async fn make_runtime(opts: &ServeOptions, worker_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+    match opts.flavour {
+        RuntimeFlavour::Process => Ok(Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+            cache_dir: opts.cache_dir.clone(),
+            shim: shim_path(),
+            stats_interval: opts.stats_interval,
+        }))),
+        RuntimeFlavour::Docker => {
+            let docker = DockerRuntime::connect(DockerRuntimeConfig {
+                cache_dir: opts.cache_dir.clone(),
+                default_image: opts.default_image.clone(),
+                worker_id: worker_id.to_string(),
+            })?;
+            // No adoption yet: a container left by an earlier run of this worker is removed,
+            // and its attempt, found in the journal, is reported WORKER_FAILED.
+            // An engine that does not answer must not keep the worker from serving: tasks
+            // then fail on their own deadlines while health checks and kills still work.
+            match tokio::time::timeout(ENGINE_STARTUP_TIMEOUT, docker.remove_own_containers()).await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => {
+                    tracing::warn!(
+                        removed,
+                        "removed containers left by an earlier run of this worker"
+                    )
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot list this worker's containers"),
+                Err(_) => tracing::error!(
+                    "the docker engine did not answer within {ENGINE_STARTUP_TIMEOUT:?}"
+                ),
+            }
+            Ok(Arc::new(docker))
+        }
     }
 }
 
@@ -146,7 +191,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         },
         controller_address: opts.controller_address.clone(),
         advertise_host: advertise,
-        flavour: RuntimeFlavour::Process,
+        flavour: opts.flavour,
         port_range: opts.port_range.clone(),
         heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
         live_attempts_max: opts.live_attempts_max,
@@ -161,11 +206,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         disk_bytes_max: opts.log_disk_bytes_max,
         ingested: metrics.log_bytes.clone(),
     });
-    let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
-        cache_dir: opts.cache_dir.clone(),
-        shim: shim_path(),
-        stats_interval: opts.stats_interval,
-    });
+    let runtime = make_runtime(&opts, &worker_id).await?;
     let controller = match &opts.controller_address {
         Some(addr) => Some(
             ControllerClient::new(
@@ -182,7 +223,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     let (journal, recovered) = Journal::open(&opts.cache_dir, opts.controller_address.is_some())
         .context("opening the journal")?;
     let parts = DriverParts {
-        runtime: Arc::new(runtime),
+        runtime,
         logs: logs.clone(),
         journal: Some(journal),
         controller,

@@ -1,0 +1,521 @@
+//! The docker runtime (bollard): each attempt is a container named after the worker and the
+//! attempt, labelled per DESIGN.md, with the attempt's workdir bind-mounted at `/workdir`, a host
+//! port binding per allocated port, cpu, memory and pids limits, no new privileges and no
+//! capabilities. Logs follow the engine's stream with the engine's timestamps; the exit comes from
+//! the wait API and the OOM flag from inspect; stats from the stats stream.
+//!
+//! Not built yet: image builds from a bundle (the base image runs the task with the bundle in its
+//! workdir) and adoption of running containers after a restart (they are removed at start-up).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStatsResponse, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use tokio::task::AbortHandle;
+use tokio_stream::StreamExt;
+
+use crate::core::{
+    AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
+};
+use crate::shell::lines::LineSplitter;
+use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, wall_ms};
+use crate::shell::workdir;
+
+/// Processes a container may run.
+pub const PIDS_MAX: i64 = 4096;
+/// How long the log stream may drain after the container exits.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct DockerRuntimeConfig {
+    pub cache_dir: PathBuf,
+    pub default_image: String,
+    pub worker_id: String,
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    config: DockerRuntimeConfig,
+    samplers: Arc<Mutex<BTreeMap<AttemptKey, AbortHandle>>>,
+}
+
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A valid, stable container name for an attempt of this worker.
+pub fn container_name(worker_id: &str, attempt: &AttemptKey) -> String {
+    let readable: String = attempt
+        .task_id
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let hash = fnv(&format!("{worker_id}\0{}", attempt.task_id));
+    format!("iris-{readable}-{hash:08x}-a{}", attempt.attempt_id)
+}
+
+fn message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status_code(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn is_port_conflict(text: &str) -> bool {
+    text.contains("port is already allocated") || text.contains("address already in use")
+}
+
+/// `2026-11-26T12:00:00.123456789Z rest` -> (ms, rest); lines without a stamp keep ours.
+fn split_timestamp(line: &[u8]) -> (i64, &[u8]) {
+    let Some(space) = memchr::memchr(b' ', line) else {
+        return (wall_ms(), line);
+    };
+    match parse_rfc3339_ms(&line[..space]) {
+        Some(ms) => (ms, &line[space + 1..]),
+        None => (wall_ms(), line),
+    }
+}
+
+fn parse_rfc3339_ms(stamp: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(stamp).ok()?;
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    let millis: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + millis)
+}
+
+fn usage_of(stats: &ContainerStatsResponse) -> ResourceUsage {
+    let memory = stats.memory_stats.as_ref();
+    let memory_mb = memory.and_then(|m| m.usage).unwrap_or(0) as i64 / (1024 * 1024);
+    let peak_mb = memory.and_then(|m| m.max_usage).unwrap_or(0) as i64 / (1024 * 1024);
+    let total = |c: &Option<bollard::models::ContainerCpuStats>| {
+        let c = c.as_ref();
+        (
+            c.and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0),
+            c.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+            c.and_then(|c| c.online_cpus).unwrap_or(1),
+        )
+    };
+    let (cpu, system, cpus) = total(&stats.cpu_stats);
+    let (pre_cpu, pre_system, _) = total(&stats.precpu_stats);
+    let system_delta = system.saturating_sub(pre_system);
+    let millicores = if system_delta > 0 {
+        (cpu.saturating_sub(pre_cpu) as f64 / system_delta as f64 * f64::from(cpus) * 1000.0) as i32
+    } else {
+        0
+    };
+    ResourceUsage {
+        memory_mb,
+        memory_peak_mb: peak_mb.max(memory_mb),
+        disk_mb: 0,
+        cpu_millicores: millicores,
+        cpu_percent: millicores / 10,
+        process_count: stats
+            .pids_stats
+            .as_ref()
+            .and_then(|p| p.current)
+            .unwrap_or(0) as i32,
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to `DOCKER_HOST` or the default socket (lazily: nothing is sent yet).
+    pub fn connect(config: DockerRuntimeConfig) -> Result<DockerRuntime, RuntimeError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| RuntimeError::new(format!("docker engine: {e}")))?;
+        Ok(DockerRuntime {
+            docker,
+            config,
+            samplers: Arc::default(),
+        })
+    }
+
+    fn name(&self, attempt: &AttemptKey) -> String {
+        container_name(&self.config.worker_id, attempt)
+    }
+
+    /// Removes every container of this worker (adoption is not built yet, so none survives a
+    /// restart). Returns how many were removed.
+    pub async fn remove_own_containers(&self) -> Result<usize, RuntimeError> {
+        let filters: HashMap<&str, Vec<String>> = [(
+            "label",
+            vec![
+                "iris.managed=true".to_string(),
+                format!("iris.worker_id={}", self.config.worker_id),
+            ],
+        )]
+        .into();
+        remove_matching(&self.docker, &filters).await
+    }
+
+    fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
+        let port_bindings = spec
+            .ports
+            .values()
+            .map(|port| {
+                let binding = PortBinding {
+                    host_ip: Some("0.0.0.0".to_string()),
+                    host_port: Some(port.to_string()),
+                };
+                (format!("{port}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let workdir = self.config.cache_dir.join(&spec.workdir);
+        let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{}:/workdir", workdir.display())]),
+            port_bindings: Some(port_bindings),
+            memory: (memory > 0).then_some(memory),
+            memory_swap: (memory > 0).then_some(memory),
+            nano_cpus: (spec.resources.cpu_millicores > 0)
+                .then(|| i64::from(spec.resources.cpu_millicores) * 1_000_000),
+            pids_limit: Some(PIDS_MAX),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
+            ..HostConfig::default()
+        };
+        ContainerCreateBody {
+            image: Some(
+                spec.image
+                    .clone()
+                    .unwrap_or_else(|| self.config.default_image.clone()),
+            ),
+            cmd: Some(spec.argv.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            working_dir: Some("/workdir".to_string()),
+            exposed_ports: Some(spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        }
+    }
+
+    async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<(), RuntimeError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A container of the same name is left from an earlier try: replace it.
+            Err(e) if status_code(&e) == Some(409) => {
+                self.force_remove(name).await;
+                self.docker
+                    .create_container(Some(options), body)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| RuntimeError::new(message(&e)))
+            }
+            Err(e) => Err(RuntimeError::new(message(&e))),
+        }
+    }
+
+    async fn force_remove(&self, name: &str) {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(name, Some(options)).await;
+    }
+
+    fn spawn_stats(&self, name: String, sink: AttemptSink) -> AbortHandle {
+        let docker = self.docker.clone();
+        tokio::spawn(async move {
+            let options = StatsOptionsBuilder::default().stream(true).build();
+            let mut stream = docker.stats(&name, Some(options));
+            while let Some(Ok(stats)) = stream.next().await {
+                sink.stats(usage_of(&stats));
+            }
+        })
+        .abort_handle()
+    }
+}
+
+async fn remove_matching(
+    docker: &Docker,
+    filters: &HashMap<&str, Vec<String>>,
+) -> Result<usize, RuntimeError> {
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(filters)
+        .build();
+    let found = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| RuntimeError::new(format!("listing containers: {}", message(&e))))?;
+    let mut removed = 0;
+    for container in found {
+        if let Some(id) = container.id {
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            if docker.remove_container(&id, Some(options)).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every iris-managed container of any worker (`iris-worker cleanup`).
+pub async fn remove_all_managed() -> Result<usize, RuntimeError> {
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| RuntimeError::new(format!("docker engine: {e}")))?;
+    let filters: HashMap<&str, Vec<String>> =
+        [("label", vec!["iris.managed=true".to_string()])].into();
+    remove_matching(&docker, &filters).await
+}
+
+/// Follows the container's output into the attempt's log until the stream ends.
+async fn follow_logs(docker: Docker, name: String, sink: AttemptSink) {
+    let options = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .build();
+    let mut stream = docker.logs(&name, Some(options));
+    let mut out = LineSplitter::default();
+    let mut err = LineSplitter::default();
+    let emit = |source: LogSource| {
+        let sink = sink.clone();
+        move |lines: &[&[u8]]| {
+            for line in lines {
+                let (ms, data) = split_timestamp(line);
+                sink.log_line_at(ms, source, data);
+            }
+        }
+    };
+    let (mut emit_out, mut emit_err) = (emit(LogSource::Stdout), emit(LogSource::Stderr));
+    while let Some(Ok(chunk)) = stream.next().await {
+        match chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                out.feed(&message, &mut emit_out)
+            }
+            LogOutput::StdErr { message } => err.feed(&message, &mut emit_err),
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    out.finish(&mut emit_out);
+    err.finish(&mut emit_err);
+}
+
+/// Waits for the exit (event-driven), lets the logs drain, then reports code, signal and OOM.
+async fn watch_exit(
+    docker: Docker,
+    name: String,
+    logs: tokio::task::JoinHandle<()>,
+    sink: AttemptSink,
+) {
+    let options = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let waited = docker.wait_container(&name, Some(options)).next().await;
+    let code = match waited {
+        Some(Ok(response)) => response.status_code,
+        Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(e)) => {
+            return sink.lost(format!("waiting for the container failed: {}", message(&e)));
+        }
+        None => return sink.lost("the engine closed the wait stream".to_string()),
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, logs).await;
+    let state = docker
+        .inspect_container(&name, None)
+        .await
+        .ok()
+        .and_then(|c| c.state);
+    let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    let code = state.and_then(|s| s.exit_code).unwrap_or(code);
+    let code = i32::try_from(code).unwrap_or(-1);
+    // The engine reports death by signal N as 128 + N.
+    let signal = (129..160).contains(&code).then_some(code - 128);
+    sink.exited(ExitStatus {
+        code: Some(code),
+        signal,
+        oom_killed,
+    });
+}
+
+#[tonic::async_trait]
+impl Runtime for DockerRuntime {
+    async fn prepare_workdir(
+        &self,
+        _attempt: &AttemptKey,
+        workdir: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), RuntimeError> {
+        workdir::prepare(&self.config.cache_dir, workdir, files).await
+    }
+
+    async fn fetch_bundle(
+        &self,
+        _attempt: &AttemptKey,
+        bundle_path: &str,
+        workdir: &str,
+    ) -> Result<(), RuntimeError> {
+        workdir::fetch_bundle(&self.config.cache_dir, bundle_path, workdir).await
+    }
+
+    async fn build_image(
+        &self,
+        _attempt: &AttemptKey,
+        spec: &BuildSpec,
+        sink: AttemptSink,
+    ) -> Result<BuiltImage, RuntimeError> {
+        let image = spec
+            .base_image
+            .clone()
+            .unwrap_or_else(|| self.config.default_image.clone());
+        self.docker
+            .inspect_image(&image)
+            .await
+            .map_err(|e| RuntimeError::new(format!("image {image}: {}", message(&e))))?;
+        if spec.workspace.is_some() && spec.has_bundle {
+            let line = "image builds from a bundle are not built yet: the base image runs the task";
+            sink.log(LogSource::Build, line);
+        }
+        sink.log(LogSource::Build, &format!("using image {image}"));
+        Ok(BuiltImage {
+            image: Some(image),
+            from_cache: true,
+        })
+    }
+
+    async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {
+        let name = self.name(&spec.attempt);
+        self.create(&name, self.container_body(spec)).await?;
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            let text = message(&e);
+            self.force_remove(&name).await;
+            return Err(RuntimeError {
+                port_conflict: is_port_conflict(&text),
+                message: text,
+            });
+        }
+        sink.started();
+        let logs = tokio::spawn(follow_logs(self.docker.clone(), name.clone(), sink.clone()));
+        let stats = self.spawn_stats(name.clone(), sink.clone());
+        self.samplers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.attempt.clone(), stats);
+        tokio::spawn(watch_exit(self.docker.clone(), name, logs, sink));
+        Ok(())
+    }
+
+    async fn signal(&self, attempt: &AttemptKey, signal: Signal) -> Result<(), RuntimeError> {
+        let name = match signal {
+            Signal::Term => "SIGTERM",
+            Signal::Kill => "SIGKILL",
+        };
+        let options = KillContainerOptionsBuilder::default().signal(name).build();
+        match self
+            .docker
+            .kill_container(&self.name(attempt), Some(options))
+            .await
+        {
+            // Gone or no longer running: the exit is on its way.
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::new(message(&e))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn remove(&self, attempt: &AttemptKey) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self
+            .docker
+            .remove_container(&self.name(attempt), Some(options))
+            .await
+        {
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(RuntimeError::new(message(&e))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn release(&self, attempt: &AttemptKey) {
+        if let Some(stats) = self
+            .samplers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(attempt)
+        {
+            stats.abort();
+        }
+        workdir::remove(&self.config.cache_dir, attempt).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::TaskId;
+
+    #[test]
+    fn names_are_valid_and_distinct() {
+        let key = |t: &str, a| AttemptKey {
+            task_id: TaskId::new(t).unwrap(),
+            attempt_id: a,
+        };
+        let a = container_name("w1", &key("job/task-0", 0));
+        assert!(a.starts_with("iris-job_task-0-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        );
+        assert_ne!(a, container_name("w1", &key("job_task-0", 0)));
+        assert_ne!(a, container_name("w2", &key("job/task-0", 0)));
+        assert_ne!(a, container_name("w1", &key("job/task-0", 1)));
+    }
+
+    #[test]
+    fn engine_timestamps() {
+        let (ms, rest) = split_timestamp(b"2026-11-26T12:38:03.396123456Z hello world");
+        assert_eq!((ms, rest), (1_795_696_683_396, &b"hello world"[..]));
+        let (_, rest) = split_timestamp(b"no stamp here");
+        assert_eq!(rest, b"no stamp here");
+        assert!(is_port_conflict(
+            "Bind for 0.0.0.0:30001 failed: port is already allocated"
+        ));
+    }
+}

@@ -1,0 +1,264 @@
+//! The docker runtime against the local engine, with the image `scripts/docker-test-image`
+//! builds (busybox). With CI=true and an engine socket, a test that cannot reach the engine
+//! fails; elsewhere, without an engine, the tests say so and do not run.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use iris_worker::proto;
+use iris_worker::proto::TaskState;
+use iris_worker::proto::worker::KillTaskRequest;
+use support::*;
+use tonic::Code;
+
+const IMAGE: &str = "iris-test:busybox";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether to run: the engine answers and the test image exists (or CI insists).
+fn engine() -> bool {
+    let socket = std::path::Path::new("/var/run/docker.sock").exists()
+        || std::env::var_os("DOCKER_HOST").is_some();
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let image = std::process::Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
+    let ready = image.is_ok_and(|o| o.status.success());
+    if !ready && ci && socket {
+        panic!(
+            "the docker engine or the image {IMAGE} is missing; scripts/docker-test-image builds it"
+        );
+    }
+    if !ready {
+        eprintln!("NOTICE: no docker engine or no {IMAGE}: docker tests did not run");
+    }
+    ready
+}
+
+fn docker_worker(name: &str, extra: &[&str]) -> WorkerProcess {
+    let worker_id = format!("dockertest-{name}-{}", std::process::id());
+    let mut args = vec![
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+        "--worker-id",
+        &worker_id,
+    ];
+    args.extend_from_slice(extra);
+    WorkerProcess::start(&temp_dir(name), &args)
+}
+
+/// Containers of this worker still on the engine, after giving removal a moment.
+fn leftovers(worker_id_prefix: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                "label=iris.managed=true",
+                "--format",
+                "{{.Label \"iris.worker_id\"}} {{.Names}}",
+            ])
+            .output()
+            .unwrap();
+        let mine: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(worker_id_prefix))
+            .map(str::to_string)
+            .collect();
+        if mine.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            return mine;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_and_ports_inside_the_container_and_exit_codes() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("env", &[]);
+    let mut c = worker.client().await;
+    let script = "echo BIND=$IRIS_BIND_HOST; echo TASK=$IRIS_TASK_ID; echo PORT=$IRIS_PORT_HTTP; nc -l -p $IRIS_PORT_HTTP";
+    let mut req = command_request("dock/task-0", &["sh", "-c", script]);
+    req.ports = vec!["http".into()];
+    c.run_task(req).await.unwrap();
+    let running = wait_for(&mut c, "dock/task-0", LIMIT, is_state(TaskState::Running)).await;
+    let port = running.ports["http"];
+    // Reach the task through its host port binding.
+    let start = Instant::now();
+    loop {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port as u16))
+            && conn.write_all(b"hello-through-the-port\n").is_ok()
+        {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "port {port} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = wait_for(&mut c, "dock/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+    let out = stdout_of(&logs(&mut c, "dock/task-0").await);
+    assert!(out.contains(&"BIND=0.0.0.0".to_string()), "{out:?}");
+    assert!(out.contains(&"TASK=dock/task-0".to_string()));
+    assert!(out.contains(&format!("PORT={port}")));
+    assert!(
+        out.contains(&"hello-through-the-port".to_string()),
+        "{out:?}"
+    );
+
+    c.run_task(command_request(
+        "dock/task-1",
+        &["sh", "-c", "echo bye >&2; exit 3"],
+    ))
+    .await
+    .unwrap();
+    let failed = wait_for(&mut c, "dock/task-1", LIMIT, finished).await;
+    assert_eq!(failed.state, TaskState::Failed as i32);
+    assert_eq!(
+        (failed.exit_code, failed.error.as_str(), failed.oom_killed),
+        (3, "Exit code: 3", false)
+    );
+    assert!(leftovers(&format!("dockertest-env-{}", std::process::id())).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oom_under_a_memory_limit_is_reported_as_such() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("oom", &[]);
+    let mut c = worker.client().await;
+    let mut req = command_request(
+        "oom/task-0",
+        &[
+            "sh",
+            "-c",
+            "x=0123456789abcdef; while true; do x=$x$x; done",
+        ],
+    );
+    req.resources = Some(proto::ResourceSpecProto {
+        memory_bytes: 32 << 20,
+        ..Default::default()
+    });
+    c.run_task(req).await.unwrap();
+    let done = wait_for(&mut c, "oom/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Failed as i32);
+    assert!(done.oom_killed, "{done:?}");
+    assert!(done.error.contains("Out of memory"), "{}", done.error);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn term_ignoring_container_is_killed_and_timeouts_fail() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("kill", &[]);
+    let mut c = worker.client().await;
+    c.run_task(command_request(
+        "stub/task-0",
+        &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+    ))
+    .await
+    .unwrap();
+    wait_for(&mut c, "stub/task-0", LIMIT, is_state(TaskState::Running)).await;
+    let asked = Instant::now();
+    c.kill_task(KillTaskRequest {
+        task_id: "stub/task-0".into(),
+        term_timeout_ms: 1000,
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "stub/task-0", LIMIT, finished).await;
+    let took = asked.elapsed();
+    assert_eq!(done.state, TaskState::Killed as i32);
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "KILLED {took:?} after the kill, term timeout 1 s"
+    );
+    assert!(!done.oom_killed, "a plain SIGKILL is not an OOM");
+
+    let mut req = command_request("slow/task-0", &["sleep", "100"]);
+    req.timeout_seconds = 1;
+    c.run_task(req).await.unwrap();
+    let done = wait_for(&mut c, "slow/task-0", LIMIT, finished).await;
+    assert_eq!(
+        (done.state, done.error.as_str()),
+        (TaskState::Failed as i32, "Timeout exceeded")
+    );
+    assert!(leftovers(&format!("dockertest-kill-{}", std::process::id())).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_engine_does_not_stop_health_checks_or_kills() {
+    // An "engine" that accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hung.local_addr().unwrap();
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hung.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let dir = temp_dir("hung");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--runtime",
+            "docker",
+            "--default-image",
+            IMAGE,
+            "--cache-dir",
+        ])
+        .arg(&dir)
+        .env("DOCKER_HOST", format!("tcp://{addr}"))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let grpc = line.split_whitespace().nth(3).unwrap().to_string();
+    let mut c =
+        proto::worker_service_client::WorkerServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+    c.run_task(command_request("hung/task-0", &["true"]))
+        .await
+        .unwrap();
+    wait_for(&mut c, "hung/task-0", LIMIT, is_state(TaskState::Building)).await;
+    let asked = Instant::now();
+    let health = c.health_check(proto::Empty {}).await.unwrap().into_inner();
+    assert!(health.healthy && asked.elapsed() < Duration::from_secs(1));
+    c.kill_task(KillTaskRequest {
+        task_id: "hung/task-0".into(),
+        term_timeout_ms: 0,
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "hung/task-0", Duration::from_secs(5), finished).await;
+    assert_eq!(done.state, TaskState::Killed as i32);
+    let err = c
+        .kill_task(KillTaskRequest {
+            task_id: "hung/task-0".into(),
+            term_timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let _ = child.kill();
+    let _ = child.wait();
+}
