@@ -33,10 +33,14 @@ impl Drop for Worker {
 }
 
 fn start_worker() -> Worker {
+    start_worker_with(&[])
+}
+
+fn start_worker_with(extra: &[&str]) -> Worker {
     let exe = std::env::var("IRIS_WORKER_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/iris-worker").into()
     });
-    let dir = std::env::temp_dir().join(format!("iris-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("iris-bench-{}-{}", std::process::id(), extra.len()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new(&exe)
         .args([
@@ -49,6 +53,7 @@ fn start_worker() -> Worker {
             "--cache-dir",
         ])
         .arg(&dir)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -198,8 +203,59 @@ async fn ingest(c: &mut Client, pid: u32) -> (f64, f64, u64) {
     (worker, baseline, peak_kb / 1024)
 }
 
+const IMAGE: &str = "iris-test:busybox";
+
+/// RunTask to RUNNING through the worker vs `docker run --rm IMAGE true` through the CLI (p50,
+/// ms), and 100 short containers end to end (tasks/s).
+async fn docker_numbers() -> Option<(f64, f64, f64)> {
+    let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().ok()?;
+    if !image.status.success() {
+        eprintln!("docker benchmark skipped: no {IMAGE} (scripts/docker-test-image)");
+        return None;
+    }
+    let worker = start_worker_with(&["--runtime", "docker", "--default-image", IMAGE, "--worker-id", "bench-docker"]);
+    let mut c = Client::connect(format!("http://{}", worker.addr)).await.unwrap();
+    let mut cli = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let ok = Command::new("docker").args(["run", "--rm", IMAGE, "true"]).status().unwrap();
+        assert!(ok.success());
+        cli.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut to_running = Vec::new();
+    for i in 0..20 {
+        let id = format!("drun/task-{i}");
+        let start = Instant::now();
+        c.run_task(request(&id, &["true"])).await.unwrap();
+        // RUNNING, or already past it: `true` may finish between two polls.
+        while state(&mut c, &id).await.state < TaskState::Running as i32 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        to_running.push(start.elapsed().as_secs_f64() * 1e3);
+        wait_finished(&mut c, &id).await;
+        // Let the engine remove it before the next one, as `docker run --rm` does.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    for i in 0..100 {
+        c.run_task(request(&format!("dshort/task-{i}"), &["true"])).await.unwrap();
+    }
+    for i in 0..100 {
+        let (s, _) = wait_finished(&mut c, &format!("dshort/task-{i}")).await;
+        assert_eq!(s.state, TaskState::Succeeded as i32);
+    }
+    let rate = 100.0 / start.elapsed().as_secs_f64();
+    Some((percentile(&mut to_running, 0.5), percentile(&mut cli, 0.5), rate))
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("docker") {
+        if let Some((worker, cli, rate)) = docker_numbers().await {
+            println!("docker: RunTask->RUNNING p50 {worker:.0} ms vs docker run --rm p50 {cli:.0} ms (ratio {:.2}); 100 containers: {rate:.1} tasks/s", worker / cli);
+        }
+        return;
+    }
     let worker = start_worker();
     let mut c = Client::connect(format!("http://{}", worker.addr))
         .await
@@ -240,4 +296,10 @@ async fn main() {
         ing / ing_base
     );
     println!("| worker peak RSS (whole run) | {peak_mb} MiB | - | - | < 64 MiB |");
+    drop(c);
+    drop(worker);
+    if let Some((to_running, cli, rate)) = docker_numbers().await {
+        println!("| docker: RunTask to RUNNING, p50 | {to_running:.0} ms | {cli:.0} ms (`docker run --rm IMAGE true`, p50) | {:.2} | <= 1 |", to_running / cli);
+        println!("| docker: 100 short containers end to end | {rate:.1} tasks/s | - | - | - |");
+    }
 }
