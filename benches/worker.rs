@@ -40,7 +40,8 @@ fn start_worker_with(extra: &[&str]) -> Worker {
     let exe = std::env::var("IRIS_WORKER_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/iris-worker").into()
     });
-    let dir = std::env::temp_dir().join(format!("iris-bench-{}-{}", std::process::id(), extra.len()));
+    let dir =
+        std::env::temp_dir().join(format!("iris-bench-{}-{}", std::process::id(), extra.len()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new(&exe)
         .args([
@@ -208,17 +209,32 @@ const IMAGE: &str = "iris-test:busybox";
 /// RunTask to RUNNING through the worker vs `docker run --rm IMAGE true` through the CLI (p50,
 /// ms), and 100 short containers end to end (tasks/s).
 async fn docker_numbers() -> Option<(f64, f64, f64)> {
-    let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().ok()?;
+    let image = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .ok()?;
     if !image.status.success() {
         eprintln!("docker benchmark skipped: no {IMAGE} (scripts/docker-test-image)");
         return None;
     }
-    let worker = start_worker_with(&["--runtime", "docker", "--default-image", IMAGE, "--worker-id", "bench-docker"]);
-    let mut c = Client::connect(format!("http://{}", worker.addr)).await.unwrap();
+    let worker = start_worker_with(&[
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+        "--worker-id",
+        "bench-docker",
+    ]);
+    let mut c = Client::connect(format!("http://{}", worker.addr))
+        .await
+        .unwrap();
     let mut cli = Vec::new();
     for _ in 0..20 {
         let start = Instant::now();
-        let ok = Command::new("docker").args(["run", "--rm", IMAGE, "true"]).status().unwrap();
+        let ok = Command::new("docker")
+            .args(["run", "--rm", IMAGE, "true"])
+            .status()
+            .unwrap();
         assert!(ok.success());
         cli.push(start.elapsed().as_secs_f64() * 1e3);
     }
@@ -238,21 +254,30 @@ async fn docker_numbers() -> Option<(f64, f64, f64)> {
     }
     let start = Instant::now();
     for i in 0..100 {
-        c.run_task(request(&format!("dshort/task-{i}"), &["true"])).await.unwrap();
+        c.run_task(request(&format!("dshort/task-{i}"), &["true"]))
+            .await
+            .unwrap();
     }
     for i in 0..100 {
         let (s, _) = wait_finished(&mut c, &format!("dshort/task-{i}")).await;
         assert_eq!(s.state, TaskState::Succeeded as i32);
     }
     let rate = 100.0 / start.elapsed().as_secs_f64();
-    Some((percentile(&mut to_running, 0.5), percentile(&mut cli, 0.5), rate))
+    Some((
+        percentile(&mut to_running, 0.5),
+        percentile(&mut cli, 0.5),
+        rate,
+    ))
 }
 
 #[tokio::main]
 async fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("docker") {
         if let Some((worker, cli, rate)) = docker_numbers().await {
-            println!("docker: RunTask->RUNNING p50 {worker:.0} ms vs docker run --rm p50 {cli:.0} ms (ratio {:.2}); 100 containers: {rate:.1} tasks/s", worker / cli);
+            println!(
+                "docker: RunTask->RUNNING p50 {worker:.0} ms vs docker run --rm p50 {cli:.0} ms (ratio {:.2}); 100 containers: {rate:.1} tasks/s",
+                worker / cli
+            );
         }
         return;
     }
@@ -299,7 +324,10 @@ async fn main() {
     drop(c);
     drop(worker);
     if let Some((to_running, cli, rate)) = docker_numbers().await {
-        println!("| docker: RunTask to RUNNING, p50 | {to_running:.0} ms | {cli:.0} ms (`docker run --rm IMAGE true`, p50) | {:.2} | <= 1 |", to_running / cli);
+        println!(
+            "| docker: RunTask to RUNNING, p50 | {to_running:.0} ms | {cli:.0} ms (`docker run --rm IMAGE true`, p50) | {:.2} | <= 1 |",
+            to_running / cli
+        );
         println!("| docker: 100 short containers end to end | {rate:.1} tasks/s | - | - | - |");
     }
 }

@@ -367,3 +367,72 @@ async fn two_hundred_thousand_lines_fetchable_with_bounded_memory() {
     let peak_mb = worker.peak_rss_kb() / 1024;
     assert!(peak_mb < 100, "worker peak RSS {peak_mb} MiB");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callable_entrypoint_runs_without_the_worker_unpickling_it() {
+    let worker = WorkerProcess::start(&temp_dir("callable"), &[]);
+    let mut c = worker.client().await;
+    let pickled = std::process::Command::new("python3")
+        .args(["-c", "import cloudpickle, sys; sys.stdout.buffer.write(cloudpickle.dumps((print, ('hello from a callable',), {'flush': True})))"])
+        .output()
+        .expect("python3 with cloudpickle (scripts/setup-test-deps installs it)");
+    assert!(
+        pickled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pickled.stderr)
+    );
+    let mut req = command_request("call/task-0", &["unused"]);
+    req.entrypoint = Some(proto::Entrypoint {
+        kind: Some(proto::entrypoint::Kind::Callable(pickled.stdout)),
+    });
+    c.run_task(req).await.unwrap();
+    let done = wait_for(&mut c, "call/task-0", LIMIT, finished).await;
+    let out = logs(&mut c, "call/task-0").await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{out:?}");
+    assert_eq!(stdout_of(&out), vec!["hello from a callable"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundle_is_extracted_into_the_workdir_and_usage_is_sampled() {
+    let dir = temp_dir("bundle");
+    let worker = WorkerProcess::start(&dir, &[]);
+    let mut c = worker.client().await;
+    let zip_path = dir.join("bundle.zip");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        zip.start_file("app/main.sh", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(
+            b"echo from-the-bundle; head -c 30000000 /dev/zero | tail -c 1 >/dev/null; sleep 2\n",
+        )
+        .unwrap();
+        zip.finish().unwrap();
+    }
+    let mut req = command_request("bun/task-0", &["sh", "app/main.sh"]);
+    req.bundle_gcs_path = format!("file://{}", zip_path.display());
+    c.run_task(req).await.unwrap();
+    // While it runs, the sampler sees its process group.
+    let sampled = wait_for(&mut c, "bun/task-0", LIMIT, |s| {
+        s.resource_usage.is_some_and(|u| u.process_count >= 1)
+    })
+    .await;
+    assert!(sampled.resource_usage.unwrap().memory_peak_mb >= 1);
+    let done = wait_for(&mut c, "bun/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    assert_eq!(
+        stdout_of(&logs(&mut c, "bun/task-0").await),
+        vec!["from-the-bundle"]
+    );
+
+    let mut req = command_request("bun/task-1", &["true"]);
+    req.bundle_gcs_path = "gs://bucket/bundle.zip".into();
+    c.run_task(req).await.unwrap();
+    let failed = wait_for(&mut c, "bun/task-1", LIMIT, finished).await;
+    assert_eq!(failed.state, TaskState::Failed as i32);
+    assert!(
+        failed.error.contains("Bundle fetch failed") && failed.error.contains("gs://"),
+        "{}",
+        failed.error
+    );
+}
