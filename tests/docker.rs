@@ -262,3 +262,86 @@ async fn a_hung_engine_does_not_stop_health_checks_or_kills() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_adopts_its_running_container() {
+    if !engine() {
+        return;
+    }
+    let server = ControllerServer::start(TestController::default()).await;
+    let dir = temp_dir("adopt");
+    let worker_id = format!("dockertest-adopt-{}", std::process::id());
+    let controller = server.addr.to_string();
+    let args = [
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+        "--worker-id",
+        &worker_id,
+        "--controller-address",
+        &controller,
+        "--heartbeat-interval-ms",
+        "300",
+        "--preserve-containers-on-stop",
+    ];
+    let mut first = WorkerProcess::start(&dir, &args);
+    let mut c = first.client().await;
+    c.run_task(command_request(
+        "adopt/task-0",
+        &["sh", "-c", "echo before; sleep 12; echo after"],
+    ))
+    .await
+    .unwrap();
+    server
+        .wait_report("adopt/task-0", TaskState::Running, LIMIT)
+        .await;
+    let start = Instant::now();
+    let before = loop {
+        let entries = logs(&mut c, "adopt/task-0").await;
+        if let Some(e) = entries.iter().find(|e| e.source == "stdout") {
+            break e.line_number;
+        }
+        assert!(start.elapsed() < LIMIT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.signal(libc::SIGTERM);
+    let status = first.child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        leftovers(&worker_id).len(),
+        1,
+        "the container outlives a preserving stop"
+    );
+
+    let second = WorkerProcess::start(&dir, &args);
+    let mut c = second.client().await;
+    let report = server
+        .wait_report("adopt/task-0", TaskState::Succeeded, LIMIT)
+        .await;
+    assert_eq!(report.attempt_id, 0);
+    let done = status_of_finished(&mut c, "adopt/task-0").await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    let lines: Vec<(i64, String)> = logs(&mut c, "adopt/task-0")
+        .await
+        .into_iter()
+        .filter(|e| e.source == "stdout")
+        .map(|e| (e.line_number, e.data))
+        .collect();
+    // Nothing lost or taken twice across the restart, and numbering carries on.
+    assert_eq!(
+        lines,
+        vec![
+            (before, "before".to_string()),
+            (before + 1, "after".to_string())
+        ]
+    );
+    assert!(leftovers(&worker_id).is_empty());
+}
+
+async fn status_of_finished(
+    c: &mut proto::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    task_id: &str,
+) -> proto::TaskStatus {
+    wait_for(c, task_id, LIMIT, finished).await
+}

@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// Do not serve the dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
+    /// On SIGTERM, leave running containers for the next run to adopt (docker runtime).
+    #[arg(long)]
+    pub preserve_containers_on_stop: bool,
     /// The docker image of tasks whose environment names none (docker runtime).
     #[arg(long, default_value = "python:3.12-slim", env = "IRIS_DEFAULT_IMAGE")]
     pub default_image: String,
@@ -200,6 +203,7 @@ impl ServeArgs {
                 RuntimeKind::Docker => crate::core::RuntimeFlavour::Docker,
             },
             default_image: self.default_image.clone(),
+            preserve_containers_on_stop: self.preserve_containers_on_stop,
         })
     }
 }

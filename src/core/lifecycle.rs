@@ -189,6 +189,47 @@ impl WorkerCore {
         }
     }
 
+    /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
+    /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
+    /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
+    /// are taken.
+    pub fn adopt(&mut self, now_ms: u64, record: RecoveredAttempt) -> bool {
+        self.tick(now_ms);
+        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
+        if record.outcome.is_some()
+            || newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id)
+        {
+            return false;
+        }
+        let key = AttemptKey {
+            task_id: record.spec.task_id.clone(),
+            attempt_id: record.spec.attempt_id,
+        };
+        let ports: Vec<u16> = record.ports.values().copied().collect();
+        if !self.ports.reserve(&key, &ports) {
+            return false;
+        }
+        let started = record.started_at_ms.unwrap_or(self.now_ms);
+        let mut attempt = self.new_attempt(record.spec, record.ports, None);
+        attempt.task.submitted_at_ms = record.submitted_at_ms;
+        attempt.task.started_at_ms = Some(started);
+        attempt.task.state = TaskState::Running;
+        attempt.task.status_message = "adopted after a worker restart".to_string();
+        attempt.phase = Phase::Running;
+        attempt.container_started = true;
+        if attempt.spec.timeout_ms > 0 {
+            let deadline = (started + attempt.spec.timeout_ms).max(self.now_ms);
+            attempt.timeout_at = Some(deadline);
+            self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
+        }
+        self.tasks
+            .entry(key.task_id.clone())
+            .or_default()
+            .push(attempt);
+        self.report(&key);
+        true
+    }
+
     fn allocate_ports(
         &mut self,
         key: &AttemptKey,

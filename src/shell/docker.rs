@@ -4,8 +4,10 @@
 //! capabilities. Logs follow the engine's stream with the engine's timestamps; the exit comes from
 //! the wait API and the OOM flag from inspect; stats from the stats stream.
 //!
-//! Not built yet: image builds from a bundle (the base image runs the task with the bundle in its
-//! workdir) and adoption of running containers after a restart (they are removed at start-up).
+//! After a restart, `survey` finds this worker's containers: running ones whose attempt the
+//! journal knows are adopted (`resume`: logs, wait and stats pick up where they were), the rest
+//! are removed. Not built yet: image builds from a bundle (the base image runs the task with the
+//! bundle in its workdir).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -175,9 +177,12 @@ impl DockerRuntime {
         container_name(&self.config.worker_id, attempt)
     }
 
-    /// Removes every container of this worker (adoption is not built yet, so none survives a
-    /// restart). Returns how many were removed.
-    pub async fn remove_own_containers(&self) -> Result<usize, RuntimeError> {
+    /// This worker's containers: the attempts of the running ones, and how many others (exited,
+    /// or not of a valid attempt) were removed.
+    pub async fn survey(
+        &self,
+        keep: &dyn Fn(&AttemptKey) -> bool,
+    ) -> Result<(Vec<AttemptKey>, usize), RuntimeError> {
         let filters: HashMap<&str, Vec<String>> = [(
             "label",
             vec![
@@ -186,7 +191,38 @@ impl DockerRuntime {
             ],
         )]
         .into();
-        remove_matching(&self.docker, &filters).await
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| RuntimeError::new(format!("listing containers: {}", message(&e))))?;
+        let mut running = Vec::new();
+        let mut removed = 0;
+        for container in found {
+            let labels = container.labels.unwrap_or_default();
+            let attempt = labels.get("iris.task_id").and_then(|t| {
+                Some(AttemptKey {
+                    task_id: crate::core::TaskId::new(t.clone()).ok()?,
+                    attempt_id: labels.get("iris.attempt_id")?.parse().ok()?,
+                })
+            });
+            let is_running =
+                container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            match attempt {
+                Some(key) if is_running && keep(&key) => running.push(key),
+                _ => {
+                    if let Some(id) = container.id {
+                        self.force_remove(&id).await;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok((running, removed))
     }
 
     fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
@@ -258,6 +294,28 @@ impl DockerRuntime {
         let _ = self.docker.remove_container(name, Some(options)).await;
     }
 
+    /// Logs, stats and the exit of a running container, each followed by its own task.
+    fn monitor(
+        &self,
+        attempt: &AttemptKey,
+        name: String,
+        sink: AttemptSink,
+        after_ms: Option<i64>,
+    ) {
+        let logs = tokio::spawn(follow_logs(
+            self.docker.clone(),
+            name.clone(),
+            sink.clone(),
+            after_ms,
+        ));
+        let stats = self.spawn_stats(name.clone(), sink.clone());
+        self.samplers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(attempt.clone(), stats);
+        tokio::spawn(watch_exit(self.docker.clone(), name, logs, sink));
+    }
+
     fn spawn_stats(&self, name: String, sink: AttemptSink) -> AbortHandle {
         let docker = self.docker.clone();
         tokio::spawn(async move {
@@ -304,14 +362,18 @@ pub async fn remove_all_managed() -> Result<usize, RuntimeError> {
     remove_matching(&docker, &filters).await
 }
 
-/// Follows the container's output into the attempt's log until the stream ends.
-async fn follow_logs(docker: Docker, name: String, sink: AttemptSink) {
-    let options = LogsOptionsBuilder::default()
+/// Follows the container's output into the attempt's log until the stream ends. After an
+/// adoption, `after_ms` is the newest line already logged: older lines are not taken twice.
+async fn follow_logs(docker: Docker, name: String, sink: AttemptSink, after_ms: Option<i64>) {
+    let mut options = LogsOptionsBuilder::default()
         .follow(true)
         .stdout(true)
         .stderr(true)
-        .timestamps(true)
-        .build();
+        .timestamps(true);
+    if let Some(ms) = after_ms {
+        options = options.since(i32::try_from(ms / 1000).unwrap_or(0));
+    }
+    let options = options.build();
     let mut stream = docker.logs(&name, Some(options));
     let mut out = LineSplitter::default();
     let mut err = LineSplitter::default();
@@ -320,7 +382,9 @@ async fn follow_logs(docker: Docker, name: String, sink: AttemptSink) {
         move |lines: &[&[u8]]| {
             for line in lines {
                 let (ms, data) = split_timestamp(line);
-                sink.log_line_at(ms, source, data);
+                if after_ms.is_none_or(|after| ms > after) {
+                    sink.log_line_at(ms, source, data);
+                }
             }
         }
     };
@@ -432,13 +496,13 @@ impl Runtime for DockerRuntime {
             });
         }
         sink.started();
-        let logs = tokio::spawn(follow_logs(self.docker.clone(), name.clone(), sink.clone()));
-        let stats = self.spawn_stats(name.clone(), sink.clone());
-        self.samplers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(spec.attempt.clone(), stats);
-        tokio::spawn(watch_exit(self.docker.clone(), name, logs, sink));
+        self.monitor(&spec.attempt, name, sink, None);
+        Ok(())
+    }
+
+    async fn resume(&self, attempt: &AttemptKey, sink: AttemptSink) -> Result<(), RuntimeError> {
+        let after = sink.last_timestamp_ms();
+        self.monitor(attempt, self.name(attempt), sink, after);
         Ok(())
     }
 

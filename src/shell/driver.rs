@@ -117,9 +117,11 @@ pub enum Command {
     Health {
         reply: oneshot::Sender<Health>,
     },
-    /// Kill every task, deliver their reports (within `grace`), then stop.
+    /// Kill every task (unless `kill_tasks` is false: a rolling restart keeps containers for
+    /// the next run to adopt), deliver the reports (within `grace`), then stop.
     Shutdown {
         grace: Duration,
+        kill_tasks: bool,
         reply: oneshot::Sender<()>,
     },
 }
@@ -143,6 +145,8 @@ pub struct Driver {
     spans: BTreeMap<AttemptKey, Span>,
     terminal_reports: BTreeMap<u64, AttemptKey>,
     shutdown: Option<(Instant, oneshot::Sender<()>)>,
+    /// Stopping without killing: live attempts stay for the next run.
+    preserving: bool,
 }
 
 /// The handle RPC handlers hold.
@@ -179,11 +183,12 @@ impl Driver {
         mut core: WorkerCore,
         parts: DriverParts,
         recovered: Vec<Result<RecoveredAttempt, String>>,
+        adopted: Vec<RecoveredAttempt>,
     ) -> (DriverHandle, tokio::task::JoinHandle<()>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         recover(&mut core, recovered, parts.clock.now_ms());
-        let driver = Driver {
+        let mut driver = Driver {
             core,
             parts,
             events_tx,
@@ -191,7 +196,9 @@ impl Driver {
             spans: BTreeMap::new(),
             terminal_reports: BTreeMap::new(),
             shutdown: None,
+            preserving: false,
         };
+        driver.adopt(adopted);
         let task = tokio::spawn(driver.run(commands_rx, events_rx));
         (
             DriverHandle {
@@ -199,6 +206,36 @@ impl Driver {
             },
             task,
         )
+    }
+
+    /// Takes back attempts whose containers survived the last run. One the core refuses (its
+    /// ports are taken) has its container removed and is reported lost.
+    fn adopt(&mut self, adopted: Vec<RecoveredAttempt>) {
+        for record in adopted {
+            let key = AttemptKey {
+                task_id: record.spec.task_id.clone(),
+                attempt_id: record.spec.attempt_id,
+            };
+            let now = self.now_ms();
+            let runtime = self.parts.runtime.clone();
+            if self.core.adopt(now, record.clone()) {
+                info!(attempt = %key, "adopted a running container");
+                let sink = self.sink(&key);
+                let events = self.events_tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.resume(&key, sink).await {
+                        let _ = events.send(Event::RuntimeLost {
+                            attempt: key,
+                            error: e.message,
+                        });
+                    }
+                });
+            } else {
+                warn!(attempt = %key, "could not adopt; removing its container");
+                self.core.recover(now, record);
+                tokio::spawn(async move { runtime.remove(&key).await });
+            }
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -251,7 +288,8 @@ impl Driver {
         let Some((deadline, _)) = &self.shutdown else {
             return false;
         };
-        let settled = self.core.live_attempts().is_empty() && self.core.outbox_len() == 0;
+        let live_settled = self.preserving || self.core.live_attempts().is_empty();
+        let settled = live_settled && self.core.outbox_len() == 0;
         if !settled && Instant::now() < *deadline {
             return false;
         }
@@ -304,9 +342,18 @@ impl Driver {
                     running_tasks: self.core.running_tasks(),
                 });
             }
-            Command::Shutdown { grace, reply } => {
-                let killed = self.core.kill_all(now, "Worker shutting down");
-                info!(killed, "shutting down");
+            Command::Shutdown {
+                grace,
+                kill_tasks,
+                reply,
+            } => {
+                if kill_tasks {
+                    let killed = self.core.kill_all(now, "Worker shutting down");
+                    info!(killed, "shutting down");
+                } else {
+                    self.preserving = true;
+                    info!("shutting down, leaving containers running for the next run");
+                }
                 self.shutdown = Some((Instant::now() + grace, reply));
             }
         }

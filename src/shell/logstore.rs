@@ -48,6 +48,7 @@ pub struct AttemptLog {
     bytes_ingested: u64,
     ingested: prometheus_client::metrics::counter::Counter,
     disk_error: Option<String>,
+    last_timestamp_ms: Option<i64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,10 +118,15 @@ impl LogStore {
 }
 
 impl AttemptLog {
-    /// The file is opened on the first line, so an attempt that prints nothing costs no file.
+    /// The file is opened on the first line, so an attempt that prints nothing costs no file. A
+    /// log left on disk by an earlier run of the worker (an adopted attempt) is continued: line
+    /// numbers carry on after its last line.
     fn create(config: &LogStoreConfig, path: PathBuf) -> AttemptLog {
+        let last = last_record(&path).or_else(|| last_record(&rotated(&path)));
+        let next = last.as_ref().map_or(0, |l| l.line_number + 1);
         AttemptLog {
-            memory: TaskLogs::new(config.memory),
+            last_timestamp_ms: last.map(|l| l.timestamp_ms),
+            memory: TaskLogs::starting_at(config.memory, next),
             path,
             writer: None,
             opened: false,
@@ -146,7 +152,12 @@ impl AttemptLog {
         Ok(())
     }
 
+    pub fn last_timestamp_ms(&self) -> Option<i64> {
+        self.last_timestamp_ms
+    }
+
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
+        self.last_timestamp_ms = Some(timestamp_ms);
         self.bytes_ingested += data.len() as u64;
         self.ingested.inc_by(data.len() as u64);
         let line_number = self.memory.push(timestamp_ms, source, data.to_string());
@@ -224,6 +235,19 @@ impl AttemptLog {
             LineStart::Beginning => false,
         }
     }
+}
+
+/// The last complete record of a log file, read from its tail.
+fn last_record(path: &Path) -> Option<LogLine> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let tail_len = len.min(2 * LINE_BYTES_MAX as u64 + 1024);
+    file.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines().rev().find_map(decode)
 }
 
 fn rotated(path: &Path) -> PathBuf {

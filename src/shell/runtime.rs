@@ -66,6 +66,14 @@ impl AttemptSink {
         }
     }
 
+    /// The timestamp of the newest line already in the log (on disk from before a restart).
+    pub fn last_timestamp_ms(&self) -> Option<i64> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_timestamp_ms()
+    }
+
     pub fn log(&self, source: LogSource, data: &str) {
         self.log
             .lock()
@@ -161,4 +169,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops sampling and frees runtime-side state of a finished attempt.
     async fn release(&self, attempt: &AttemptKey);
+
+    /// Takes back an attempt whose container outlived the worker: logs, exit and stats resume
+    /// through `sink`. Runtimes whose tasks die with the worker cannot.
+    async fn resume(&self, attempt: &AttemptKey, _sink: AttemptSink) -> Result<(), RuntimeError> {
+        Err(RuntimeError::new(format!(
+            "{attempt}: this runtime cannot adopt"
+        )))
+    }
 }

@@ -1,6 +1,7 @@
 //! `serve`: wires the core, driver, runtime, log store, journal, controller client and gRPC
 //! service together, and runs until SIGTERM or Ctrl-C, then shuts down gracefully.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
-use crate::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
+use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
 use crate::proto;
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
@@ -56,6 +57,8 @@ pub struct ServeOptions {
     pub flavour: RuntimeFlavour,
     /// The docker image of tasks that name none.
     pub default_image: String,
+    /// Stop without killing containers, so the next run adopts them (docker only).
+    pub preserve_containers_on_stop: bool,
 }
 
 pub fn hostname() -> String {
@@ -99,38 +102,53 @@ async fn shutdown_signal() {
     }
 }
 
-async fn make_runtime(opts: &ServeOptions, worker_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+/// The runtime, and the attempts whose containers survived the last run and are adopted.
+async fn make_runtime(
+    opts: &ServeOptions,
+    worker_id: &str,
+    live: &BTreeSet<AttemptKey>,
+) -> anyhow::Result<(Arc<dyn Runtime>, BTreeSet<AttemptKey>)> {
     match opts.flavour {
-        RuntimeFlavour::Process => Ok(Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-            cache_dir: opts.cache_dir.clone(),
-            shim: shim_path(),
-            stats_interval: opts.stats_interval,
-        }))),
+        RuntimeFlavour::Process => {
+            let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
+                cache_dir: opts.cache_dir.clone(),
+                shim: shim_path(),
+                stats_interval: opts.stats_interval,
+            });
+            Ok((Arc::new(runtime), BTreeSet::new()))
+        }
         RuntimeFlavour::Docker => {
             let docker = DockerRuntime::connect(DockerRuntimeConfig {
                 cache_dir: opts.cache_dir.clone(),
                 default_image: opts.default_image.clone(),
                 worker_id: worker_id.to_string(),
             })?;
-            // No adoption yet: a container left by an earlier run of this worker is removed,
-            // and its attempt, found in the journal, is reported WORKER_FAILED.
+            let keep = |key: &AttemptKey| live.contains(key);
             // An engine that does not answer must not keep the worker from serving: tasks
             // then fail on their own deadlines while health checks and kills still work.
-            match tokio::time::timeout(ENGINE_STARTUP_TIMEOUT, docker.remove_own_containers()).await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => {
-                    tracing::warn!(
-                        removed,
-                        "removed containers left by an earlier run of this worker"
-                    )
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot list this worker's containers"),
-                Err(_) => tracing::error!(
-                    "the docker engine did not answer within {ENGINE_STARTUP_TIMEOUT:?}"
-                ),
-            }
-            Ok(Arc::new(docker))
+            let adopted =
+                match tokio::time::timeout(ENGINE_STARTUP_TIMEOUT, docker.survey(&keep)).await {
+                    Ok(Ok((running, removed))) => {
+                        if removed > 0 {
+                            tracing::warn!(
+                                removed,
+                                "removed containers of this worker that could not be adopted"
+                            );
+                        }
+                        running.into_iter().collect()
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot list this worker's containers");
+                        BTreeSet::new()
+                    }
+                    Err(_) => {
+                        tracing::error!(
+                            "the docker engine did not answer within {ENGINE_STARTUP_TIMEOUT:?}"
+                        );
+                        BTreeSet::new()
+                    }
+                };
+            Ok((Arc::new(docker), adopted))
         }
     }
 }
@@ -206,7 +224,27 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         disk_bytes_max: opts.log_disk_bytes_max,
         ingested: metrics.log_bytes.clone(),
     });
-    let runtime = make_runtime(&opts, &worker_id).await?;
+    let (journal, recovered) = Journal::open(&opts.cache_dir, opts.controller_address.is_some())
+        .context("opening the journal")?;
+    let live: BTreeSet<AttemptKey> = recovered
+        .iter()
+        .flatten()
+        .filter(|r| r.outcome.is_none())
+        .map(|r| AttemptKey {
+            task_id: r.spec.task_id.clone(),
+            attempt_id: r.spec.attempt_id,
+        })
+        .collect();
+    let (runtime, adoptable) = make_runtime(&opts, &worker_id, &live).await?;
+    let (adopted, recovered): (Vec<_>, Vec<_>) = recovered.into_iter().partition(|r| {
+        r.as_ref().is_ok_and(|r| {
+            adoptable.contains(&AttemptKey {
+                task_id: r.spec.task_id.clone(),
+                attempt_id: r.spec.attempt_id,
+            })
+        })
+    });
+    let adopted = adopted.into_iter().flatten().collect();
     let controller = match &opts.controller_address {
         Some(addr) => Some(
             ControllerClient::new(
@@ -220,8 +258,6 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let (journal, recovered) = Journal::open(&opts.cache_dir, opts.controller_address.is_some())
-        .context("opening the journal")?;
     let parts = DriverParts {
         runtime,
         logs: logs.clone(),
@@ -231,7 +267,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         deadlines: CallDeadlines::default(),
         metrics: metrics.clone(),
     };
-    let (driver, driver_task) = Driver::spawn(core, parts, recovered);
+    let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
     let service = proto::worker_service_server::WorkerServiceServer::new(WorkerService::new(
         driver.clone(),
         logs.clone(),
@@ -263,7 +299,14 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .context("gRPC server")?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
-    let _ = driver.ask(|reply| Command::Shutdown { grace, reply }).await;
+    let kill_tasks = !opts.preserve_containers_on_stop;
+    let _ = driver
+        .ask(|reply| Command::Shutdown {
+            grace,
+            kill_tasks,
+            reply,
+        })
+        .await;
     let _ = driver_task.await;
     info!("stopped");
     Ok(())
