@@ -15,7 +15,13 @@ impl LineSplitter {
         let mut lines: Vec<&[u8]> = Vec::new();
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', &self.pending) {
-            lines.extend(self.pending[start..end].chunks(LINE_BYTES_MAX));
+            let line = &self.pending[start..end];
+            if line.is_empty() {
+                // `chunks` yields nothing for an empty slice; a blank line is still a line.
+                lines.push(line);
+            } else {
+                lines.extend(line.chunks(LINE_BYTES_MAX));
+            }
             start = end + 1;
         }
         while self.pending.len() - start >= LINE_BYTES_MAX {
