@@ -345,3 +345,68 @@ async fn status_of_finished(
 ) -> proto::TaskStatus {
     wait_for(c, task_id, LIMIT, finished).await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundle_builds_an_image_once_then_reuses_it() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("build", &[]);
+    let mut c = worker.client().await;
+    let dir = worker.cache_dir.clone();
+    let zip_path = dir.join("bundle.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        zip.start_file("main.sh", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"echo ran-from-bundle; cat /etc/hostname >/dev/null\n")
+            .unwrap();
+        zip.start_file("pyproject.toml", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(format!("[project]\nname = \"t{}\"\n", std::process::id()).as_bytes())
+            .unwrap();
+        zip.finish().unwrap();
+    }
+    let request = |attempt: i32| {
+        let mut req = command_request("Build Job!/task-0", &["sh", "/workdir/main.sh"]);
+        req.job_id = "Build Job!".into();
+        req.attempt_id = attempt;
+        req.bundle_gcs_path = format!("file://{}", zip_path.display());
+        req.environment = Some(proto::EnvironmentConfig {
+            source: Some(proto::environment_config::Source::Workspace(".".into())),
+            docker_image: IMAGE.into(),
+            ..Default::default()
+        });
+        req
+    };
+    c.run_task(request(0)).await.unwrap();
+    let first = wait_for(&mut c, "Build Job!/task-0", LIMIT, finished).await;
+    let entries = logs(&mut c, "Build Job!/task-0").await;
+    assert_eq!(first.state, TaskState::Succeeded as i32, "{entries:?}");
+    let built = first.build_metrics.clone().unwrap();
+    assert!(!built.from_cache);
+    assert!(
+        built.image_tag.starts_with("iris-build-job:"),
+        "{}",
+        built.image_tag
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.source == "build" && e.data.contains("building image"))
+    );
+    assert_eq!(stdout_of(&entries), vec!["ran-from-bundle"]);
+
+    c.run_task(request(1)).await.unwrap();
+    let second = wait_for(&mut c, "Build Job!/task-0", LIMIT, |s| {
+        s.current_attempt_id == 1 && finished(s)
+    })
+    .await;
+    assert_eq!(second.state, TaskState::Succeeded as i32);
+    let reused = second.build_metrics.unwrap();
+    assert!(reused.from_cache, "second attempt reuses the image");
+    assert_eq!(reused.image_tag, built.image_tag);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &built.image_tag])
+        .output();
+}

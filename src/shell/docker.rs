@@ -6,8 +6,9 @@
 //!
 //! After a restart, `survey` finds this worker's containers: running ones whose attempt the
 //! journal knows are adopted (`resume`: logs, wait and stats pick up where they were), the rest
-//! are removed. Not built yet: image builds from a bundle (the base image runs the task with the
-//! bundle in its workdir).
+//! are removed. A task with a bundle and `environment.workspace` gets an image built on its base
+//! image with the bundle's dependency files installed, tagged by the job and a hash of those
+//! files, and reused while they do not change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,9 +20,9 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, ContainerStatsResponse, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use tokio::task::AbortHandle;
 use tokio_stream::StreamExt;
@@ -294,6 +295,55 @@ impl DockerRuntime {
         let _ = self.docker.remove_container(name, Some(options)).await;
     }
 
+    /// Builds (or reuses) the image of a bundle: the base image plus the bundle's dependency
+    /// files, installed. The tag names the job and hashes the base and those files.
+    async fn build_from_bundle(
+        &self,
+        spec: &BuildSpec,
+        base: &str,
+        sink: AttemptSink,
+    ) -> Result<BuiltImage, RuntimeError> {
+        let dir = self.config.cache_dir.join(&spec.workdir);
+        let deps = tokio::task::spawn_blocking(move || dependency_files(&dir))
+            .await
+            .map_err(|e| RuntimeError::new(e.to_string()))?;
+        let tag = image_tag(&spec.job_id, base, &deps);
+        if self.docker.inspect_image(&tag).await.is_ok() {
+            sink.log(LogSource::Build, &format!("reusing image {tag}"));
+            return Ok(BuiltImage {
+                image: Some(tag),
+                from_cache: true,
+            });
+        }
+        sink.log(LogSource::Build, &format!("building image {tag} on {base}"));
+        let context = build_context(base, &deps).map_err(RuntimeError::from)?;
+        let options = BuildImageOptionsBuilder::default()
+            .t(&tag)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut splitter = LineSplitter::default();
+        let mut emit = |lines: &[&[u8]]| sink.log_lines(LogSource::Build, lines);
+        while let Some(item) = stream.next().await {
+            let info =
+                item.map_err(|e| RuntimeError::new(format!("image build: {}", message(&e))))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::new(format!("image build: {detail}")));
+            }
+            if let Some(text) = info.stream {
+                splitter.feed(text.as_bytes(), &mut emit);
+            }
+        }
+        splitter.finish(&mut emit);
+        Ok(BuiltImage {
+            image: Some(tag),
+            from_cache: false,
+        })
+    }
+
     /// Logs, stats and the exit of a running container, each followed by its own task.
     fn monitor(
         &self,
@@ -327,6 +377,75 @@ impl DockerRuntime {
         })
         .abort_handle()
     }
+}
+
+/// Files of a bundle that decide its image; the rest of the bundle is mounted, not baked in.
+pub const DEPENDENCY_FILES: [&str; 3] = ["requirements.txt", "pyproject.toml", "uv.lock"];
+
+fn dependency_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    DEPENDENCY_FILES
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::fs::read(dir.join(name)).ok()?)))
+        .collect()
+}
+
+/// `iris-<job>:<hash>`: a valid tag whatever characters the job id has.
+pub fn image_tag(job_id: &str, base: &str, deps: &[(String, Vec<u8>)]) -> String {
+    let mut repo: String = job_id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    repo = repo
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for b in bytes.iter().chain(b"\0") {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    mix(base.as_bytes());
+    for (name, content) in deps {
+        mix(name.as_bytes());
+        mix(content);
+    }
+    format!(
+        "iris-{}:{hash:016x}",
+        if repo.is_empty() { "job" } else { &repo }
+    )
+}
+
+/// The build context: a generated Dockerfile and the dependency files, as a tar.
+fn build_context(base: &str, deps: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+    let mut dockerfile = format!("FROM {base}\nWORKDIR /app\n");
+    for (name, _) in deps {
+        dockerfile.push_str(&format!("COPY {name} /app/{name}\n"));
+    }
+    if deps.iter().any(|(n, _)| n == "requirements.txt") {
+        dockerfile.push_str("RUN python -m pip install --no-cache-dir -r /app/requirements.txt\n");
+    }
+    dockerfile.push_str("LABEL iris.managed_image=true\n");
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, name, data)
+    };
+    add("Dockerfile", dockerfile.as_bytes())?;
+    for (name, content) in deps {
+        add(name, content)?;
+    }
+    archive.into_inner()
 }
 
 async fn remove_matching(
@@ -474,8 +593,7 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(|e| RuntimeError::new(format!("image {image}: {}", message(&e))))?;
         if spec.workspace.is_some() && spec.has_bundle {
-            let line = "image builds from a bundle are not built yet: the base image runs the task";
-            sink.log(LogSource::Build, line);
+            return self.build_from_bundle(spec, &image, sink).await;
         }
         sink.log(LogSource::Build, &format!("using image {image}"));
         Ok(BuiltImage {
@@ -570,6 +688,32 @@ mod tests {
         assert_ne!(a, container_name("w1", &key("job_task-0", 0)));
         assert_ne!(a, container_name("w2", &key("job/task-0", 0)));
         assert_ne!(a, container_name("w1", &key("job/task-0", 1)));
+    }
+
+    #[test]
+    fn image_tags_are_valid_for_any_job_id() {
+        let valid = |tag: &str| {
+            let (repo, hash) = tag.split_once(':').unwrap();
+            repo.starts_with("iris-")
+                && repo
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
+                && hash.len() == 16
+        };
+        for job in ["Job A/b", "../x", "ü-job", "---", "a".repeat(300).as_str()] {
+            let tag = image_tag(job, "python:3.12", &[]);
+            assert!(valid(&tag), "{job}: {tag}");
+        }
+        let deps = |v: &[u8]| vec![("requirements.txt".to_string(), v.to_vec())];
+        assert_eq!(
+            image_tag("j", "b", &deps(b"x")),
+            image_tag("j", "b", &deps(b"x"))
+        );
+        assert_ne!(
+            image_tag("j", "b", &deps(b"x")),
+            image_tag("j", "b", &deps(b"y"))
+        );
+        assert_ne!(image_tag("j", "b", &[]), image_tag("j", "c", &[]));
     }
 
     #[test]
