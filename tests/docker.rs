@@ -410,3 +410,78 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
         .args(["rmi", "-f", &built.image_tag])
         .output();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_taken_before_the_start_is_retried_with_a_fresh_one() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("ports", &["--port-range", "45100-45109"]);
+    let mut c = worker.client().await;
+    // A bundle that arrives only when the test says so holds the task between port allocation
+    // and container start; meanwhile someone else takes its port.
+    let fifo = worker.cache_dir.join("late-bundle.zip");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path we own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let mut req = command_request("ports/task-0", &["sh", "-c", "echo port=$IRIS_PORT_HTTP"]);
+    req.ports = vec!["http".into()];
+    req.bundle_gcs_path = format!("file://{}", fifo.display());
+    c.run_task(req).await.unwrap();
+    let building = wait_for(&mut c, "ports/task-0", LIMIT, is_state(TaskState::Building)).await;
+    let taken = building.ports["http"];
+    let _squatter = std::net::TcpListener::bind(("0.0.0.0", taken as u16)).unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("readme.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"late").unwrap();
+    std::fs::write(&fifo, zip.finish().unwrap().into_inner()).unwrap();
+    let done = wait_for(&mut c, "ports/task-0", LIMIT, finished).await;
+    let entries = logs(&mut c, "ports/task-0").await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{entries:?}");
+    let fresh = done.ports["http"];
+    assert_ne!(fresh, taken);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.source == "error" && e.data.contains("Port conflict")),
+        "{entries:?}"
+    );
+    assert_eq!(stdout_of(&entries), vec![format!("port={fresh}")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_during_building_creates_no_container() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("killbuild", &[]);
+    let mut c = worker.client().await;
+    let fifo = worker.cache_dir.join("never.zip");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path we own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let mut req = command_request("kb/task-0", &["true"]);
+    req.bundle_gcs_path = format!("file://{}", fifo.display());
+    req.environment = Some(proto::EnvironmentConfig {
+        source: Some(proto::environment_config::Source::Workspace(".".into())),
+        ..Default::default()
+    });
+    c.run_task(req).await.unwrap();
+    wait_for(&mut c, "kb/task-0", LIMIT, is_state(TaskState::Building)).await;
+    c.kill_task(KillTaskRequest {
+        task_id: "kb/task-0".into(),
+        term_timeout_ms: 0,
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "kb/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Killed as i32);
+    std::fs::write(&fifo, b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(leftovers(&format!("dockertest-killbuild-{}", std::process::id())).is_empty());
+    assert_eq!(
+        status(&mut c, "kb/task-0").await.state,
+        TaskState::Killed as i32
+    );
+}

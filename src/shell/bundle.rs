@@ -46,11 +46,23 @@ pub fn local_path(bundle_path: &str) -> Result<PathBuf, BundleError> {
 /// Extracts the zip at `bundle_path` into `dest`.
 pub fn fetch_and_extract(bundle_path: &str, dest: &Path) -> Result<(), BundleError> {
     let path = local_path(bundle_path)?;
-    let file = File::open(&path).map_err(|source| BundleError::Open {
+    let open_error = |source| BundleError::Open {
         path: path.display().to_string(),
         source,
-    })?;
-    extract(file, dest)
+    };
+    let mut file = File::open(&path).map_err(open_error)?;
+    if file.metadata().is_ok_and(|m| m.is_file()) {
+        return extract(file, dest);
+    }
+    // A pipe or device cannot seek: read it whole, within the size cap.
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(TOTAL_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > TOTAL_BYTES_MAX {
+        return Err(BundleError::TooLarge);
+    }
+    extract(io::Cursor::new(bytes), dest)
 }
 
 const S_IFMT: u32 = 0o170_000;

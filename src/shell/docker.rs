@@ -77,6 +77,16 @@ pub fn container_name(worker_id: &str, attempt: &AttemptKey) -> String {
     format!("iris-{readable}-{hash:08x}-a{}", attempt.attempt_id)
 }
 
+/// An engine error as the runtime reports it: an answer from the engine is about the task; no
+/// answer at all (connection refused, timed out) is about the machine.
+fn engine_error(context: &str, e: &DockerError) -> RuntimeError {
+    let text = format!("{context}: {}", message(e));
+    match e {
+        DockerError::DockerResponseServerError { .. } => RuntimeError::new(text),
+        _ => RuntimeError::infrastructure(text),
+    }
+}
+
 fn message(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
@@ -284,9 +294,9 @@ impl DockerRuntime {
                     .create_container(Some(options), body)
                     .await
                     .map(|_| ())
-                    .map_err(|e| RuntimeError::new(message(&e)))
+                    .map_err(|e| engine_error("create", &e))
             }
-            Err(e) => Err(RuntimeError::new(message(&e))),
+            Err(e) => Err(engine_error("create", &e)),
         }
     }
 
@@ -591,7 +601,7 @@ impl Runtime for DockerRuntime {
         self.docker
             .inspect_image(&image)
             .await
-            .map_err(|e| RuntimeError::new(format!("image {image}: {}", message(&e))))?;
+            .map_err(|e| engine_error(&format!("image {image}"), &e))?;
         if spec.workspace.is_some() && spec.has_bundle {
             return self.build_from_bundle(spec, &image, sink).await;
         }
@@ -606,11 +616,10 @@ impl Runtime for DockerRuntime {
         let name = self.name(&spec.attempt);
         self.create(&name, self.container_body(spec)).await?;
         if let Err(e) = self.docker.start_container(&name, None).await {
-            let text = message(&e);
             self.force_remove(&name).await;
             return Err(RuntimeError {
-                port_conflict: is_port_conflict(&text),
-                message: text,
+                port_conflict: is_port_conflict(&message(&e)),
+                ..engine_error("start", &e)
             });
         }
         sink.started();

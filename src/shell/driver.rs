@@ -583,6 +583,9 @@ impl Driver {
                 metrics.runtime_call("start", started, matches!(outcome, Ok(Ok(()))));
                 match outcome {
                     Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.infrastructure && !e.port_conflict => {
+                        let _ = events.send(lost(attempt, e));
+                    }
                     Ok(Err(e)) => {
                         let _ = events.send(Event::StartFailed {
                             attempt,
@@ -664,12 +667,18 @@ impl Driver {
     }
 }
 
+/// A runtime call that hit its deadline is the machine's fault: the attempt is lost.
 fn timed_out_event(attempt: AttemptKey, what: &str, limit: Duration) -> Event {
-    let error = format!("{what} timed out after {limit:?}");
-    match what {
-        "prepare_workdir" => Event::WorkdirFailed { attempt, error },
-        "fetch_bundle" => Event::BundleFailed { attempt, error },
-        _ => Event::BuildFailed { attempt, error },
+    Event::RuntimeLost {
+        attempt,
+        error: format!("{what} timed out after {limit:?}"),
+    }
+}
+
+fn lost(attempt: AttemptKey, e: RuntimeError) -> Event {
+    Event::RuntimeLost {
+        attempt,
+        error: e.message,
     }
 }
 

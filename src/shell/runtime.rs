@@ -16,6 +16,9 @@ pub struct RuntimeError {
     pub message: String,
     /// The start failed because a host port was taken; the core retries with fresh ports.
     pub port_conflict: bool,
+    /// The fault is the machine's (engine unreachable, a call timed out), not the task's: the
+    /// attempt ends WORKER_FAILED rather than FAILED.
+    pub infrastructure: bool,
 }
 
 impl RuntimeError {
@@ -23,6 +26,14 @@ impl RuntimeError {
         RuntimeError {
             message: message.into(),
             port_conflict: false,
+            infrastructure: false,
+        }
+    }
+
+    pub fn infrastructure(message: impl Into<String>) -> RuntimeError {
+        RuntimeError {
+            infrastructure: true,
+            ..RuntimeError::new(message)
         }
     }
 }

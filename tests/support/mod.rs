@@ -44,7 +44,11 @@ impl WorkerProcess {
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0", "--cache-dir"])
             .arg(cache_dir)
-            .args(["--port-range", "42000-42999", "--stats-interval-ms", "200"])
+            .args(if extra.contains(&"--port-range") {
+                &["--stats-interval-ms", "200"][..]
+            } else {
+                &["--port-range", "42000-42999", "--stats-interval-ms", "200"][..]
+            })
             .args(["--dashboard-port", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
