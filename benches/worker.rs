@@ -50,7 +50,7 @@ fn start_worker_with(extra: &[&str]) -> Worker {
             "--port",
             "0",
             "--port-range",
-            "43000-43999",
+            "24000-24999",
             "--cache-dir",
         ])
         .arg(&dir)

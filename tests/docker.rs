@@ -416,7 +416,7 @@ async fn a_port_taken_before_the_start_is_retried_with_a_fresh_one() {
     if !engine() {
         return;
     }
-    let worker = docker_worker("ports", &["--port-range", "45100-45109"]);
+    let worker = docker_worker("ports", &["--port-range", "31100-31109"]);
     let mut c = worker.client().await;
     // A bundle that arrives only when the test says so holds the task between port allocation
     // and container start; meanwhile someone else takes its port.

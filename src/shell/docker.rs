@@ -36,6 +36,8 @@ use crate::shell::workdir;
 
 /// Processes a container may run.
 pub const PIDS_MAX: i64 = 4096;
+/// How long to wait for a late OOM flag before reporting a SIGKILL.
+const OOM_RECHECK: Duration = Duration::from_millis(500);
 /// How long the log stream may drain after the container exits.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -551,12 +553,22 @@ async fn watch_exit(
         None => return sink.lost("the engine closed the wait stream".to_string()),
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, logs).await;
-    let state = docker
-        .inspect_container(&name, None)
-        .await
-        .ok()
-        .and_then(|c| c.state);
-    let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    let inspect = || async {
+        docker
+            .inspect_container(&name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+    };
+    let mut state = inspect().await;
+    let mut oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    // The engine may record the OOM event a moment after the exit (seen with cgroup v2): a
+    // SIGKILLed container gets a second look before it is called a plain SIGKILL.
+    if code == 137 && !oom_killed {
+        tokio::time::sleep(OOM_RECHECK).await;
+        state = inspect().await.or(state);
+        oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    }
     let code = state.and_then(|s| s.exit_code).unwrap_or(code);
     let code = i32::try_from(code).unwrap_or(-1);
     // The engine reports death by signal N as 128 + N.

@@ -41,13 +41,19 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(cache_dir: &Path, extra: &[&str]) -> WorkerProcess {
+        // Each worker of a test binary gets its own port range, below the ephemeral ports, so
+        // parallel tests never hand out the same port.
+        static NEXT_RANGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT_RANGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
+        let range = format!("{}-{}", 20_000 + n * 50, 20_000 + n * 50 + 49);
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0", "--cache-dir"])
             .arg(cache_dir)
+            .args(["--stats-interval-ms", "200"])
             .args(if extra.contains(&"--port-range") {
-                &["--stats-interval-ms", "200"][..]
+                vec![]
             } else {
-                &["--port-range", "42000-42999", "--stats-interval-ms", "200"][..]
+                vec!["--port-range", range.as_str()]
             })
             .args(["--dashboard-port", "0"])
             .args(extra)
