@@ -148,22 +148,8 @@ async fn pump(mut reader: impl AsyncRead + Unpin, source: LogSource, sink: Attem
 
 #[tonic::async_trait]
 impl Runtime for ProcessRuntime {
-    async fn prepare_workdir(
-        &self,
-        _attempt: &AttemptKey,
-        workdir: &str,
-        files: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), RuntimeError> {
-        workdir::prepare(&self.config.cache_dir, workdir, files).await
-    }
-
-    async fn fetch_bundle(
-        &self,
-        _attempt: &AttemptKey,
-        bundle_path: &str,
-        workdir: &str,
-    ) -> Result<(), RuntimeError> {
-        workdir::fetch_bundle(&self.config.cache_dir, bundle_path, workdir).await
+    fn cache_dir(&self) -> &std::path::Path {
+        &self.config.cache_dir
     }
 
     async fn build_image(

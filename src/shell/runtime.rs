@@ -147,20 +147,28 @@ impl AttemptSink {
 /// and never awaits one itself.
 #[tonic::async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Creates the attempt's workdir (relative to the cache dir) and writes `files` into it.
+    /// Where workdirs live; `workdir` arguments are relative to it.
+    fn cache_dir(&self) -> &std::path::Path;
+
+    /// Creates the attempt's workdir and writes `files` into it.
     async fn prepare_workdir(
         &self,
-        attempt: &AttemptKey,
+        _attempt: &AttemptKey,
         workdir: &str,
         files: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), RuntimeError>;
+    ) -> Result<(), RuntimeError> {
+        crate::shell::workdir::prepare(self.cache_dir(), workdir, files).await
+    }
 
+    /// Fetches the bundle and extracts it into the workdir.
     async fn fetch_bundle(
         &self,
-        attempt: &AttemptKey,
+        _attempt: &AttemptKey,
         bundle_path: &str,
         workdir: &str,
-    ) -> Result<(), RuntimeError>;
+    ) -> Result<(), RuntimeError> {
+        crate::shell::workdir::fetch_bundle(self.cache_dir(), bundle_path, workdir).await
+    }
 
     async fn build_image(
         &self,
