@@ -421,9 +421,7 @@ async fn a_port_taken_before_the_start_is_retried_with_a_fresh_one() {
     // A bundle that arrives only when the test says so holds the task between port allocation
     // and container start; meanwhile someone else takes its port.
     let fifo = worker.cache_dir.join("late-bundle.zip");
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: creating a FIFO at a path we own.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    make_fifo(&fifo);
     let mut req = command_request("ports/task-0", &["sh", "-c", "echo port=$IRIS_PORT_HTTP"]);
     req.ports = vec!["http".into()];
     req.bundle_gcs_path = format!("file://{}", fifo.display());
@@ -458,9 +456,7 @@ async fn kill_during_building_creates_no_container() {
     let worker = docker_worker("killbuild", &[]);
     let mut c = worker.client().await;
     let fifo = worker.cache_dir.join("never.zip");
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: creating a FIFO at a path we own.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    make_fifo(&fifo);
     let mut req = command_request("kb/task-0", &["true"]);
     req.bundle_gcs_path = format!("file://{}", fifo.display());
     req.environment = Some(proto::EnvironmentConfig {

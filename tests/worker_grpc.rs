@@ -253,9 +253,7 @@ async fn kill_during_building_never_starts_the_process() {
     let mut c = worker.client().await;
     // A bundle that never arrives holds the task in BUILDING.
     let fifo = dir.join("slow-bundle.zip");
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: creating a FIFO at a path we own.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    make_fifo(&fifo);
     let marker = dir.join("started");
     let mut req = command_request("slow/task-0", &["touch", marker.to_str().unwrap()]);
     req.bundle_gcs_path = format!("file://{}", fifo.display());

@@ -388,3 +388,16 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A named pipe at `path`: a bundle read from it blocks until the test writes it, which holds a
+/// task in BUILDING for as long as the test wants.
+pub fn make_fifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path the test owns.
+    assert_eq!(
+        unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
