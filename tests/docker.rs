@@ -90,16 +90,15 @@ async fn env_and_ports_inside_the_container_and_exit_codes() {
     c.run_task(req).await.unwrap();
     let running = wait_for(&mut c, "dock/task-0", LIMIT, is_state(TaskState::Running)).await;
     let port = running.ports["http"];
-    // Reach the task through its host port binding.
+    // Reach the task through its host port binding. The engine's proxy accepts a connection
+    // even before `nc` listens (and then drops it), so send until the task has the message.
     let start = Instant::now();
-    loop {
-        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port as u16))
-            && conn.write_all(b"hello-through-the-port\n").is_ok()
-        {
-            break;
+    while !finished(&status(&mut c, "dock/task-0").await) {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port as u16)) {
+            let _ = conn.write_all(b"hello-through-the-port\n");
         }
         assert!(start.elapsed() < LIMIT, "port {port} never answered");
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let done = wait_for(&mut c, "dock/task-0", LIMIT, finished).await;
     assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
