@@ -61,7 +61,8 @@ pub struct Task {
     pub build_metrics: Option<BuildMetrics>,
 }
 
-fn ms(value: Option<u64>) -> i64 {
+/// A core timestamp as the wire's int64 milliseconds; unset is 0.
+pub fn ms(value: Option<u64>) -> i64 {
     value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use crate::core::task::ms;
 use crate::core::{
     AttemptKey, ExitStatus, RecoveredAttempt, RecoveredOutcome, Task, TaskId, TaskSpec, TaskState,
     is_task_finished,
@@ -34,10 +35,6 @@ pub struct Journal {
     appended_since_compaction: usize,
     /// Without a controller there is nothing to acknowledge: finished is settled.
     reports_expected: bool,
-}
-
-fn ms(value: Option<u64>) -> i64 {
-    value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 fn key_of(record: &AttemptRecord) -> Option<AttemptKey> {

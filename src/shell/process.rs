@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::core::{AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, Signal};
+use crate::core::{
+    AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
+};
 use crate::shell::lines::LineSplitter;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
@@ -99,31 +101,31 @@ impl ProcessRuntime {
     fn spawn_sampler(&self, pgid: i32, workdir: PathBuf, sink: AttemptSink) -> AbortHandle {
         let interval = self.config.stats_interval;
         tokio::spawn(async move {
-            let mut sampler = GroupSampler::new(pgid);
+            // The sampler and the last disk figure travel into each blocking sample and back.
+            let mut state = (GroupSampler::new(pgid), 0i64);
             // The first sample waits one interval: short tasks never pay for a /proc scan.
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            let mut disk_mb = 0;
             for round in 0u64.. {
                 ticker.tick().await;
                 let dir = workdir.clone();
-                let measure_disk = round % 5 == 0;
-                let Ok((mut usage, s)) = tokio::task::spawn_blocking(move || {
-                    let usage = sampler.sample();
-                    let disk = measure_disk.then(|| disk_usage_bytes(&dir, 100_000));
-                    ((usage, disk), sampler)
-                })
-                .await
-                .map(|((u, d), s)| {
-                    if let Some(bytes) = d {
-                        disk_mb = (bytes / (1024 * 1024)) as i64;
+                let sampled = tokio::task::spawn_blocking(move || {
+                    let (mut sampler, mut disk_mb) = state;
+                    // The workdir walk is the costly part: every fifth sample only.
+                    if round % 5 == 0 {
+                        disk_mb = (disk_usage_bytes(&dir, 100_000) / (1024 * 1024)) as i64;
                     }
-                    (u, s)
-                }) else {
+                    let usage = ResourceUsage {
+                        disk_mb,
+                        ..sampler.sample()
+                    };
+                    (usage, (sampler, disk_mb))
+                })
+                .await;
+                let Ok((usage, next)) = sampled else {
                     return;
                 };
-                sampler = s;
-                usage.disk_mb = disk_mb;
+                state = next;
                 sink.stats(usage);
             }
         })

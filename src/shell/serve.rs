@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
@@ -23,7 +23,7 @@ use crate::shell::journal::Journal;
 use crate::shell::logstore::{LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
-use crate::shell::runtime::Runtime;
+use crate::shell::runtime::{Runtime, wall_ms};
 use crate::shell::service::WorkerService;
 
 /// How long start-up waits for the engine before serving anyway.
@@ -70,12 +70,6 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn can_bind(port: u16) -> bool {
@@ -215,7 +209,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         live_attempts_max: opts.live_attempts_max,
         ..CoreConfig::default()
     };
-    let clock = Clock::new(epoch_ms());
+    let clock = Clock::new(u64::try_from(wall_ms()).unwrap_or(0));
     let core = WorkerCore::new(config, clock.now_ms(), Box::new(can_bind));
     let metrics = Arc::new(Metrics::new());
     let logs = LogStore::new(LogStoreConfig {
