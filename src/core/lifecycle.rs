@@ -671,7 +671,18 @@ impl WorkerCore {
     fn signal_and_arm_escalation(&mut self, key: &AttemptKey, term_ms: u64) {
         let deadline = self.now_ms + term_ms;
         self.attempt_mut(key).expect("exists").escalate_at = Some(deadline);
-        self.timers.set(deadline, Timer::Escalate(key.clone()));
+        #[cfg(feature = "planted")]
+        if self.planted(super::planted::PlantedBug::PortsReleasedAtKill) {
+            let ports: Vec<u16> = self.attempt(key).expect("exists").task.ports.values().copied().collect();
+            self.ports.release_ports(&ports);
+        }
+        #[cfg(feature = "planted")]
+        let escalate = !self.planted(super::planted::PlantedBug::KillWithoutEscalation);
+        #[cfg(not(feature = "planted"))]
+        let escalate = true;
+        if escalate {
+            self.timers.set(deadline, Timer::Escalate(key.clone()));
+        }
         self.effects.push_back(Effect::SignalContainer {
             attempt: key.clone(),
             signal: Signal::Term,

@@ -11,6 +11,8 @@ mod invariants;
 mod lifecycle;
 pub mod logs;
 pub mod outbox;
+#[cfg(feature = "planted")]
+pub mod planted;
 pub mod ports;
 pub mod spec;
 pub mod state;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ids::{IdError, JobId, TaskId};
+use super::ids::{AttemptKey, IdError, JobId, TaskId};
 use crate::proto;
 
 pub const PORT_COUNT_MAX: usize = 64;
@@ -78,6 +78,13 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    pub fn attempt_key(&self) -> AttemptKey {
+        AttemptKey {
+            task_id: self.task_id.clone(),
+            attempt_id: self.attempt_id,
+        }
+    }
+
     pub fn from_request(req: &proto::worker::RunTaskRequest) -> Result<TaskSpec, ValidationError> {
         let task_id = TaskId::new(req.task_id.clone()).map_err(id_error("task_id"))?;
         let job_id = JobId::new(req.job_id.clone()).map_err(id_error("job_id"))?;

@@ -40,6 +40,9 @@ pub struct CoreConfig {
     pub start_tries_max: u32,
     /// Attempts alive at once; a submission beyond it is refused, never queued without bound.
     pub live_attempts_max: usize,
+    /// A deliberately broken behaviour, for the simulator only.
+    #[cfg(feature = "planted")]
+    pub planted: Option<super::planted::PlantedBug>,
 }
 
 impl Default for CoreConfig {
@@ -56,6 +59,8 @@ impl Default for CoreConfig {
             retry_backoff_max_ms: 5_000,
             start_tries_max: 3,
             live_attempts_max: 1024,
+            #[cfg(feature = "planted")]
+            planted: None,
         }
     }
 }
@@ -376,6 +381,16 @@ impl WorkerCore {
     }
 
     fn on_report_failed(&mut self, report_id: u64) {
+        #[cfg(feature = "planted")]
+        if self.planted(super::planted::PlantedBug::ReportNotRetried) {
+            if let Some((next_id, report)) = self.outbox.ack(report_id) {
+                self.effects.push_back(Effect::ReportTaskState {
+                    report_id: next_id,
+                    report,
+                });
+            }
+            return;
+        }
         if let Some(failures) = self.outbox.fail(report_id) {
             let delay = self.retry_backoff(failures);
             self.timers
@@ -388,6 +403,11 @@ impl WorkerCore {
             self.effects
                 .push_back(Effect::ReportTaskState { report_id, report });
         }
+    }
+
+    #[cfg(feature = "planted")]
+    pub(crate) fn planted(&self, bug: super::planted::PlantedBug) -> bool {
+        self.config.planted == Some(bug)
     }
 
     // ---- queries --------------------------------------------------------------------------

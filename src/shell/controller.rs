@@ -31,6 +31,17 @@ pub fn endpoint_uri(address: &str) -> String {
     }
 }
 
+/// The controller endpoint with the worker's deadlines and HTTP/2 keepalive, not yet connected
+/// (the simulator connects it over its own network).
+pub fn endpoint(controller_address: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(endpoint_uri(controller_address))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
 impl ControllerClient {
     pub fn new(
         controller_address: &str,
@@ -39,19 +50,25 @@ impl ControllerClient {
         metadata: proto::WorkerMetadata,
         token: Option<&str>,
     ) -> Result<ControllerClient, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint_uri(controller_address))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        Ok(ControllerClient {
+        let channel = endpoint(controller_address)?.connect_lazy();
+        Ok(ControllerClient::with_channel(
+            channel, worker_id, address, metadata, token,
+        ))
+    }
+
+    pub fn with_channel(
+        channel: Channel,
+        worker_id: String,
+        address: String,
+        metadata: proto::WorkerMetadata,
+        token: Option<&str>,
+    ) -> ControllerClient {
+        ControllerClient {
             client: ControllerServiceClient::with_interceptor(channel, SendToken::new(token)),
             worker_id,
             address,
             metadata,
-        })
+        }
     }
 
     /// Registers (or heartbeats); returns `should_reset`. A refusal is an error.

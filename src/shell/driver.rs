@@ -250,16 +250,20 @@ impl Driver {
         self.execute_effects();
         loop {
             let wake = self.next_wake();
+            // Biased, in a fixed order: the simulator replays a seed exactly only if the
+            // driver picks among ready inputs deterministically. Events first, so outcomes
+            // already in hand are applied before new commands are judged against the state.
             tokio::select! {
-                command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
-                    None => break,
-                },
+                biased;
                 Some(event) = events.recv() => {
                     let now = self.now_ms();
                     self.on_event_side_effects(&event);
                     self.core.handle(now, event);
                 }
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
                 () = sleep_until(wake) => {
                     let now = self.now_ms();
                     self.core.handle_timeout(now);

@@ -1,3 +1,4 @@
+pub mod assemble;
 pub mod auth;
 pub mod bundle;
 pub mod controller;

@@ -12,19 +12,16 @@ use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerCore, WorkerIdentity};
+use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
+use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::proto;
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
 use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::docker::{DockerRuntime, DockerRuntimeConfig};
-use crate::shell::driver::{CallDeadlines, Clock, Command, Driver, DriverParts};
-use crate::shell::journal::Journal;
-use crate::shell::logstore::{LogStore, LogStoreConfig};
-use crate::shell::metrics::Metrics;
+use crate::shell::driver::{CallDeadlines, Clock, Command};
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
-use crate::shell::runtime::{Runtime, wall_ms};
-use crate::shell::service::WorkerService;
+use crate::shell::runtime::wall_ms;
 
 /// How long start-up waits for the engine before serving anyway.
 const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,8 +97,8 @@ async fn shutdown_signal() {
 async fn make_runtime(
     opts: &ServeOptions,
     worker_id: &str,
-    live: &BTreeSet<AttemptKey>,
-) -> anyhow::Result<(Arc<dyn Runtime>, BTreeSet<AttemptKey>)> {
+    live: BTreeSet<AttemptKey>,
+) -> anyhow::Result<RuntimeAndAdopted> {
     match opts.flavour {
         RuntimeFlavour::Process => {
             let runtime = ProcessRuntime::new(ProcessRuntimeConfig {
@@ -209,36 +206,6 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         live_attempts_max: opts.live_attempts_max,
         ..CoreConfig::default()
     };
-    let clock = Clock::new(u64::try_from(wall_ms()).unwrap_or(0));
-    let core = WorkerCore::new(config, clock.now_ms(), Box::new(can_bind));
-    let metrics = Arc::new(Metrics::new());
-    let logs = LogStore::new(LogStoreConfig {
-        root: opts.cache_dir.join("logs"),
-        memory: opts.log_memory,
-        disk_bytes_max: opts.log_disk_bytes_max,
-        ingested: metrics.log_bytes.clone(),
-    });
-    let (journal, recovered) = Journal::open(&opts.cache_dir, opts.controller_address.is_some())
-        .context("opening the journal")?;
-    let live: BTreeSet<AttemptKey> = recovered
-        .iter()
-        .flatten()
-        .filter(|r| r.outcome.is_none())
-        .map(|r| AttemptKey {
-            task_id: r.spec.task_id.clone(),
-            attempt_id: r.spec.attempt_id,
-        })
-        .collect();
-    let (runtime, adoptable) = make_runtime(&opts, &worker_id, &live).await?;
-    let (adopted, recovered): (Vec<_>, Vec<_>) = recovered.into_iter().partition(|r| {
-        r.as_ref().is_ok_and(|r| {
-            adoptable.contains(&AttemptKey {
-                task_id: r.spec.task_id.clone(),
-                attempt_id: r.spec.attempt_id,
-            })
-        })
-    });
-    let adopted = adopted.into_iter().flatten().collect();
     let controller = match &opts.controller_address {
         Some(addr) => Some(
             ControllerClient::new(
@@ -252,22 +219,25 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let parts = DriverParts {
-        runtime,
-        logs: logs.clone(),
-        journal: Some(journal),
+    let setup = WorkerSetup {
+        config,
+        cache_dir: opts.cache_dir.clone(),
+        log_memory: opts.log_memory,
+        log_disk_bytes_max: opts.log_disk_bytes_max,
+        clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
+        probe: Box::new(can_bind),
         controller,
-        clock,
         deadlines: CallDeadlines::default(),
-        metrics: metrics.clone(),
     };
-    let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
-    let service = proto::worker_service_server::WorkerServiceServer::new(WorkerService::new(
-        driver.clone(),
-        logs.clone(),
-        metrics.clone(),
-    ))
-    .max_decoding_message_size(REQUEST_BYTES_MAX);
+    let AssembledWorker {
+        driver,
+        driver_task,
+        service,
+        logs,
+        metrics,
+    } = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
+    let service = proto::worker_service_server::WorkerServiceServer::new(service)
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
     let service = InterceptedService::new(service, RequireToken::new(opts.auth_token.as_deref()));
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");

@@ -1,0 +1,519 @@
+//! The simulated controller: a ControllerService (registrations, reports) and a dispatcher that
+//! submits the plan's jobs as tasks, retries failed or lost attempts with attempt_id + 1, kills,
+//! duplicates and supersedes as planned, and audits the workers at the end. Its database (`Db`)
+//! outlives a controller crash; only in-flight calls die with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iris_worker::core::{TaskState, is_legal_transition, is_task_finished};
+use iris_worker::proto;
+use iris_worker::proto::controller_service_server::{ControllerService, ControllerServiceServer};
+use iris_worker::proto::worker_service_client::WorkerServiceClient;
+use iris_worker::proto::worker::{KillTaskRequest, ListTasksRequest, RunTaskRequest};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use crate::net;
+use crate::plan::{KillPlan, TaskPlan, worker_host};
+use crate::shared::{Shared, lock};
+
+pub const PORT: u16 = 9100;
+/// Attempts per task, the first included.
+const ATTEMPTS_MAX: usize = 3;
+/// A kill not answered by a terminal report is sent again after this long.
+const KILL_RESEND_MS: u64 = 10_000;
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+pub struct CtlAttempt {
+    pub worker: usize,
+    pub acked: bool,
+    next_send_ms: u64,
+    pub reports: Vec<TaskState>,
+    pub terminal: Option<TaskState>,
+}
+
+#[derive(Debug)]
+pub struct CtlTask {
+    pub job_id: String,
+    pub num_tasks: i32,
+    pub plan: TaskPlan,
+    pub attempts: BTreeMap<i32, CtlAttempt>,
+    first_ack_ms: Option<u64>,
+    kill_sent_ms: Option<u64>,
+    duplicated: bool,
+    superseded: bool,
+}
+
+impl CtlTask {
+    pub fn current(&self) -> (i32, &CtlAttempt) {
+        let (id, a) = self.attempts.last_key_value().expect("a task has an attempt");
+        (*id, a)
+    }
+
+    fn wants_retry(&self) -> bool {
+        let (_, current) = self.current();
+        matches!(
+            current.terminal,
+            Some(TaskState::Failed | TaskState::WorkerFailed)
+        ) && self.attempts.len() < ATTEMPTS_MAX
+            && self.kill_sent_ms.is_none()
+    }
+
+    pub fn done(&self) -> bool {
+        self.current().1.terminal.is_some() && !self.wants_retry()
+    }
+
+    fn dispatch(&mut self, attempt_id: i32, worker: usize) {
+        self.attempts.insert(
+            attempt_id,
+            CtlAttempt {
+                worker,
+                acked: false,
+                next_send_ms: 0,
+                reports: Vec::new(),
+                terminal: None,
+            },
+        );
+    }
+}
+
+/// A worker's answer to ListTasks: task id -> (attempt, state).
+pub type Listing = BTreeMap<String, (i32, TaskState)>;
+
+#[derive(Debug, Default)]
+pub struct Db {
+    pub tasks: BTreeMap<String, CtlTask>,
+    pub submitted: BTreeSet<String>,
+    /// Once set, the dispatcher lists every worker's tasks (the end-of-run agreement check).
+    pub audit_from_ms: Option<u64>,
+    pub audits: BTreeMap<usize, (u64, Listing)>,
+}
+
+impl Db {
+    pub fn all_done(&self) -> bool {
+        self.tasks.values().all(CtlTask::done)
+    }
+}
+
+enum Action {
+    Run {
+        task_id: String,
+        attempt_id: i32,
+        duplicate: bool,
+    },
+    Kill {
+        task_id: String,
+        term_timeout_ms: i64,
+    },
+    Audit {
+        worker: usize,
+    },
+}
+
+// ---- ControllerService ---------------------------------------------------------------------
+
+struct Service {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl ControllerService for Service {
+    async fn register_worker(
+        &self,
+        request: Request<proto::controller::RegisterWorkerRequest>,
+    ) -> Result<Response<proto::controller::RegisterWorkerResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.event(format!(
+            "ctl register {} running={:?}",
+            r.worker_id, r.running_task_ids
+        ));
+        Ok(Response::new(proto::controller::RegisterWorkerResponse {
+            accepted: true,
+            controller_address: String::new(),
+            should_reset: false,
+        }))
+    }
+
+    async fn report_task_state(
+        &self,
+        request: Request<proto::controller::ReportTaskStateRequest>,
+    ) -> Result<Response<proto::controller::ReportTaskStateResponse>, Status> {
+        on_report(&self.shared, &request.into_inner());
+        Ok(Response::new(
+            proto::controller::ReportTaskStateResponse::default(),
+        ))
+    }
+}
+
+/// Records a report and checks the per-attempt safety invariants against it.
+fn on_report(shared: &Shared, r: &proto::controller::ReportTaskStateRequest) {
+    let Some(state) = TaskState::from_proto(r.state) else {
+        shared.violation(format!("report with unknown state {}", r.state));
+        return;
+    };
+    let key = format!("{}#{}", r.task_id, r.attempt_id);
+    shared.event(format!(
+        "ctl report {} {key} {state} code={} error={:?}",
+        r.worker_id, r.exit_code, r.error
+    ));
+    let mut db = lock(&shared.db);
+    let Some(attempt) = db
+        .tasks
+        .get_mut(&r.task_id)
+        .and_then(|t| t.attempts.get_mut(&r.attempt_id))
+    else {
+        shared.violation(format!("report for {key}, which was never dispatched"));
+        return;
+    };
+    if r.worker_id != worker_host(attempt.worker) {
+        shared.violation(format!(
+            "{key} reported by {} but runs on {}",
+            r.worker_id,
+            worker_host(attempt.worker)
+        ));
+    }
+    if let Some(terminal) = attempt.terminal {
+        if terminal != state {
+            shared.violation(format!(
+                "{key}: terminal {terminal} contradicted by {state}"
+            ));
+        }
+        return;
+    }
+    if let Some(&last) = attempt.reports.last()
+        && last != state
+        && !is_legal_transition(last, state)
+    {
+        shared.violation(format!("{key}: reported {last} then {state}"));
+    }
+    attempt.reports.push(state);
+    if is_task_finished(state) {
+        attempt.terminal = Some(state);
+        let worker = attempt.worker;
+        drop(db);
+        let attempt_key = iris_worker::core::AttemptKey {
+            task_id: iris_worker::core::TaskId::new(r.task_id.clone()).expect("valid"),
+            attempt_id: r.attempt_id,
+        };
+        if shared
+            .machine(worker)
+            .containers
+            .get(&attempt_key)
+            .is_some_and(|c| c.is_running())
+        {
+            shared.violation(format!(
+                "{key} reported {state} while its container still runs"
+            ));
+        }
+    }
+}
+
+// ---- the dispatcher ------------------------------------------------------------------------
+
+fn worker_client(worker: usize) -> WorkerServiceClient<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{}:{}", worker_host(worker), crate::worker::PORT))
+        .expect("valid uri")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true);
+    WorkerServiceClient::new(net::channel(endpoint))
+}
+
+fn run_request(task_id: &str, task: &CtlTask, attempt_id: i32) -> RunTaskRequest {
+    RunTaskRequest {
+        job_id: task.job_id.clone(),
+        task_id: task_id.to_string(),
+        task_index: task.plan.index,
+        num_tasks: task.num_tasks,
+        entrypoint: Some(proto::Entrypoint {
+            kind: Some(proto::entrypoint::Kind::Command(proto::CommandEntrypoint {
+                argv: task.plan.behaviour.to_argv(),
+            })),
+        }),
+        timeout_seconds: task.plan.timeout_seconds,
+        ports: task.plan.ports.clone(),
+        attempt_id,
+        ..Default::default()
+    }
+}
+
+/// When the planned kill of a task is due, if it is.
+fn kill_due_ms(shared: &Shared, task_id: &str, task: &CtlTask) -> Option<(u64, i64)> {
+    let (plan, term) = task.plan.kill?;
+    let at = match plan {
+        KillPlan::After(ms) => task.first_ack_ms? + ms,
+        KillPlan::RacingExit { offset_ms } => {
+            let (attempt_id, current) = task.current();
+            let key = iris_worker::core::AttemptKey {
+                task_id: iris_worker::core::TaskId::new(task_id).ok()?,
+                attempt_id,
+            };
+            let machine = shared.machine(current.worker);
+            let c = machine.containers.get(&key)?;
+            let exit = (c.started_ms + c.behaviour.run_ms?) as i64 + offset_ms;
+            exit.max(0) as u64
+        }
+    };
+    Some((at, term))
+}
+
+/// What the dispatcher does now. Updates the database as if each action succeeds at once;
+/// failures are put right when their answers come back.
+fn plan_actions(shared: &Shared, db: &mut Db, now: u64, busy: &BTreeSet<String>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for job in &shared.plan.jobs {
+        if job.submit_at_ms <= now && db.submitted.insert(job.job_id.clone()) {
+            for t in &job.tasks {
+                let mut task = CtlTask {
+                    job_id: job.job_id.clone(),
+                    num_tasks: job.tasks.len() as i32,
+                    plan: t.clone(),
+                    attempts: BTreeMap::new(),
+                    first_ack_ms: None,
+                    kill_sent_ms: None,
+                    duplicated: false,
+                    superseded: false,
+                };
+                task.dispatch(0, t.worker);
+                db.tasks.insert(format!("{}/task-{}", job.job_id, t.index), task);
+            }
+        }
+    }
+    for (task_id, task) in db.tasks.iter_mut() {
+        if busy.contains(task_id) {
+            continue;
+        }
+        if let Some(action) = next_action(shared, task_id, task, now) {
+            actions.push(action);
+        }
+    }
+    if let Some(from) = db.audit_from_ms
+        && now >= from
+    {
+        for worker in 0..shared.plan.shape.workers {
+            actions.push(Action::Audit { worker });
+        }
+    }
+    actions
+}
+
+fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> Option<Action> {
+    let workers = shared.plan.shape.workers;
+    let (attempt_id, current) = task.current();
+    let (worker, acked, terminal, next_send) = (
+        current.worker,
+        current.acked,
+        current.terminal,
+        current.next_send_ms,
+    );
+    let run = |duplicate| Action::Run {
+        task_id: task_id.to_string(),
+        attempt_id,
+        duplicate,
+    };
+    if terminal.is_some() {
+        if task.wants_retry() {
+            let next = if terminal == Some(TaskState::WorkerFailed) {
+                (worker + 1) % workers
+            } else {
+                worker
+            };
+            task.dispatch(attempt_id + 1, next);
+            shared.event(format!("ctl retry {task_id}#{} on {}", attempt_id + 1, worker_host(next)));
+        }
+        return None;
+    }
+    if !acked {
+        return (now >= next_send).then(|| run(false));
+    }
+    if let Some((due, term_timeout_ms)) = kill_due_ms(shared, task_id, task)
+        && now >= due
+        && task.kill_sent_ms.is_none_or(|sent| now >= sent + KILL_RESEND_MS)
+    {
+        task.kill_sent_ms = Some(now);
+        return Some(Action::Kill {
+            task_id: task_id.to_string(),
+            term_timeout_ms,
+        });
+    }
+    let since_ack = now.saturating_sub(task.first_ack_ms.unwrap_or(now));
+    if let Some(after) = task.plan.supersede_after_ms
+        && since_ack >= after
+        && !task.superseded
+        && task.kill_sent_ms.is_none()
+    {
+        task.superseded = true;
+        task.dispatch(attempt_id + 1, worker);
+        shared.event(format!("ctl supersede {task_id}#{}", attempt_id + 1));
+        return None;
+    }
+    if let Some(after) = task.plan.duplicate_after_ms
+        && since_ack >= after
+        && !task.duplicated
+    {
+        task.duplicated = true;
+        return Some(run(true));
+    }
+    None
+}
+
+/// Calls in flight, by task (one at a time per task) or `audit-N`.
+type Busy = Arc<Mutex<BTreeSet<String>>>;
+
+async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>, action: Action, busy: Busy) {
+    match action {
+        Action::Run {
+            task_id,
+            attempt_id,
+            duplicate,
+        } => {
+            let (worker, request) = {
+                let db = lock(&shared.db);
+                let task = &db.tasks[&task_id];
+                (task.attempts[&attempt_id].worker, run_request(&task_id, task, attempt_id))
+            };
+            let outcome = clients[worker].clone().run_task(request).await;
+            on_run_answer(&shared, &task_id, attempt_id, duplicate, outcome.map(|_| ()));
+        }
+        Action::Kill {
+            task_id,
+            term_timeout_ms,
+        } => {
+            let worker = lock(&shared.db).tasks[&task_id].current().1.worker;
+            let request = KillTaskRequest {
+                task_id: task_id.clone(),
+                term_timeout_ms,
+            };
+            let outcome = clients[worker].clone().kill_task(request).await;
+            on_kill_answer(&shared, &task_id, outcome.map(|_| ()));
+        }
+        Action::Audit { worker } => {
+            let outcome = clients[worker].clone().list_tasks(ListTasksRequest::default()).await;
+            if let Ok(listing) = outcome {
+                let listing = listing
+                    .into_inner()
+                    .tasks
+                    .into_iter()
+                    .map(|t| {
+                        let state = TaskState::from_proto(t.state).unwrap_or(TaskState::Pending);
+                        (t.task_id, (t.current_attempt_id, state))
+                    })
+                    .collect();
+                lock(&shared.db).audits.insert(worker, (shared.now_ms(), listing));
+            }
+        }
+    }
+    let _ = busy;
+}
+
+fn on_run_answer(
+    shared: &Shared,
+    task_id: &str,
+    attempt_id: i32,
+    duplicate: bool,
+    outcome: Result<(), Status>,
+) {
+    let now = shared.now_ms();
+    let verdict = match &outcome {
+        Ok(()) => "ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    shared.event(format!(
+        "ctl run {task_id}#{attempt_id}{} -> {verdict}",
+        if duplicate { " (duplicate)" } else { "" }
+    ));
+    let mut db = lock(&shared.db);
+    let task = db.tasks.get_mut(task_id).expect("dispatched");
+    match outcome {
+        Ok(()) => {
+            task.first_ack_ms.get_or_insert(now);
+            if let Some(a) = task.attempts.get_mut(&attempt_id) {
+                a.acked = true;
+            }
+        }
+        // A duplicate of a superseded attempt is refused as stale, as it should be.
+        Err(s) if duplicate => {
+            if s.code() == Code::InvalidArgument {
+                drop(db);
+                shared.violation(format!("{task_id}#{attempt_id}: duplicate refused: {}", s.message()));
+            }
+        }
+        Err(s) => match s.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => {
+                drop(db);
+                shared.violation(format!("{task_id}#{attempt_id}: RunTask refused: {:?} {}", s.code(), s.message()));
+            }
+            _ => {
+                if let Some(a) = task.attempts.get_mut(&attempt_id) {
+                    a.next_send_ms = now + 500;
+                }
+            }
+        },
+    }
+}
+
+fn on_kill_answer(shared: &Shared, task_id: &str, outcome: Result<(), Status>) {
+    let verdict = match &outcome {
+        Ok(()) => "ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    shared.event(format!("ctl kill {task_id} -> {verdict}"));
+    match outcome {
+        Ok(()) => {}
+        Err(s) if s.code() == Code::FailedPrecondition => {}
+        Err(s) if s.code() == Code::NotFound => {
+            shared.violation(format!("{task_id}: the worker lost a task it accepted: {}", s.message()));
+        }
+        // Not delivered: send it again soon.
+        Err(_) => {
+            let now = shared.now_ms();
+            if let Some(task) = lock(&shared.db).tasks.get_mut(task_id) {
+                task.kill_sent_ms = Some((now + 1_000).saturating_sub(KILL_RESEND_MS));
+            }
+        }
+    }
+}
+
+async fn dispatcher(shared: Arc<Shared>) {
+    let clients: Vec<_> = (0..shared.plan.shape.workers).map(worker_client).collect();
+    let busy: Busy = Arc::default();
+    loop {
+        let now = shared.now_ms();
+        let actions = {
+            let busy_now = lock(&busy).clone();
+            let mut db = lock(&shared.db);
+            plan_actions(&shared, &mut db, now, &busy_now)
+        };
+        for action in actions {
+            let tag = match &action {
+                Action::Run { task_id, .. } | Action::Kill { task_id, .. } => task_id.clone(),
+                Action::Audit { worker } => format!("audit-{worker}"),
+            };
+            if !lock(&busy).insert(tag.clone()) {
+                continue;
+            }
+            let (shared, clients, busy) = (shared.clone(), clients.clone(), busy.clone());
+            tokio::spawn(async move {
+                execute(shared, clients, action, busy.clone()).await;
+                lock(&busy).remove(&tag);
+            });
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// The controller host's software: the service and the dispatcher.
+pub async fn host(shared: Arc<Shared>) -> Result<(), Box<dyn std::error::Error>> {
+    shared.event("controller up");
+    tokio::spawn(dispatcher(shared.clone()));
+    tonic::transport::Server::builder()
+        .add_service(ControllerServiceServer::new(Service { shared }))
+        .serve_with_incoming(net::incoming(PORT).await?)
+        .await?;
+    Ok(())
+}

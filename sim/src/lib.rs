@@ -1,0 +1,19 @@
+//! iris-sim: deterministic simulation of Iris workers and a controller on turmoil. The real
+//! worker (core, driver, journal, log store, gRPC service) runs on simulated hosts against a
+//! simulated container runtime and controller, under faults drawn from a seed. See
+//! ARCHITECTURE.md for the module map.
+
+pub mod controller;
+pub mod machine;
+pub mod net;
+pub mod oracle;
+pub mod plan;
+pub mod rng;
+pub mod runtime;
+pub mod shared;
+pub mod worker;
+pub mod world;
+
+pub use plan::Shape;
+pub use shared::Variant;
+pub use world::{Outcome, run_seed};

@@ -1,0 +1,100 @@
+//! A worker host's software: the real core, driver, journal, log store and WorkerService, put
+//! together by the same `assemble` as `iris-worker serve`, with the simulated runtime and
+//! turmoil's network in place of Docker and real sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iris_worker::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
+use iris_worker::proto;
+use iris_worker::proto::worker_service_server::WorkerServiceServer;
+use iris_worker::shell::assemble::{WorkerSetup, assemble};
+use iris_worker::shell::controller::{self, ControllerClient};
+use iris_worker::shell::driver::{CallDeadlines, Clock};
+use iris_worker::shell::runtime::Runtime;
+
+use crate::net;
+use crate::plan::worker_host;
+use crate::runtime::SimRuntime;
+use crate::shared::{Shared, lock};
+
+pub const PORT: u16 = 9000;
+
+/// Wall-clock time at the simulation's start (2026-01-01T00:00:00Z), so core timestamps are the
+/// same in every run.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// Shorter than production's, so a hung call costs seconds of simulated time, not minutes.
+fn deadlines() -> CallDeadlines {
+    CallDeadlines {
+        prepare: Duration::from_secs(5),
+        fetch: Duration::from_secs(5),
+        build: Duration::from_secs(10),
+        start: Duration::from_secs(5),
+        signal: Duration::from_secs(3),
+        remove: Duration::from_secs(5),
+    }
+}
+
+fn config(shared: &Shared, worker: usize) -> CoreConfig {
+    let name = worker_host(worker);
+    let shape = &shared.plan.shape;
+    let first = shape.first_port + worker as u16 * shape.ports_per_worker;
+    CoreConfig {
+        identity: WorkerIdentity {
+            worker_id: name.clone(),
+            address: format!("{name}:{PORT}"),
+        },
+        controller_address: Some(format!("controller:{}", crate::controller::PORT)),
+        advertise_host: name,
+        flavour: RuntimeFlavour::Docker,
+        port_range: first..=first + shape.ports_per_worker - 1,
+        #[cfg(feature = "planted")]
+        planted: shared.variant.planted,
+        ..CoreConfig::default()
+    }
+}
+
+pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std::error::Error>> {
+    {
+        let mut machine = shared.machine(worker);
+        machine.worker_up = true;
+        machine.worker_boots += 1;
+    }
+    shared.event(format!("{} up", worker_host(worker)));
+    let config = config(&shared, worker);
+    let controller_address = config.controller_address.clone().expect("set");
+    let controller = ControllerClient::with_channel(
+        net::channel(controller::endpoint(&controller_address)?),
+        config.identity.worker_id.clone(),
+        config.identity.address.clone(),
+        proto::WorkerMetadata::default(),
+        None,
+    );
+    let probe_shared = shared.clone();
+    let setup = WorkerSetup {
+        config,
+        cache_dir: shared.cache_dirs[worker].clone(),
+        log_memory: LogLimits::default(),
+        log_disk_bytes_max: 1 << 20,
+        clock: Clock::new(EPOCH_MS + shared.now_ms()),
+        // Only other programs' ports are visible to a bind probe; the containers' own are the
+        // worker's bookkeeping to get right.
+        probe: Box::new(move |port| !lock(&probe_shared.machines[worker]).squatted.contains(&port)),
+        controller: Some(controller),
+        deadlines: deadlines(),
+    };
+    let runtime_shared = shared.clone();
+    let worker_parts = assemble(setup, |live| async move {
+        let runtime = SimRuntime::new(runtime_shared, worker);
+        let adopted = runtime.survey(&live);
+        Ok((Arc::new(runtime) as Arc<dyn Runtime>, adopted))
+    })
+    .await
+    .map_err(|e| format!("{e:#}"))?;
+    tonic::transport::Server::builder()
+        .add_service(WorkerServiceServer::new(worker_parts.service))
+        .serve_with_incoming(net::incoming(PORT).await?)
+        .await?;
+    Ok(())
+}

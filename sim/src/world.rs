@@ -1,0 +1,311 @@
+//! One run: builds the turmoil simulation (a controller and N workers), applies the fault
+//! schedule as simulated time passes, checks the safety invariants after every step and, once
+//! the faults have healed, waits (within a bound) for the liveness ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use iris_worker::core::AttemptKey;
+
+use crate::plan::{Fault, FaultKind, Node, Plan, Shape};
+use crate::rng::Rng;
+use crate::shared::{Shared, Variant, lock};
+
+/// Simulated time per step.
+const TICK: Duration = Duration::from_millis(10);
+/// After the faults heal, everything must settle within this.
+const SETTLE_BOUND_MS: u64 = 120_000;
+/// A SIGTERMed container must be gone this long after the TERM (the longest term timeout the
+/// run uses, 5 s, plus slack for the KILL to land) while its worker is up and its engine answers.
+const KILL_BOUND_MS: u64 = 15_000;
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub hash: u64,
+    pub events: u64,
+    pub sim_ms: u64,
+    pub wall: Duration,
+    pub violations: Vec<String>,
+    pub faults: Vec<Fault>,
+    pub tail: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// A primitive step of the fault schedule.
+#[derive(Clone, Debug)]
+enum Action {
+    Partition(Node, Node),
+    PartitionOneWay(Node, Node),
+    Hold(Node, Node),
+    Release(Node, Node),
+    Latency(u64),
+    Crash(Node),
+    Restart(Node),
+    EngineHang(usize, bool),
+    Squat(usize, Vec<u16>, bool),
+}
+
+fn expand(fault: &Fault, seed: u64, out: &mut Vec<(u64, Action)>) {
+    let (start, end) = (fault.start_ms, fault.end_ms);
+    match &fault.kind {
+        FaultKind::Partition(a, b) => {
+            out.push((start, Action::Partition(*a, *b)));
+            out.push((end, Action::Release(*a, *b)));
+        }
+        FaultKind::PartitionOneWay { from, to } => {
+            out.push((start, Action::PartitionOneWay(*from, *to)));
+            out.push((end, Action::Release(*from, *to)));
+        }
+        FaultKind::Hold(a, b) => {
+            out.push((start, Action::Hold(*a, *b)));
+            out.push((end, Action::Release(*a, *b)));
+        }
+        FaultKind::Flaky(a, b) => {
+            let mut rng = Rng::fork(seed ^ start, "flaky");
+            let mut t = start;
+            while t < end {
+                out.push((t, Action::Partition(*a, *b)));
+                t += rng.range(50, 400);
+                out.push((t.min(end), Action::Release(*a, *b)));
+                t += rng.range(100, 800);
+            }
+        }
+        FaultKind::Latency { max_ms } => {
+            out.push((start, Action::Latency(*max_ms)));
+            out.push((end, Action::Latency(BASE_LATENCY_MS)));
+        }
+        FaultKind::Crash(node) => {
+            out.push((start, Action::Crash(*node)));
+            out.push((end, Action::Restart(*node)));
+        }
+        FaultKind::EngineHang(w) => {
+            out.push((start, Action::EngineHang(*w, true)));
+            out.push((end, Action::EngineHang(*w, false)));
+        }
+        FaultKind::SquatPorts { worker, ports } => {
+            out.push((start, Action::Squat(*worker, ports.clone(), true)));
+            out.push((end, Action::Squat(*worker, ports.clone(), false)));
+        }
+    }
+}
+
+const BASE_LATENCY_MS: u64 = 20;
+
+struct Runner<'a> {
+    sim: turmoil::Sim<'a>,
+    shared: Arc<Shared>,
+    schedule: Vec<(u64, Action)>,
+    next: usize,
+    /// Overlapping crash faults of one node: it restarts when the last one ends.
+    down: BTreeMap<Node, u32>,
+}
+
+impl Runner<'_> {
+    fn apply_due(&mut self, now: u64) {
+        while self.next < self.schedule.len() && self.schedule[self.next].0 <= now {
+            let action = self.schedule[self.next].1.clone();
+            self.next += 1;
+            self.shared.event(format!("fault {action:?}"));
+            self.apply(action);
+        }
+    }
+
+    fn apply(&mut self, action: Action) {
+        let now = self.shared.now_ms();
+        match action {
+            Action::Partition(a, b) => self.sim.partition(a.host(), b.host()),
+            Action::PartitionOneWay(a, b) => self.sim.partition_oneway(a.host(), b.host()),
+            Action::Hold(a, b) => self.sim.hold(a.host(), b.host()),
+            Action::Release(a, b) => self.sim.release(a.host(), b.host()),
+            Action::Latency(ms) => self.sim.set_max_message_latency(Duration::from_millis(ms)),
+            Action::Crash(node) => {
+                let count = self.down.entry(node).or_default();
+                *count += 1;
+                if *count == 1 {
+                    self.sim.crash(node.host());
+                    if let Node::Worker(w) = node {
+                        lock(&self.shared.machines[w]).worker_crashed();
+                    }
+                }
+            }
+            Action::Restart(node) => {
+                let count = self.down.entry(node).or_default();
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.sim.bounce(node.host());
+                }
+            }
+            Action::EngineHang(w, hung) => {
+                let mut m = lock(&self.shared.machines[w]);
+                m.engine_hung = hung;
+                if !hung {
+                    m.hang_ended_ms = now;
+                }
+            }
+            Action::Squat(w, ports, on) => {
+                let mut m = lock(&self.shared.machines[w]);
+                for p in ports {
+                    if on {
+                        m.squatted.insert(p);
+                    } else {
+                        m.squatted.remove(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Safety that holds at every step: a SIGTERMed container is gone within the kill bound.
+    fn check_kill_bound(&self, now: u64) {
+        for (w, machine) in self.shared.machines.iter().enumerate() {
+            let mut m = lock(machine);
+            m.advance(now);
+            if !m.worker_up {
+                continue;
+            }
+            let hang_ended = m.hang_ended_ms;
+            let late: Vec<AttemptKey> = m
+                .live()
+                .filter(|(_, c)| {
+                    c.term_seen_ms
+                        .is_some_and(|t| now > t.max(hang_ended) + KILL_BOUND_MS)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            drop(m);
+            for key in late {
+                self.shared.violation(format!(
+                    "worker-{w}: {key} still runs {KILL_BOUND_MS} ms after SIGTERM"
+                ));
+                // Once is enough.
+                if let Some(c) = lock(machine).containers.get_mut(&key) {
+                    c.term_seen_ms = None;
+                }
+            }
+        }
+    }
+}
+
+/// Why the run has not settled, or `None` once it has: every dispatched attempt terminal at the
+/// controller, no container left on any machine, and every worker's view matching the
+/// controller's.
+fn unsettled(shared: &Shared) -> Option<String> {
+    let db = lock(&shared.db);
+    if db.submitted.len() < shared.plan.jobs.len() {
+        return Some("jobs not yet submitted".into());
+    }
+    if let Some((id, t)) = db.tasks.iter().find(|(_, t)| !t.done()) {
+        return Some(format!("{id} not done at the controller: {:?}", t.attempts));
+    }
+    let now = shared.now_ms();
+    drop(db);
+    for w in 0..shared.plan.shape.workers {
+        if let Some((key, c)) = shared.machine(w).containers.iter().next() {
+            return Some(format!("worker-{w}: container {key} left ({:?})", c.state));
+        }
+    }
+    let mut db = lock(&shared.db);
+    let from = *db.audit_from_ms.get_or_insert(now);
+    for w in 0..shared.plan.shape.workers {
+        let Some((at, listing)) = db.audits.get(&w) else {
+            return Some(format!("worker-{w} not audited yet"));
+        };
+        if *at < from {
+            return Some(format!("worker-{w} not audited yet"));
+        }
+        for (task_id, task) in &db.tasks {
+            let Some((attempt_id, a)) = task.attempts.iter().rev().find(|(_, a)| a.worker == w)
+            else {
+                continue;
+            };
+            let expected = (*attempt_id, a.terminal.expect("done"));
+            if listing.get(task_id) != Some(&expected) {
+                return Some(format!(
+                    "worker-{w} says {task_id} is {:?}, the controller {expected:?}",
+                    listing.get(task_id)
+                ));
+            }
+        }
+    }
+    None
+}
+
+pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
+    let started = Instant::now();
+    let plan = Plan::draw(seed, shape);
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let cache_dirs = (0..plan.shape.workers)
+        .map(|w| dirs.path().join(format!("worker-{w}")))
+        .collect();
+    let shared = Arc::new(Shared::new(plan.clone(), variant, cache_dirs));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(crate::worker::EPOCH_MS))
+        .tick_duration(TICK)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(BASE_LATENCY_MS))
+        .simulation_duration(Duration::from_secs(3_600))
+        .build();
+    let s = shared.clone();
+    sim.host("controller", move || crate::controller::host(s.clone()));
+    for w in 0..plan.shape.workers {
+        let s = shared.clone();
+        sim.host(crate::plan::worker_host(w), move || crate::worker::host(s.clone(), w));
+    }
+    let mut schedule = Vec::new();
+    for fault in &plan.faults {
+        expand(fault, seed, &mut schedule);
+    }
+    schedule.sort_by_key(|(at, _)| *at);
+    let mut runner = Runner {
+        sim,
+        shared: shared.clone(),
+        schedule,
+        next: 0,
+        down: BTreeMap::new(),
+    };
+    let heal = plan.heal_ms();
+    let mut now;
+    loop {
+        now = runner.sim.elapsed().as_millis() as u64;
+        shared.set_now(now);
+        runner.apply_due(now);
+        if let Err(e) = runner.sim.step() {
+            shared.violation(format!("a host failed: {e}"));
+            break;
+        }
+        runner.check_kill_bound(now);
+        if !lock(&shared.oracle).violations.is_empty() {
+            break;
+        }
+        if now >= heal && now % 500 == 0 {
+            match unsettled(&shared) {
+                None => break,
+                Some(why) if now > heal + SETTLE_BOUND_MS => {
+                    shared.violation(format!("not settled {SETTLE_BOUND_MS} ms after the faults healed: {why}"));
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    drop(runner);
+    let oracle = lock(&shared.oracle);
+    Outcome {
+        seed,
+        hash: oracle.hash(),
+        events: oracle.events(),
+        sim_ms: now,
+        wall: started.elapsed(),
+        violations: oracle.violations.clone(),
+        faults: plan.faults.clone(),
+        tail: oracle.tail().cloned().collect(),
+    }
+}

@@ -1,0 +1,33 @@
+//! Deliberately broken behaviours, compiled only with the `planted` feature, so the simulator
+//! (sim/) can prove that it catches each of them. Never enabled in a real build.
+
+/// Which bug a core plants (`CoreConfig::planted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlantedBug {
+    /// A report whose send failed is dropped instead of retried.
+    ReportNotRetried,
+    /// A kill sends SIGTERM and never escalates to SIGKILL.
+    KillWithoutEscalation,
+    /// A killed attempt's ports go back to the pool at SIGTERM, before its container is gone.
+    PortsReleasedAtKill,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 3] = [
+        PlantedBug::ReportNotRetried,
+        PlantedBug::KillWithoutEscalation,
+        PlantedBug::PortsReleasedAtKill,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::ReportNotRetried => "report-not-retried",
+            PlantedBug::KillWithoutEscalation => "kill-without-escalation",
+            PlantedBug::PortsReleasedAtKill => "ports-released-at-kill",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}

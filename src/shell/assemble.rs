@@ -1,0 +1,92 @@
+//! Puts a worker together from its parts: the journal is replayed, surviving containers are
+//! adopted, the driver is spawned and the gRPC service built around it. Shared by `serve` (real
+//! sockets and runtimes) and the simulator (turmoil's network, a simulated runtime), so both run
+//! the same wiring.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+use crate::core::{AttemptKey, CoreConfig, LogLimits, PortProbe, WorkerCore};
+use crate::shell::controller::ControllerClient;
+use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
+use crate::shell::journal::Journal;
+use crate::shell::logstore::{LogStore, LogStoreConfig};
+use crate::shell::metrics::Metrics;
+use crate::shell::runtime::Runtime;
+use crate::shell::service::WorkerService;
+
+/// Everything a worker is made of, apart from its runtime.
+pub struct WorkerSetup {
+    pub config: CoreConfig,
+    pub cache_dir: PathBuf,
+    pub log_memory: LogLimits,
+    pub log_disk_bytes_max: u64,
+    pub clock: Clock,
+    pub probe: Box<dyn PortProbe>,
+    pub controller: Option<ControllerClient>,
+    pub deadlines: CallDeadlines,
+}
+
+pub struct AssembledWorker {
+    pub driver: DriverHandle,
+    pub driver_task: JoinHandle<()>,
+    pub service: WorkerService,
+    pub logs: LogStore,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The runtime and, of the attempts the journal says were live, those whose containers are still
+/// running and are taken back (the runtime removes the rest).
+pub type RuntimeAndAdopted = (Arc<dyn Runtime>, BTreeSet<AttemptKey>);
+
+/// Builds the worker. `make_runtime` gets the attempts the journal says were live.
+pub async fn assemble<F, Fut>(setup: WorkerSetup, make_runtime: F) -> anyhow::Result<AssembledWorker>
+where
+    F: FnOnce(BTreeSet<AttemptKey>) -> Fut,
+    Fut: Future<Output = anyhow::Result<RuntimeAndAdopted>>,
+{
+    let core = WorkerCore::new(setup.config, setup.clock.now_ms(), setup.probe);
+    let metrics = Arc::new(Metrics::new());
+    let logs = LogStore::new(LogStoreConfig {
+        root: setup.cache_dir.join("logs"),
+        memory: setup.log_memory,
+        disk_bytes_max: setup.log_disk_bytes_max,
+        ingested: metrics.log_bytes.clone(),
+    });
+    let (journal, recovered) = Journal::open(&setup.cache_dir, setup.controller.is_some())
+        .context("opening the journal")?;
+    let live: BTreeSet<AttemptKey> = recovered
+        .iter()
+        .flatten()
+        .filter(|r| r.outcome.is_none())
+        .map(|r| r.spec.attempt_key())
+        .collect();
+    let (runtime, adoptable) = make_runtime(live).await?;
+    let (adopted, recovered): (Vec<_>, Vec<_>) = recovered
+        .into_iter()
+        .partition(|r| r.as_ref().is_ok_and(|r| adoptable.contains(&r.spec.attempt_key())));
+    let parts = DriverParts {
+        runtime,
+        logs: logs.clone(),
+        journal: Some(journal),
+        controller: setup.controller,
+        clock: setup.clock,
+        deadlines: setup.deadlines,
+        metrics: metrics.clone(),
+    };
+    let adopted = adopted.into_iter().flatten().collect();
+    let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
+    let service = WorkerService::new(driver.clone(), logs.clone(), metrics.clone());
+    Ok(AssembledWorker {
+        driver,
+        driver_task,
+        service,
+        logs,
+        metrics,
+    })
+}
