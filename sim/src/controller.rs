@@ -62,8 +62,9 @@ impl CtlTask {
             && self.kill_sent_ms.is_none()
     }
 
+    /// Every attempt terminal, and no retry to come.
     pub fn done(&self) -> bool {
-        self.current().1.terminal.is_some() && !self.wants_retry()
+        self.attempts.values().all(|a| a.terminal.is_some()) && !self.wants_retry()
     }
 
     fn dispatch(&mut self, attempt_id: i32, worker: usize) {

@@ -239,6 +239,13 @@ impl Runtime for SimRuntime {
     }
 
     async fn signal(&self, attempt: &AttemptKey, signal: Signal) -> Result<(), RuntimeError> {
+        // The kill bound counts from the worker's call, whether or not the engine answers it.
+        let now = self.now();
+        if let Some(c) = self.shared.machine(self.worker).containers.get_mut(attempt)
+            && c.is_running()
+        {
+            c.term_seen_ms.get_or_insert(now);
+        }
         self.gate().await;
         let now = self.now();
         let found = self.shared.machine(self.worker).signal(attempt, signal, now);

@@ -698,8 +698,10 @@ impl WorkerCore {
         if attempt.phase != Phase::Running || !due {
             return;
         }
-        attempt.escalate_at = None;
+        let again = now + super::worker::KILL_REPEAT_MS;
+        attempt.escalate_at = Some(again);
         attempt.task.status_message = "killing (SIGKILL)".to_string();
+        self.timers.set(again, Timer::Escalate(key.clone()));
         self.effects.push_back(Effect::SignalContainer {
             attempt: key.clone(),
             signal: Signal::Kill,

@@ -23,6 +23,9 @@ use crate::proto;
 pub const DEFAULT_TERM_TIMEOUT_MS: u64 = 5_000;
 /// Longest grace period a kill may ask for; longer requests are clamped.
 pub const TERM_TIMEOUT_MAX_MS: u64 = 3_600_000;
+/// SIGKILL is sent again this often until the container is gone: a signal lost to an engine
+/// that did not answer must not leave the container running.
+pub const KILL_REPEAT_MS: u64 = 5_000;
 
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -302,11 +305,13 @@ impl WorkerCore {
             Registration::Disabled | Registration::InFlight { .. } => return,
         };
         self.registration = Registration::InFlight { failures };
-        let running_task_ids = self
+        // A task being superseded has two live attempts; the controller wants each task once.
+        let mut running_task_ids: Vec<String> = self
             .live_attempts()
             .into_iter()
             .map(|k| k.task_id.to_string())
             .collect();
+        running_task_ids.dedup();
         self.effects
             .push_back(Effect::RegisterWorker { running_task_ids });
     }

@@ -174,6 +174,9 @@ impl DriverHandle {
     }
 }
 
+const REMOVE_RETRY_INITIAL: Duration = Duration::from_secs(1);
+const REMOVE_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Commands waiting for the driver; beyond this, RPC handlers wait (backpressure, not memory).
 const COMMAND_QUEUE_MAX: usize = 1024;
 
@@ -496,9 +499,7 @@ impl Driver {
             }
             Effect::RemoveContainer { attempt } => {
                 let span = self.span(&attempt);
-                self.spawn_quiet(span, deadlines.remove, "remove", async move {
-                    runtime.remove(&attempt).await
-                });
+                self.spawn_remove(span, deadlines.remove, runtime, attempt);
             }
             Effect::ReleaseResources { attempt } => self.release(attempt),
             Effect::WriteLog {
@@ -566,6 +567,36 @@ impl Driver {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(error = %e, "{what} failed"),
                     Err(_) => warn!("{what} timed out after {limit:?}"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Removes a container, retrying (removal is idempotent) until the runtime confirms it: an
+    /// engine that failed one call must not leave a container behind for good.
+    fn spawn_remove(
+        &self,
+        span: Span,
+        limit: Duration,
+        runtime: Arc<dyn Runtime>,
+        attempt: AttemptKey,
+    ) {
+        let metrics = self.parts.metrics.clone();
+        tokio::spawn(
+            async move {
+                let mut backoff = REMOVE_RETRY_INITIAL;
+                loop {
+                    let started = std::time::Instant::now();
+                    let outcome = tokio::time::timeout(limit, runtime.remove(&attempt)).await;
+                    metrics.runtime_call("remove", started, matches!(outcome, Ok(Ok(()))));
+                    match outcome {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => warn!(error = %e, "remove failed; retrying in {backoff:?}"),
+                        Err(_) => warn!("remove timed out after {limit:?}; retrying in {backoff:?}"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REMOVE_RETRY_MAX);
                 }
             }
             .instrument(span),
