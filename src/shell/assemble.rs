@@ -3,7 +3,7 @@
 //! sockets and runtimes) and the simulator (turmoil's network, a simulated runtime), so both run
 //! the same wiring.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +11,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, PortProbe, WorkerCore};
+use crate::core::{AttemptKey, CoreConfig, LogLimits, PortProbe, TaskId, WorkerCore};
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
-use crate::shell::journal::Journal;
+use crate::shell::journal::{Journal, Recovered};
 use crate::shell::logstore::{LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::runtime::Runtime;
@@ -44,6 +44,23 @@ pub struct AssembledWorker {
 /// running and are taken back (the runtime removes the rest).
 pub type RuntimeAndAdopted = (Arc<dyn Runtime>, BTreeSet<AttemptKey>);
 
+/// The attempts the journal says were live that may be adopted: only the newest attempt of its
+/// task. An older one was being superseded when the worker stopped; its container is removed
+/// with the other leftovers before anything is reported, and it is reported lost.
+fn adoptable(recovered: &Recovered) -> BTreeSet<AttemptKey> {
+    let mut newest: BTreeMap<&TaskId, i32> = BTreeMap::new();
+    for r in recovered.iter().flatten() {
+        let n = newest.entry(&r.spec.task_id).or_insert(r.spec.attempt_id);
+        *n = (*n).max(r.spec.attempt_id);
+    }
+    recovered
+        .iter()
+        .flatten()
+        .filter(|r| r.outcome.is_none() && newest[&r.spec.task_id] == r.spec.attempt_id)
+        .map(|r| r.spec.attempt_key())
+        .collect()
+}
+
 /// Builds the worker. `make_runtime` gets the attempts the journal says were live.
 pub async fn assemble<F, Fut>(setup: WorkerSetup, make_runtime: F) -> anyhow::Result<AssembledWorker>
 where
@@ -60,12 +77,7 @@ where
     });
     let (journal, recovered) = Journal::open(&setup.cache_dir, setup.controller.is_some())
         .context("opening the journal")?;
-    let live: BTreeSet<AttemptKey> = recovered
-        .iter()
-        .flatten()
-        .filter(|r| r.outcome.is_none())
-        .map(|r| r.spec.attempt_key())
-        .collect();
+    let live = adoptable(&recovered);
     let (runtime, adoptable) = make_runtime(live).await?;
     let (adopted, recovered): (Vec<_>, Vec<_>) = recovered
         .into_iter()
