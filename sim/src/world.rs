@@ -167,7 +167,7 @@ impl Runner<'_> {
         for (w, machine) in self.shared.machines.iter().enumerate() {
             let mut m = lock(machine);
             m.advance(now);
-            if !m.worker_up {
+            if !m.worker_up || m.engine_hung {
                 continue;
             }
             let hang_ended = m.hang_ended_ms;
