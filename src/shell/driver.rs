@@ -225,13 +225,19 @@ impl Driver {
                 info!(attempt = %key, "adopted a running container");
                 let sink = self.sink(&key);
                 let events = self.events_tx.clone();
+                // An engine that never answers must not leave the attempt unwatched for good.
+                let limit = self.parts.deadlines.start;
                 tokio::spawn(async move {
-                    if let Err(e) = runtime.resume(&key, sink).await {
-                        let _ = events.send(Event::RuntimeLost {
-                            attempt: key,
-                            error: e.message,
-                        });
-                    }
+                    let error = match tokio::time::timeout(limit, runtime.resume(&key, sink)).await
+                    {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e.message,
+                        Err(_) => format!("resume timed out after {limit:?}"),
+                    };
+                    let _ = events.send(Event::RuntimeLost {
+                        attempt: key,
+                        error,
+                    });
                 });
             } else {
                 warn!(attempt = %key, "could not adopt; removing its container");
