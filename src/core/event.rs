@@ -81,6 +81,10 @@ pub enum Event {
         attempt: AttemptKey,
         error: String,
     },
+    /// The runtime confirmed the container is gone (answer to RemoveContainer).
+    ContainerRemoved {
+        attempt: AttemptKey,
+    },
     RegisterAccepted {
         should_reset: bool,
     },
@@ -148,6 +152,7 @@ impl std::fmt::Display for Event {
                 write!(f, "stats {attempt} mem={}MB", usage.memory_mb)
             }
             Event::RuntimeLost { attempt, error } => write!(f, "runtime_lost {attempt} {error:?}"),
+            Event::ContainerRemoved { attempt } => write!(f, "container_removed {attempt}"),
             Event::RegisterAccepted { should_reset } => {
                 write!(f, "register_accepted should_reset={should_reset}")
             }

@@ -46,7 +46,7 @@ impl WorkerCore {
         }
         let live_containers = attempts
             .iter()
-            .filter(|a| matches!(a.phase, Phase::Starting | Phase::Running))
+            .filter(|a| matches!(a.phase, Phase::Starting | Phase::Running | Phase::Removing))
             .count();
         if live_containers > 1 {
             return Err(format!("{live_containers} containers of one task at once"));

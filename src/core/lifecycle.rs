@@ -24,7 +24,8 @@ with open('_iris_callable.pkl', 'rb') as f:\n    fn, args, kwargs = cloudpickle.
 fn(*args, **kwargs)\n";
 
 /// The terminal outcome of an attempt.
-struct Outcome {
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
     state: TaskState,
     error: Option<String>,
     exit: ExitStatus,
@@ -284,6 +285,8 @@ impl WorkerCore {
             image: None,
             container_started: false,
             terminal_report: None,
+            removing: None,
+            sigkilled: false,
             report_settled: false,
         }
     }
@@ -361,6 +364,7 @@ impl WorkerCore {
             Event::Exited { attempt, status } => self.on_exited(&attempt, status),
             Event::Stats { attempt, usage } => self.on_stats(&attempt, usage),
             Event::RuntimeLost { attempt, error } => self.on_runtime_lost(&attempt, error),
+            Event::ContainerRemoved { attempt } => self.on_container_removed(&attempt),
             Event::RegisterAccepted { .. }
             | Event::RegisterFailed { .. }
             | Event::ReportAcked { .. }
@@ -615,25 +619,52 @@ impl WorkerCore {
         let Some(attempt) = self.attempt(key) else {
             return;
         };
-        if matches!(attempt.phase, Phase::Done | Phase::Waiting) {
+        if matches!(attempt.phase, Phase::Done | Phase::Waiting | Phase::Removing) {
             return;
         }
-        if matches!(attempt.phase, Phase::Starting) {
-            // Whatever the runtime half-created must not outlive the attempt.
-            self.attempt_mut(key).expect("exists").container_started = true;
-        }
+        let container_may_run = matches!(attempt.phase, Phase::Starting | Phase::Running);
         let error = format!("Worker failure: {error}");
         self.write_log(key, LogSource::Error, error.clone());
-        self.finish(key, Outcome::new(TaskState::WorkerFailed, error));
+        let outcome = Outcome::new(TaskState::WorkerFailed, error);
+        if container_may_run {
+            self.remove_then_finish(key, outcome);
+        } else {
+            self.finish(key, outcome);
+        }
+    }
+
+    /// Whatever the runtime created may still run: remove it, and end the attempt only once the
+    /// runtime confirms it is gone.
+    fn remove_then_finish(&mut self, key: &AttemptKey, outcome: Outcome) {
+        let attempt = self.attempt_mut(key).expect("exists");
+        attempt.phase = Phase::Removing;
+        attempt.removing = Some(outcome);
+        attempt.task.status_message = "removing the container".to_string();
+        self.cancel_timers(key);
+        self.effects.push_back(Effect::RemoveContainer {
+            attempt: key.clone(),
+        });
+    }
+
+    fn on_container_removed(&mut self, key: &AttemptKey) {
+        let Some(attempt) = self.attempt_mut(key).filter(|a| a.phase == Phase::Removing) else {
+            return;
+        };
+        attempt.container_started = false;
+        let outcome = attempt.removing.take().expect("set with the phase");
+        self.finish(key, outcome);
     }
 
     // ---- stopping -------------------------------------------------------------------------
 
     pub(crate) fn request_stop(&mut self, key: &AttemptKey, reason: StopReason, term_ms: u64) {
         let now = self.now_ms;
-        let Some(attempt) = self.attempt_mut(key) else {
+        let Some(attempt) = self.attempt_mut(key).filter(|a| a.phase != Phase::Removing) else {
             return;
         };
+        if attempt.sigkilled {
+            return;
+        }
         if let Some(deadline) = attempt.escalate_at {
             // Already stopping: a later kill may only shorten the grace period.
             let shorter = now + term_ms;
@@ -651,7 +682,7 @@ impl WorkerCore {
         attempt.term_timeout_ms = term_ms;
         attempt.task.status_message = "stopping".to_string();
         match attempt.phase {
-            Phase::Done => {}
+            Phase::Done | Phase::Removing => {}
             Phase::Waiting => self.finish(key, stop_outcome(&reason)),
             Phase::Preparing | Phase::FetchingBundle | Phase::Building => {
                 self.effects.push_back(Effect::CancelBuild {
@@ -700,6 +731,7 @@ impl WorkerCore {
         }
         let again = now + super::worker::KILL_REPEAT_MS;
         attempt.escalate_at = Some(again);
+        attempt.sigkilled = true;
         attempt.task.status_message = "killing (SIGKILL)".to_string();
         self.timers.set(again, Timer::Escalate(key.clone()));
         self.effects.push_back(Effect::SignalContainer {
@@ -753,20 +785,8 @@ impl WorkerCore {
         task.oom_killed = outcome.exit.oom_killed;
         task.status_message.clear();
         task.pending_reason.clear();
-        let timers = [
-            attempt
-                .escalate_at
-                .take()
-                .map(|d| (d, Timer::Escalate(key.clone()))),
-            attempt
-                .timeout_at
-                .take()
-                .map(|d| (d, Timer::TaskTimeout(key.clone()))),
-        ];
         let container = attempt.container_started;
-        for (deadline, timer) in timers.into_iter().flatten() {
-            self.timers.cancel(deadline, timer);
-        }
+        self.cancel_timers(key);
         if container {
             self.effects.push_back(Effect::RemoveContainer {
                 attempt: key.clone(),
@@ -778,6 +798,24 @@ impl WorkerCore {
         });
         self.report(key);
         self.begin_successor(&key.task_id);
+    }
+
+    /// Cancels the attempt's kill escalation and task timeout.
+    fn cancel_timers(&mut self, key: &AttemptKey) {
+        let attempt = self.attempt_mut(key).expect("exists");
+        let timers = [
+            attempt
+                .escalate_at
+                .take()
+                .map(|d| (d, Timer::Escalate(key.clone()))),
+            attempt
+                .timeout_at
+                .take()
+                .map(|d| (d, Timer::TaskTimeout(key.clone()))),
+        ];
+        for (deadline, timer) in timers.into_iter().flatten() {
+            self.timers.cancel(deadline, timer);
+        }
     }
 
     fn write_log(&mut self, key: &AttemptKey, source: LogSource, data: String) {

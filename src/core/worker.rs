@@ -110,6 +110,10 @@ pub(crate) enum Phase {
     /// StartContainer sent, no answer yet.
     Starting,
     Running,
+    /// The runtime lost track of a container that may still run: the outcome is held back until
+    /// the container's removal is confirmed, so no terminal report precedes a live container and
+    /// its ports stay held until then.
+    Removing,
     Done,
 }
 
@@ -136,6 +140,10 @@ pub(crate) struct Attempt {
     /// A StartContainer was answered with ContainerStarted: there is something to remove.
     pub container_started: bool,
     pub terminal_report: Option<u64>,
+    /// SIGKILL has been sent; it repeats on its own, so later kill requests change nothing.
+    pub sigkilled: bool,
+    /// The outcome waiting for the container's removal (phase `Removing`).
+    pub removing: Option<super::lifecycle::Outcome>,
     /// Recovered after a restart with its terminal report already acknowledged.
     pub report_settled: bool,
 }

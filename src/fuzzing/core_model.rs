@@ -94,6 +94,7 @@ struct Seen {
     stops: Vec<(u64, u64)>,
     term_at: Option<u64>,
     killed_at: Option<u64>,
+    last_kill_at: Option<u64>,
     exited: bool,
     start_effects: usize,
     terminal_reports: BTreeSet<(String, i32, String)>,
@@ -108,6 +109,8 @@ struct World {
     alive: BTreeSet<AttemptKey>,
     reports: BTreeMap<u64, TaskReport>,
     register_in_flight: bool,
+    /// RemoveContainer calls not yet answered; answered when time passes.
+    removals: BTreeSet<AttemptKey>,
     seen: BTreeMap<AttemptKey, Seen>,
     trace: Vec<(u64, Effect)>,
 }
@@ -121,6 +124,7 @@ impl World {
             alive: BTreeSet::new(),
             reports: BTreeMap::new(),
             register_in_flight: false,
+            removals: BTreeSet::new(),
             seen: BTreeMap::new(),
             trace: Vec::new(),
         }
@@ -382,6 +386,11 @@ impl World {
             self.collect();
         }
         self.now = self.now.max(to);
+        for attempt in std::mem::take(&mut self.removals) {
+            self.core
+                .handle(self.now, Event::ContainerRemoved { attempt });
+            self.collect();
+        }
     }
 
     /// Drains effects into the model and checks each one.
@@ -438,8 +447,16 @@ impl World {
                             now >= earliest,
                             "{attempt}: KILL at {now}, before {earliest}"
                         );
-                        assert!(seen.killed_at.is_none(), "{attempt}: second KILL");
-                        seen.killed_at = Some(now);
+                        // SIGKILL repeats (a lost one must not leave the container running),
+                        // but not in a tight loop.
+                        if let Some(last) = seen.last_kill_at {
+                            assert!(
+                                now >= last + crate::core::worker::KILL_REPEAT_MS,
+                                "{attempt}: KILL again at {now}, {last} was the last"
+                            );
+                        }
+                        seen.killed_at.get_or_insert(now);
+                        seen.last_kill_at = Some(now);
                     }
                 }
             }
@@ -468,8 +485,10 @@ impl World {
                 assert!(!self.register_in_flight, "two registrations in flight");
                 self.register_in_flight = true;
             }
+            Effect::RemoveContainer { attempt } => {
+                self.removals.insert(attempt.clone());
+            }
             Effect::CancelBuild { .. }
-            | Effect::RemoveContainer { .. }
             | Effect::ReleaseResources { .. }
             | Effect::WriteLog { .. } => {}
         }

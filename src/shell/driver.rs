@@ -505,7 +505,8 @@ impl Driver {
             }
             Effect::RemoveContainer { attempt } => {
                 let span = self.span(&attempt);
-                self.spawn_remove(span, deadlines.remove, runtime, attempt);
+                let events = self.events_tx.clone();
+                self.spawn_remove(span, deadlines.remove, runtime, attempt, events);
             }
             Effect::ReleaseResources { attempt } => self.release(attempt),
             Effect::WriteLog {
@@ -587,6 +588,7 @@ impl Driver {
         limit: Duration,
         runtime: Arc<dyn Runtime>,
         attempt: AttemptKey,
+        events: mpsc::UnboundedSender<Event>,
     ) {
         let metrics = self.parts.metrics.clone();
         tokio::spawn(
@@ -597,7 +599,10 @@ impl Driver {
                     let outcome = tokio::time::timeout(limit, runtime.remove(&attempt)).await;
                     metrics.runtime_call("remove", started, matches!(outcome, Ok(Ok(()))));
                     match outcome {
-                        Ok(Ok(())) => return,
+                        Ok(Ok(())) => {
+                            let _ = events.send(Event::ContainerRemoved { attempt });
+                            return;
+                        }
                         Ok(Err(e)) => warn!(error = %e, "remove failed; retrying in {backoff:?}"),
                         Err(_) => warn!("remove timed out after {limit:?}; retrying in {backoff:?}"),
                     }
