@@ -3,6 +3,7 @@
 //! simulated container runtime and controller, under faults drawn from a seed. See
 //! ARCHITECTURE.md for the module map.
 
+pub mod batch;
 pub mod controller;
 pub mod machine;
 pub mod net;
@@ -14,6 +15,7 @@ pub mod shared;
 pub mod worker;
 pub mod world;
 
+pub use batch::{failure_report, run_seeds, summary_line};
 pub use plan::Shape;
 pub use shared::Variant;
 pub use world::{Outcome, run_seed};

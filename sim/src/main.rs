@@ -1,12 +1,10 @@
 //! `iris-sim`: runs seeds and reports. `SIM_SEED=N` replays one seed; `--seeds K` (or
 //! `SIM_SEEDS=K`) runs K seeds from `--start`. Exits non-zero if any seed fails.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use iris_sim::{Outcome, Shape, Variant, run_seed};
+use iris_sim::{Outcome, Shape, Variant, failure_report, run_seeds, summary_line};
 
 #[derive(Parser, Debug)]
 #[command(about = "Deterministic simulation of Iris workers and a controller")]
@@ -62,23 +60,6 @@ fn repro(args: &Args, seed: u64) -> String {
     )
 }
 
-fn report_failure(args: &Args, o: &Outcome) {
-    let mut out = format!("\nFAILED seed {}\nviolations:\n", o.seed);
-    for v in &o.violations {
-        out += &format!("  {v}\n");
-    }
-    out += "fault schedule:\n";
-    for f in &o.faults {
-        out += &format!("  {f}\n");
-    }
-    out += "last events:\n";
-    for line in &o.tail {
-        out += &format!("  {line}\n");
-    }
-    out += &format!("repro: {}\n", repro(args, o.seed));
-    eprint!("{out}");
-}
-
 fn main() {
     if std::env::var_os("SIM_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -97,33 +78,14 @@ fn main() {
     };
     let variant = variant(&args);
     let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..args.jobs.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&seed) = seeds.get(i) else { return };
-                    let o = run_seed(seed, shape.clone(), variant.clone());
-                    println!(
-                        "seed {seed} hash {:016x} events {} sim {:.1} s wall {} ms {}",
-                        o.hash,
-                        o.events,
-                        o.sim_ms as f64 / 1000.0,
-                        o.wall.as_millis(),
-                        if o.passed() { "ok" } else { "FAILED" }
-                    );
-                    if !o.passed() {
-                        report_failure(&args, &o);
-                    }
-                    results.lock().unwrap().push(o);
-                }
-            });
+    let each = |o: &Outcome| {
+        println!("{}", summary_line(o));
+        if !o.passed() {
+            eprint!("{}", failure_report(o, &repro(&args, o.seed)));
         }
-    });
+    };
+    let results = run_seeds(&seeds, &shape, &variant, args.jobs, &each);
     let wall = started.elapsed();
-    let results = results.into_inner().unwrap();
     let sim: Duration = results.iter().map(|o| Duration::from_millis(o.sim_ms)).sum();
     let mut failed: Vec<u64> = results.iter().filter(|o| !o.passed()).map(|o| o.seed).collect();
     failed.sort_unstable();

@@ -220,11 +220,14 @@ fn draw_behaviour(rng: &mut Rng) -> Behaviour {
         8 => ExitPlan::Oom,
         _ => ExitPlan::Code(3),
     };
+    let ignores_term = rng.chance(20);
+    let stop_ms = *rng.pick(&[0, 100, 1_000, 4_000]);
     Behaviour {
         run_ms,
         exit,
-        ignores_term: rng.chance(20),
-        stop_ms: *rng.pick(&[0, 100, 1_000, 4_000]),
+        ignores_term,
+        // Meaningless when TERM is ignored; kept at 0 so the argv round-trips.
+        stop_ms: if ignores_term { 0 } else { stop_ms },
     }
 }
 
