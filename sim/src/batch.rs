@@ -25,7 +25,10 @@ pub fn run_seeds(
                 while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let outcome = run_seed(seed, shape.clone(), variant.clone());
                     each(&outcome);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(outcome);
                 }
             });
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use iris_worker::core::{TaskState, is_legal_transition, is_task_finished};
 use iris_worker::proto;
 use iris_worker::proto::controller_service_server::{ControllerService, ControllerServiceServer};
-use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use iris_worker::proto::worker::{KillTaskRequest, ListTasksRequest, RunTaskRequest};
+use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
@@ -49,7 +49,10 @@ pub struct CtlTask {
 
 impl CtlTask {
     pub fn current(&self) -> (i32, &CtlAttempt) {
-        let (id, a) = self.attempts.last_key_value().expect("a task has an attempt");
+        let (id, a) = self
+            .attempts
+            .last_key_value()
+            .expect("a task has an attempt");
         (*id, a)
     }
 
@@ -215,13 +218,17 @@ fn on_report(shared: &Shared, r: &proto::controller::ReportTaskStateRequest) {
 // ---- the dispatcher ------------------------------------------------------------------------
 
 fn worker_client(worker: usize) -> WorkerServiceClient<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{}:{}", worker_host(worker), crate::worker::PORT))
-        .expect("valid uri")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true);
+    let endpoint = Endpoint::from_shared(format!(
+        "http://{}:{}",
+        worker_host(worker),
+        crate::worker::PORT
+    ))
+    .expect("valid uri")
+    .connect_timeout(Duration::from_secs(1))
+    .timeout(Duration::from_secs(2))
+    .http2_keep_alive_interval(Duration::from_secs(2))
+    .keep_alive_timeout(Duration::from_secs(1))
+    .keep_alive_while_idle(true);
     WorkerServiceClient::new(net::channel(endpoint))
 }
 
@@ -281,7 +288,8 @@ fn plan_actions(shared: &Shared, db: &mut Db, now: u64, busy: &BTreeSet<String>)
                     superseded: false,
                 };
                 task.dispatch(0, t.worker);
-                db.tasks.insert(format!("{}/task-{}", job.job_id, t.index), task);
+                db.tasks
+                    .insert(format!("{}/task-{}", job.job_id, t.index), task);
             }
         }
     }
@@ -325,7 +333,11 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
                 worker
             };
             task.dispatch(attempt_id + 1, next);
-            shared.event(format!("ctl retry {task_id}#{} on {}", attempt_id + 1, worker_host(next)));
+            shared.event(format!(
+                "ctl retry {task_id}#{} on {}",
+                attempt_id + 1,
+                worker_host(next)
+            ));
         }
         return None;
     }
@@ -334,7 +346,9 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
     }
     if let Some((due, term_timeout_ms)) = kill_due_ms(shared, task_id, task)
         && now >= due
-        && task.kill_sent_ms.is_none_or(|sent| now >= sent + KILL_RESEND_MS)
+        && task
+            .kill_sent_ms
+            .is_none_or(|sent| now >= sent + KILL_RESEND_MS)
     {
         task.kill_sent_ms = Some(now);
         return Some(Action::Kill {
@@ -366,7 +380,12 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
 /// Calls in flight, by task (one at a time per task) or `audit-N`.
 type Busy = Arc<Mutex<BTreeSet<String>>>;
 
-async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>, action: Action, busy: Busy) {
+async fn execute(
+    shared: Arc<Shared>,
+    clients: Vec<WorkerServiceClient<Channel>>,
+    action: Action,
+    busy: Busy,
+) {
     match action {
         Action::Run {
             task_id,
@@ -376,10 +395,19 @@ async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>
             let (worker, request) = {
                 let db = lock(&shared.db);
                 let task = &db.tasks[&task_id];
-                (task.attempts[&attempt_id].worker, run_request(&task_id, task, attempt_id))
+                (
+                    task.attempts[&attempt_id].worker,
+                    run_request(&task_id, task, attempt_id),
+                )
             };
             let outcome = clients[worker].clone().run_task(request).await;
-            on_run_answer(&shared, &task_id, attempt_id, duplicate, outcome.map(|_| ()));
+            on_run_answer(
+                &shared,
+                &task_id,
+                attempt_id,
+                duplicate,
+                outcome.map(|_| ()),
+            );
         }
         Action::Kill {
             task_id,
@@ -394,7 +422,10 @@ async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>
             on_kill_answer(&shared, &task_id, outcome.map(|_| ()));
         }
         Action::Audit { worker } => {
-            let outcome = clients[worker].clone().list_tasks(ListTasksRequest::default()).await;
+            let outcome = clients[worker]
+                .clone()
+                .list_tasks(ListTasksRequest::default())
+                .await;
             if let Ok(listing) = outcome {
                 let listing = listing
                     .into_inner()
@@ -405,7 +436,9 @@ async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>
                         (t.task_id, (t.current_attempt_id, state))
                     })
                     .collect();
-                lock(&shared.db).audits.insert(worker, (shared.now_ms(), listing));
+                lock(&shared.db)
+                    .audits
+                    .insert(worker, (shared.now_ms(), listing));
             }
         }
     }
@@ -441,13 +474,20 @@ fn on_run_answer(
         Err(s) if duplicate => {
             if s.code() == Code::InvalidArgument {
                 drop(db);
-                shared.violation(format!("{task_id}#{attempt_id}: duplicate refused: {}", s.message()));
+                shared.violation(format!(
+                    "{task_id}#{attempt_id}: duplicate refused: {}",
+                    s.message()
+                ));
             }
         }
         Err(s) => match s.code() {
             Code::InvalidArgument | Code::FailedPrecondition => {
                 drop(db);
-                shared.violation(format!("{task_id}#{attempt_id}: RunTask refused: {:?} {}", s.code(), s.message()));
+                shared.violation(format!(
+                    "{task_id}#{attempt_id}: RunTask refused: {:?} {}",
+                    s.code(),
+                    s.message()
+                ));
             }
             _ => {
                 if let Some(a) = task.attempts.get_mut(&attempt_id) {
@@ -468,7 +508,10 @@ fn on_kill_answer(shared: &Shared, task_id: &str, outcome: Result<(), Status>) {
         Ok(()) => {}
         Err(s) if s.code() == Code::FailedPrecondition => {}
         Err(s) if s.code() == Code::NotFound => {
-            shared.violation(format!("{task_id}: the worker lost a task it accepted: {}", s.message()));
+            shared.violation(format!(
+                "{task_id}: the worker lost a task it accepted: {}",
+                s.message()
+            ));
         }
         // Not delivered: send it again soon.
         Err(_) => {

@@ -55,7 +55,10 @@ impl Container {
         });
         let term = self.term_exit_ms.map(|at| (at, signalled(15)));
         let kill = self.kill_exit_ms.map(|at| (at, signalled(9)));
-        [natural, term, kill].into_iter().flatten().min_by_key(|(at, _)| *at)
+        [natural, term, kill]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     fn advance(&mut self, now_ms: u64) {

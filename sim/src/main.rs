@@ -86,8 +86,15 @@ fn main() {
     };
     let results = run_seeds(&seeds, &shape, &variant, args.jobs, &each);
     let wall = started.elapsed();
-    let sim: Duration = results.iter().map(|o| Duration::from_millis(o.sim_ms)).sum();
-    let mut failed: Vec<u64> = results.iter().filter(|o| !o.passed()).map(|o| o.seed).collect();
+    let sim: Duration = results
+        .iter()
+        .map(|o| Duration::from_millis(o.sim_ms))
+        .sum();
+    let mut failed: Vec<u64> = results
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| o.seed)
+        .collect();
     failed.sort_unstable();
     println!(
         "{} seeds in {:.1} s: {:.1} seeds/s, simulated {:.0} s, sim/wall {:.0}x, {} failed {:?}",

@@ -17,12 +17,9 @@ use turmoil::net::{TcpListener, TcpStream};
 type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
 
 /// Dials `host:port` of the URI through turmoil's DNS and network.
-fn connector() -> impl tower::Service<
-    Uri,
-    Response = TokioIo<TcpStream>,
-    Error = io::Error,
-    Future = ConnectFuture,
-> + Clone {
+fn connector()
+-> impl tower::Service<Uri, Response = TokioIo<TcpStream>, Error = io::Error, Future = ConnectFuture>
++ Clone {
     tower::service_fn(|uri: Uri| {
         Box::pin(async move {
             let authority = uri
@@ -87,8 +84,11 @@ impl AsyncWrite for Accepted {
 /// Listens on `port` of the current simulated host; yields accepted connections.
 pub async fn incoming(port: u16) -> io::Result<impl Stream<Item = io::Result<Accepted>>> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await?;
-    Ok(futures_util::stream::unfold(listener, |listener| async move {
-        let next = listener.accept().await.map(|(s, _)| Accepted(s));
-        Some((next, listener))
-    }))
+    Ok(futures_util::stream::unfold(
+        listener,
+        |listener| async move {
+            let next = listener.accept().await.map(|(s, _)| Accepted(s));
+            Some((next, listener))
+        },
+    ))
 }

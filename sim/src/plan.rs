@@ -27,7 +27,9 @@ pub enum ExitPlan {
 
 impl Behaviour {
     pub fn to_argv(&self) -> Vec<String> {
-        let run = self.run_ms.map_or("forever".to_string(), |ms| ms.to_string());
+        let run = self
+            .run_ms
+            .map_or("forever".to_string(), |ms| ms.to_string());
         let exit = match self.exit {
             ExitPlan::Code(c) => format!("code={c}"),
             ExitPlan::Signal(s) => format!("signal={s}"),
@@ -129,16 +131,24 @@ pub fn worker_host(index: usize) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     Partition(Node, Node),
-    PartitionOneWay { from: Node, to: Node },
+    PartitionOneWay {
+        from: Node,
+        to: Node,
+    },
     Hold(Node, Node),
     /// The link drops out for short spells, again and again.
     Flaky(Node, Node),
-    Latency { max_ms: u64 },
+    Latency {
+        max_ms: u64,
+    },
     Crash(Node),
     /// The worker's container engine answers no call.
     EngineHang(usize),
     /// Another program takes ports in the worker's range.
-    SquatPorts { worker: usize, ports: Vec<u16> },
+    SquatPorts {
+        worker: usize,
+        ports: Vec<u16>,
+    },
 }
 
 /// A fault from `start_ms` until `end_ms` (when it heals).
@@ -151,7 +161,11 @@ pub struct Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:>6}..{:>6} ms  {:?}", self.start_ms, self.end_ms, self.kind)
+        write!(
+            f,
+            "{:>6}..{:>6} ms  {:?}",
+            self.start_ms, self.end_ms, self.kind
+        )
     }
 }
 

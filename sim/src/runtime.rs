@@ -126,7 +126,11 @@ impl SimRuntime {
     fn check_start(&self, spec: &ContainerSpec, ports: &[u16]) {
         let machine = self.shared.machine(self.worker);
         let mut problems = Vec::new();
-        if machine.containers.get(&spec.attempt).is_some_and(|c| c.is_running()) {
+        if machine
+            .containers
+            .get(&spec.attempt)
+            .is_some_and(|c| c.is_running())
+        {
             problems.push(format!("second live container for {}", spec.attempt));
         }
         for (other, c) in machine.live() {
@@ -200,12 +204,19 @@ impl Runtime for SimRuntime {
         self.gate().await;
         let key = spec.attempt.clone();
         let Some(behaviour) = Behaviour::from_argv(&spec.argv) else {
-            return Err(RuntimeError::new(format!("sim: unknown argv {:?}", spec.argv)));
+            return Err(RuntimeError::new(format!(
+                "sim: unknown argv {:?}",
+                spec.argv
+            )));
         };
         let ports: Vec<u16> = spec.ports.values().copied().collect();
         let squatted: Vec<u16> = {
             let machine = self.shared.machine(self.worker);
-            ports.iter().copied().filter(|p| machine.squatted.contains(p)).collect()
+            ports
+                .iter()
+                .copied()
+                .filter(|p| machine.squatted.contains(p))
+                .collect()
         };
         if !squatted.is_empty() {
             self.event(format!("start {key} port conflict {squatted:?}"));
@@ -248,7 +259,10 @@ impl Runtime for SimRuntime {
         }
         self.gate().await;
         let now = self.now();
-        let found = self.shared.machine(self.worker).signal(attempt, signal, now);
+        let found = self
+            .shared
+            .machine(self.worker)
+            .signal(attempt, signal, now);
         self.event(format!("signal {attempt} {signal:?} found={found}"));
         if found {
             Ok(())
@@ -269,7 +283,12 @@ impl Runtime for SimRuntime {
 
     async fn resume(&self, attempt: &AttemptKey, sink: AttemptSink) -> Result<(), RuntimeError> {
         self.gate().await;
-        if !self.shared.machine(self.worker).containers.contains_key(attempt) {
+        if !self
+            .shared
+            .machine(self.worker)
+            .containers
+            .contains_key(attempt)
+        {
             return Err(RuntimeError::new(format!("no such container {attempt}")));
         }
         self.watch(attempt.clone(), sink);

@@ -80,7 +80,11 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
         // Only other programs' ports are visible to a bind probe; the containers' own are the
         // worker's bookkeeping to get right.
-        probe: Box::new(move |port| !lock(&probe_shared.machines[worker]).squatted.contains(&port)),
+        probe: Box::new(move |port| {
+            !lock(&probe_shared.machines[worker])
+                .squatted
+                .contains(&port)
+        }),
         controller: Some(controller),
         deadlines: deadlines(),
     };

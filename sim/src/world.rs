@@ -257,7 +257,9 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
     sim.host("controller", move || crate::controller::host(s.clone()));
     for w in 0..plan.shape.workers {
         let s = shared.clone();
-        sim.host(crate::plan::worker_host(w), move || crate::worker::host(s.clone(), w));
+        sim.host(crate::plan::worker_host(w), move || {
+            crate::worker::host(s.clone(), w)
+        });
     }
     let mut schedule = Vec::new();
     for fault in &plan.faults {
@@ -289,7 +291,9 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
             match unsettled(&shared) {
                 None => break,
                 Some(why) if now > heal + SETTLE_BOUND_MS => {
-                    shared.violation(format!("not settled {SETTLE_BOUND_MS} ms after the faults healed: {why}"));
+                    shared.violation(format!(
+                        "not settled {SETTLE_BOUND_MS} ms after the faults healed: {why}"
+                    ));
                     break;
                 }
                 Some(_) => {}

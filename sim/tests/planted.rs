@@ -25,9 +25,8 @@ fn first_catching_seed(bug: PlantedBug) -> Option<(u64, String)> {
 fn every_planted_bug_is_caught_within_200_seeds() {
     for bug in PlantedBug::ALL {
         let caught = first_catching_seed(bug);
-        let (seed, violation) = caught.unwrap_or_else(|| {
-            panic!("planted bug {} survived {SEEDS_MAX} seeds", bug.name())
-        });
+        let (seed, violation) = caught
+            .unwrap_or_else(|| panic!("planted bug {} survived {SEEDS_MAX} seeds", bug.name()));
         println!(
             "{} caught by seed {seed}: {violation}\n  repro: SIM_SEED={seed} cargo run -p iris-sim \
              --release --features planted -- --planted {}",

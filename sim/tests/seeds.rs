@@ -21,8 +21,16 @@ fn fixed_seeds_keep_every_invariant() {
         }
     };
     let outcomes = run_seeds(&seeds, &Shape::default(), &Variant::default(), 2, &each);
-    let failed: Vec<u64> = outcomes.iter().filter(|o| !o.passed()).map(|o| o.seed).collect();
-    assert!(failed.is_empty(), "seeds {failed:?} failed; replay one with {}", repro(failed[0]));
+    let failed: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| o.seed)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "seeds {failed:?} failed; replay one with {}",
+        repro(failed[0])
+    );
     // The runs did something: tasks ran, faults were applied and healed.
     let events: u64 = outcomes.iter().map(|o| o.events).sum();
     assert!(events > 50 * count, "only {events} events in {count} seeds");
@@ -40,6 +48,11 @@ fn a_seed_replays_exactly() {
             repro(seed)
         );
         let other = run_seed(seed + 1, Shape::default(), Variant::default());
-        assert_ne!(a.hash, other.hash, "seeds {seed} and {} ran alike", seed + 1);
+        assert_ne!(
+            a.hash,
+            other.hash,
+            "seeds {seed} and {} ran alike",
+            seed + 1
+        );
     }
 }

@@ -619,7 +619,10 @@ impl WorkerCore {
         let Some(attempt) = self.attempt(key) else {
             return;
         };
-        if matches!(attempt.phase, Phase::Done | Phase::Waiting | Phase::Removing) {
+        if matches!(
+            attempt.phase,
+            Phase::Done | Phase::Waiting | Phase::Removing
+        ) {
             return;
         }
         let container_may_run = matches!(attempt.phase, Phase::Starting | Phase::Running);
@@ -704,7 +707,14 @@ impl WorkerCore {
         self.attempt_mut(key).expect("exists").escalate_at = Some(deadline);
         #[cfg(feature = "planted")]
         if self.planted(super::planted::PlantedBug::PortsReleasedAtKill) {
-            let ports: Vec<u16> = self.attempt(key).expect("exists").task.ports.values().copied().collect();
+            let ports: Vec<u16> = self
+                .attempt(key)
+                .expect("exists")
+                .task
+                .ports
+                .values()
+                .copied()
+                .collect();
             self.ports.release_ports(&ports);
         }
         #[cfg(feature = "planted")]

@@ -62,7 +62,10 @@ fn adoptable(recovered: &Recovered) -> BTreeSet<AttemptKey> {
 }
 
 /// Builds the worker. `make_runtime` gets the attempts the journal says were live.
-pub async fn assemble<F, Fut>(setup: WorkerSetup, make_runtime: F) -> anyhow::Result<AssembledWorker>
+pub async fn assemble<F, Fut>(
+    setup: WorkerSetup,
+    make_runtime: F,
+) -> anyhow::Result<AssembledWorker>
 where
     F: FnOnce(BTreeSet<AttemptKey>) -> Fut,
     Fut: Future<Output = anyhow::Result<RuntimeAndAdopted>>,
@@ -79,9 +82,10 @@ where
         .context("opening the journal")?;
     let live = adoptable(&recovered);
     let (runtime, adoptable) = make_runtime(live).await?;
-    let (adopted, recovered): (Vec<_>, Vec<_>) = recovered
-        .into_iter()
-        .partition(|r| r.as_ref().is_ok_and(|r| adoptable.contains(&r.spec.attempt_key())));
+    let (adopted, recovered): (Vec<_>, Vec<_>) = recovered.into_iter().partition(|r| {
+        r.as_ref()
+            .is_ok_and(|r| adoptable.contains(&r.spec.attempt_key()))
+    });
     let parts = DriverParts {
         runtime,
         logs: logs.clone(),

@@ -604,7 +604,9 @@ impl Driver {
                             return;
                         }
                         Ok(Err(e)) => warn!(error = %e, "remove failed; retrying in {backoff:?}"),
-                        Err(_) => warn!("remove timed out after {limit:?}; retrying in {backoff:?}"),
+                        Err(_) => {
+                            warn!("remove timed out after {limit:?}; retrying in {backoff:?}")
+                        }
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(REMOVE_RETRY_MAX);

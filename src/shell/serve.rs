@@ -13,8 +13,8 @@ use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
-use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::proto;
+use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::controller::ControllerClient;
 use crate::shell::dashboard::{self, Dashboard};
