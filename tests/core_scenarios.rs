@@ -276,3 +276,98 @@ fn trace_recovery_after_restart() {
     h.ack_reports();
     insta::assert_snapshot!(h.render());
 }
+
+fn reports(effects: &[Effect]) -> Vec<TaskState> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ReportTaskState { report, .. } => Some(report.state),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A start the runtime never answered may have left a container running: the attempt is
+/// reported WORKER_FAILED only once that container's removal is confirmed.
+#[test]
+fn trace_lost_start_reports_after_removal() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.event(Event::WorkdirReady {
+        attempt: attempt.clone(),
+    });
+    h.event(Event::BuildFinished {
+        attempt: attempt.clone(),
+        image: None,
+        from_cache: false,
+    });
+    h.ack_reports();
+    h.now = 5_000;
+    h.event(Event::RuntimeLost {
+        attempt: attempt.clone(),
+        error: "start timed out after 5s".into(),
+    });
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveContainer { .. }))
+    );
+    assert_eq!(reports(&h.effects), vec![], "reported before the removal");
+    assert!(!h.task("job/task-0").is_finished());
+    h.note("-- the removal is confirmed");
+    h.now = 6_000;
+    h.event(Event::ContainerRemoved { attempt });
+    assert_eq!(reports(&h.effects), vec![TaskState::WorkerFailed]);
+    assert_eq!(h.state("job/task-0"), TaskState::WorkerFailed);
+    h.ack_reports();
+    insta::assert_snapshot!(h.render());
+}
+
+/// SIGKILL repeats until the container exits (a lost one must not leave it running), and a
+/// later kill request changes nothing once SIGKILL went out.
+#[test]
+fn sigkill_repeats_until_the_container_exits() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.start(&attempt);
+    h.ack_reports();
+    h.kill("job/task-0", 1_000).unwrap();
+    h.advance(1_000 + 3 * worker::KILL_REPEAT_MS);
+    // TERM at 0, KILL at 1 s, then again every KILL_REPEAT_MS up to 16 s.
+    let signals: Vec<Signal> = h
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SignalContainer { signal, .. } => Some(*signal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        signals,
+        vec![
+            Signal::Term,
+            Signal::Kill,
+            Signal::Kill,
+            Signal::Kill,
+            Signal::Kill
+        ]
+    );
+    h.effects.clear();
+    h.kill("job/task-0", 0).unwrap();
+    assert!(h.effects.is_empty(), "a later kill changed something");
+    h.event(Event::Exited {
+        attempt,
+        status: ExitStatus::signal(9),
+    });
+    h.effects.clear();
+    h.advance(h.now + 4 * worker::KILL_REPEAT_MS);
+    assert!(
+        !h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::SignalContainer { .. })),
+        "signalled after the exit"
+    );
+    assert_eq!(h.state("job/task-0"), TaskState::Killed);
+}
