@@ -56,11 +56,12 @@ impl CtlTask {
         (*id, a)
     }
 
+    /// Failed, lost, or killed by something other than this controller's kill (a reset).
     fn wants_retry(&self) -> bool {
         let (_, current) = self.current();
         matches!(
             current.terminal,
-            Some(TaskState::Failed | TaskState::WorkerFailed)
+            Some(TaskState::Failed | TaskState::WorkerFailed | TaskState::Killed)
         ) && self.attempts.len() < ATTEMPTS_MAX
             && self.kill_sent_ms.is_none()
     }
@@ -94,6 +95,8 @@ pub struct Db {
     /// Once set, the dispatcher lists every worker's tasks (the end-of-run agreement check).
     pub audit_from_ms: Option<u64>,
     pub audits: BTreeMap<usize, (u64, Listing)>,
+    /// Workers whose next registration is answered with `should_reset`.
+    pub resets: BTreeSet<usize>,
 }
 
 impl Db {
@@ -130,14 +133,16 @@ impl ControllerService for Service {
         request: Request<proto::controller::RegisterWorkerRequest>,
     ) -> Result<Response<proto::controller::RegisterWorkerResponse>, Status> {
         let r = request.into_inner();
+        let worker = (0..self.shared.plan.shape.workers).find(|w| worker_host(*w) == r.worker_id);
+        let should_reset = worker.is_some_and(|w| lock(&self.shared.db).resets.remove(&w));
         self.shared.event(format!(
-            "ctl register {} running={:?}",
+            "ctl register {} running={:?} reset={should_reset}",
             r.worker_id, r.running_task_ids
         ));
         Ok(Response::new(proto::controller::RegisterWorkerResponse {
             accepted: true,
             controller_address: String::new(),
-            should_reset: false,
+            should_reset,
         }))
     }
 

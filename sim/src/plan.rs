@@ -144,6 +144,8 @@ pub enum FaultKind {
     Crash(Node),
     /// The worker's container engine answers no call.
     EngineHang(usize),
+    /// The controller answers the worker's next registration with `should_reset`.
+    Reset(usize),
     /// Another program takes ports in the worker's range.
     SquatPorts {
         worker: usize,
@@ -201,7 +203,19 @@ pub struct Plan {
 impl Plan {
     pub fn draw(seed: u64, shape: Shape) -> Plan {
         let jobs = draw_jobs(&mut Rng::fork(seed, "jobs"), &shape);
-        let faults = draw_faults(&mut Rng::fork(seed, "faults"), &shape);
+        let mut faults = draw_faults(&mut Rng::fork(seed, "faults"), &shape);
+        // Drawn apart, so adding it left every other draw of a seed as it was.
+        let mut resets = Rng::fork(seed, "resets");
+        if resets.chance(20) {
+            let at = resets.range(1_000, shape.fault_window_ms - 10_000);
+            let worker = resets.range(0, shape.workers as u64 - 1) as usize;
+            faults.push(Fault {
+                start_ms: at,
+                end_ms: at,
+                kind: FaultKind::Reset(worker),
+            });
+            faults.sort_by_key(|f| (f.start_ms, f.end_ms));
+        }
         Plan {
             seed,
             shape,

@@ -50,6 +50,7 @@ enum Action {
     Restart(Node),
     EngineHang(usize, bool),
     Squat(usize, Vec<u16>, bool),
+    Reset(usize),
 }
 
 fn expand(fault: &Fault, seed: u64, out: &mut Vec<(u64, Action)>) {
@@ -89,6 +90,7 @@ fn expand(fault: &Fault, seed: u64, out: &mut Vec<(u64, Action)>) {
             out.push((start, Action::EngineHang(*w, true)));
             out.push((end, Action::EngineHang(*w, false)));
         }
+        FaultKind::Reset(w) => out.push((start, Action::Reset(*w))),
         FaultKind::SquatPorts { worker, ports } => {
             out.push((start, Action::Squat(*worker, ports.clone(), true)));
             out.push((end, Action::Squat(*worker, ports.clone(), false)));
@@ -148,6 +150,9 @@ impl Runner<'_> {
                 if !hung {
                     m.hang_ended_ms = now;
                 }
+            }
+            Action::Reset(w) => {
+                lock(&self.shared.db).resets.insert(w);
             }
             Action::Squat(w, ports, on) => {
                 let mut m = lock(&self.shared.machines[w]);
