@@ -371,3 +371,30 @@ fn sigkill_repeats_until_the_container_exits() {
     );
     assert_eq!(h.state("job/task-0"), TaskState::Killed);
 }
+
+/// A live attempt whose container survived a restart but cannot be adopted is reported lost only
+/// after that container is removed.
+#[test]
+fn leftover_container_is_removed_before_the_lost_report() {
+    let mut h = Harness::registered();
+    h.core.recover_leftover(
+        h.now,
+        RecoveredAttempt {
+            spec: spec("job/task-0", 0),
+            ports: Default::default(),
+            submitted_at_ms: 1,
+            started_at_ms: Some(2),
+            outcome: None,
+        },
+    );
+    h.drain();
+    let attempt = key("job/task-0", 0);
+    assert!(h.effects.contains(&Effect::RemoveContainer {
+        attempt: attempt.clone()
+    }));
+    assert_eq!(reports(&h.effects), vec![]);
+    assert_eq!(h.core.live_attempts(), vec![attempt.clone()]);
+    h.event(Event::ContainerRemoved { attempt });
+    assert_eq!(reports(&h.effects), vec![TaskState::WorkerFailed]);
+    assert_eq!(h.state("job/task-0"), TaskState::WorkerFailed);
+}

@@ -194,6 +194,32 @@ impl WorkerCore {
     /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
     /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
     /// are taken.
+    /// An attempt that was live when the worker stopped, whose container is still there but
+    /// cannot be adopted: the container is removed, and the attempt reported WORKER_FAILED once
+    /// the removal is confirmed (never while the container may still run).
+    pub fn recover_leftover(&mut self, now_ms: u64, record: RecoveredAttempt) {
+        self.tick(now_ms);
+        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
+        if record.outcome.is_some()
+            || newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id)
+        {
+            return self.recover(now_ms, record);
+        }
+        let key = record.spec.attempt_key();
+        let mut attempt = self.new_attempt(record.spec, BTreeMap::new(), None);
+        attempt.task.submitted_at_ms = record.submitted_at_ms;
+        attempt.task.started_at_ms = Some(record.started_at_ms.unwrap_or(self.now_ms));
+        attempt.task.state = TaskState::Running;
+        attempt.container_started = true;
+        self.tasks
+            .entry(key.task_id.clone())
+            .or_default()
+            .push(attempt);
+        self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
+        let outcome = Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string());
+        self.remove_then_finish(&key, outcome);
+    }
+
     pub fn adopt(&mut self, now_ms: u64, record: RecoveredAttempt) -> bool {
         self.tick(now_ms);
         let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());

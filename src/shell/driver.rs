@@ -241,8 +241,7 @@ impl Driver {
                 });
             } else {
                 warn!(attempt = %key, "could not adopt; removing its container");
-                self.core.recover(now, record);
-                tokio::spawn(async move { runtime.remove(&key).await });
+                self.core.recover_leftover(now, record);
             }
         }
     }
