@@ -385,12 +385,8 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
 /// Calls in flight, by task (one at a time per task) or `audit-N`.
 type Busy = Arc<Mutex<BTreeSet<String>>>;
 
-async fn execute(
-    shared: Arc<Shared>,
-    clients: Vec<WorkerServiceClient<Channel>>,
-    action: Action,
-    busy: Busy,
-) {
+/// Makes the call an action stands for and records its answer.
+async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>, action: Action) {
     match action {
         Action::Run {
             task_id,
@@ -447,7 +443,6 @@ async fn execute(
             }
         }
     }
-    let _ = busy;
 }
 
 fn on_run_answer(
@@ -548,7 +543,7 @@ async fn dispatcher(shared: Arc<Shared>) {
             }
             let (shared, clients, busy) = (shared.clone(), clients.clone(), busy.clone());
             tokio::spawn(async move {
-                execute(shared, clients, action, busy.clone()).await;
+                execute(shared, clients, action).await;
                 lock(&busy).remove(&tag);
             });
         }
