@@ -294,14 +294,7 @@ fn trace_lost_start_reports_after_removal() {
     let mut h = Harness::registered();
     h.submit(spec("job/task-0", 0)).unwrap();
     let attempt = key("job/task-0", 0);
-    h.event(Event::WorkdirReady {
-        attempt: attempt.clone(),
-    });
-    h.event(Event::BuildFinished {
-        attempt: attempt.clone(),
-        image: None,
-        from_cache: false,
-    });
+    h.build(&attempt);
     h.ack_reports();
     h.now = 5_000;
     h.event(Event::RuntimeLost {

@@ -134,8 +134,8 @@ impl Harness {
         }
     }
 
-    /// Runs an attempt through workdir, build and container start.
-    pub fn start(&mut self, attempt: &AttemptKey) {
+    /// Runs an attempt through workdir and build, up to its StartContainer.
+    pub fn build(&mut self, attempt: &AttemptKey) {
         self.event(Event::WorkdirReady {
             attempt: attempt.clone(),
         });
@@ -144,6 +144,11 @@ impl Harness {
             image: None,
             from_cache: false,
         });
+    }
+
+    /// Runs an attempt through workdir, build and container start.
+    pub fn start(&mut self, attempt: &AttemptKey) {
+        self.build(attempt);
         self.event(Event::ContainerStarted {
             attempt: attempt.clone(),
         });
