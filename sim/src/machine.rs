@@ -96,6 +96,8 @@ pub struct Machine {
     /// Whether the worker process is up (the kill bound holds only while it is).
     pub worker_up: bool,
     pub worker_boots: u32,
+    /// A graceful stop asked of the worker: `Some(kill_tasks)`.
+    pub stop_requested: Option<bool>,
     /// When the engine last came back from hanging (the kill bound counts from then too).
     pub hang_ended_ms: u64,
 }
@@ -159,8 +161,8 @@ impl Machine {
         Some(c)
     }
 
-    /// The worker died: its escalation timers died with it.
-    pub fn worker_crashed(&mut self) {
+    /// The worker died or stopped: its escalation timers went with it.
+    pub fn worker_down(&mut self) {
         self.worker_up = false;
         for c in self.containers.values_mut() {
             c.term_seen_ms = None;

@@ -144,6 +144,13 @@ pub enum FaultKind {
     Crash(Node),
     /// The worker's container engine answers no call.
     EngineHang(usize),
+    /// The worker is stopped (SIGTERM): it kills its tasks and delivers their reports, or with
+    /// `kill_tasks: false` leaves them running for its next run to adopt; it starts again at the
+    /// fault's end.
+    Stop {
+        worker: usize,
+        kill_tasks: bool,
+    },
     /// The controller answers the worker's next registration with `should_reset`.
     Reset(usize),
     /// Another program takes ports in the worker's range.
@@ -214,8 +221,21 @@ impl Plan {
                 end_ms: at,
                 kind: FaultKind::Reset(worker),
             });
-            faults.sort_by_key(|f| (f.start_ms, f.end_ms));
         }
+        let mut stops = Rng::fork(seed, "stops");
+        if stops.chance(20) {
+            let start_ms = stops.range(1_000, shape.fault_window_ms - 10_000);
+            let worker = stops.range(0, shape.workers as u64 - 1) as usize;
+            faults.push(Fault {
+                start_ms,
+                end_ms: start_ms + stops.range(1_000, 8_000),
+                kind: FaultKind::Stop {
+                    worker,
+                    kill_tasks: stops.chance(50),
+                },
+            });
+        }
+        faults.sort_by_key(|f| (f.start_ms, f.end_ms));
         Plan {
             seed,
             shape,

@@ -10,7 +10,7 @@ use iris_worker::proto;
 use iris_worker::proto::worker_service_server::WorkerServiceServer;
 use iris_worker::shell::assemble::{WorkerSetup, assemble};
 use iris_worker::shell::controller::{self, ControllerClient};
-use iris_worker::shell::driver::{CallDeadlines, Clock};
+use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
 use iris_worker::shell::runtime::Runtime;
 
 use crate::net;
@@ -19,6 +19,8 @@ use crate::runtime::SimRuntime;
 use crate::shared::{Shared, lock};
 
 pub const PORT: u16 = 9000;
+/// As `--shutdown-grace-ms` defaults.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Wall-clock time at the simulation's start (2026-01-01T00:00:00Z), so core timestamps are the
 /// same in every run.
@@ -60,6 +62,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         let mut machine = shared.machine(worker);
         machine.worker_up = true;
         machine.worker_boots += 1;
+        machine.stop_requested = None;
     }
     shared.event(format!("{} up", worker_host(worker)));
     let config = config(&shared, worker);
@@ -98,7 +101,31 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     .map_err(|e| format!("{e:#}"))?;
     tonic::transport::Server::builder()
         .add_service(WorkerServiceServer::new(worker_parts.service))
-        .serve_with_incoming(net::incoming(PORT).await?)
+        .serve_with_incoming_shutdown(net::incoming(PORT).await?, stop_requested(&shared, worker))
         .await?;
+    // What `serve` does on SIGTERM.
+    let kill_tasks = shared.machine(worker).stop_requested.unwrap_or(true);
+    shared.event(format!(
+        "{} stopping kill_tasks={kill_tasks}",
+        worker_host(worker)
+    ));
+    let _ = worker_parts
+        .driver
+        .ask(|reply| Command::Shutdown {
+            grace: SHUTDOWN_GRACE,
+            kill_tasks,
+            reply,
+        })
+        .await;
+    let _ = worker_parts.driver_task.await;
+    shared.machine(worker).worker_down();
+    shared.event(format!("{} stopped", worker_host(worker)));
     Ok(())
+}
+
+/// Resolves when the world asks this worker to stop.
+async fn stop_requested(shared: &Shared, worker: usize) {
+    while shared.machine(worker).stop_requested.is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

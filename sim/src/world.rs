@@ -51,6 +51,7 @@ enum Action {
     EngineHang(usize, bool),
     Squat(usize, Vec<u16>, bool),
     Reset(usize),
+    Stop(usize, bool),
 }
 
 fn expand(fault: &Fault, seed: u64, out: &mut Vec<(u64, Action)>) {
@@ -91,6 +92,10 @@ fn expand(fault: &Fault, seed: u64, out: &mut Vec<(u64, Action)>) {
             out.push((end, Action::EngineHang(*w, false)));
         }
         FaultKind::Reset(w) => out.push((start, Action::Reset(*w))),
+        FaultKind::Stop { worker, kill_tasks } => {
+            out.push((start, Action::Stop(*worker, *kill_tasks)));
+            out.push((end, Action::Restart(Node::Worker(*worker))));
+        }
         FaultKind::SquatPorts { worker, ports } => {
             out.push((start, Action::Squat(*worker, ports.clone(), true)));
             out.push((end, Action::Squat(*worker, ports.clone(), false)));
@@ -133,7 +138,7 @@ impl Runner<'_> {
                 if *count == 1 {
                     self.sim.crash(node.host());
                     if let Node::Worker(w) = node {
-                        lock(&self.shared.machines[w]).worker_crashed();
+                        lock(&self.shared.machines[w]).worker_down();
                     }
                 }
             }
@@ -150,6 +155,12 @@ impl Runner<'_> {
                 if !hung {
                     m.hang_ended_ms = now;
                 }
+            }
+            // Counted like a crash, so an overlapping crash and stop restart the worker once.
+            Action::Stop(w, kill_tasks) => {
+                let count = self.down.entry(Node::Worker(w)).or_default();
+                *count += 1;
+                lock(&self.shared.machines[w]).stop_requested = Some(kill_tasks);
             }
             Action::Reset(w) => {
                 lock(&self.shared.db).resets.insert(w);
