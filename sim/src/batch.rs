@@ -51,11 +51,16 @@ pub fn summary_line(o: &Outcome) -> String {
     )
 }
 
+const VIOLATIONS_SHOWN: usize = 10;
+
 /// What a failed seed prints: the violations, the fault schedule, the last events and `repro`.
 pub fn failure_report(o: &Outcome, repro: &str) -> String {
     let mut out = format!("\nFAILED seed {}\nviolations:\n", o.seed);
-    for v in &o.violations {
+    for v in o.violations.iter().take(VIOLATIONS_SHOWN) {
         out += &format!("  {v}\n");
+    }
+    if o.violations.len() > VIOLATIONS_SHOWN {
+        out += &format!("  ({} more)\n", o.violations.len() - VIOLATIONS_SHOWN);
     }
     out += "fault schedule:\n";
     for f in &o.faults {

@@ -10,6 +10,8 @@ use crate::plan::{Behaviour, ExitPlan};
 
 /// How soon a SIGKILLed container is gone.
 const KILL_MS: u64 = 20;
+/// A running container prints a line at its start and then this often.
+const OUTPUT_EVERY_MS: u64 = 700;
 
 #[derive(Clone, Debug)]
 pub enum ContainerState {
@@ -61,6 +63,20 @@ impl Container {
             .min_by_key(|(at, _)| *at)
     }
 
+    /// What it has printed by `now_ms`: (simulated time, line). The engine keeps it, so a
+    /// worker that adopts the container after a restart can read what it missed.
+    pub fn output(&self, now_ms: u64) -> Vec<(u64, String)> {
+        let until = match &self.state {
+            ContainerState::Running => now_ms,
+            ContainerState::Exited { at_ms, .. } => now_ms.min(*at_ms),
+        };
+        (0..)
+            .map(|k| (self.started_ms + k * OUTPUT_EVERY_MS, k))
+            .take_while(|(at, _)| *at <= until)
+            .map(|(at, k)| (at, format!("out {k}")))
+            .collect()
+    }
+
     fn advance(&mut self, now_ms: u64) {
         if let (ContainerState::Running, Some((at, status))) = (&self.state, self.end())
             && at <= now_ms
@@ -95,6 +111,8 @@ pub struct Machine {
     pub engine_hung: bool,
     /// Whether the worker process is up (the kill bound holds only while it is).
     pub worker_up: bool,
+    /// The whole output of every container removed so far (the log check's reference).
+    pub removed_output: BTreeMap<AttemptKey, Vec<String>>,
     pub worker_boots: u32,
     /// A graceful stop asked of the worker: `Some(kill_tasks)`.
     pub stop_requested: Option<bool>,
@@ -158,6 +176,8 @@ impl Machine {
                 status: signalled(9),
             };
         }
+        let output = c.output(now_ms).into_iter().map(|(_, line)| line).collect();
+        self.removed_output.insert(key.clone(), output);
         Some(c)
     }
 

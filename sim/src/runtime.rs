@@ -13,6 +13,7 @@ use iris_worker::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError
 use crate::plan::Behaviour;
 use crate::rng::{Rng, fnv1a};
 use crate::shared::Shared;
+use crate::worker::EPOCH_MS;
 
 /// How often a watcher looks at its container.
 const WATCH_INTERVAL: Duration = Duration::from_millis(25);
@@ -94,27 +95,34 @@ impl SimRuntime {
         adopted
     }
 
-    /// Reports the container's exit (or its disappearance) through the sink.
-    fn watch(&self, key: AttemptKey, sink: AttemptSink) {
+    /// Follows the container: its output into the log (lines after `after_ms` only, as the
+    /// docker runtime does after an adoption), then its exit (or disappearance).
+    fn watch(&self, key: AttemptKey, sink: AttemptSink, after_ms: Option<i64>) {
         let shared = self.shared.clone();
         let worker = self.worker;
         tokio::spawn(async move {
+            let mut logged = after_ms;
             loop {
-                let state = shared
+                let now = shared.now_ms();
+                let seen = shared
                     .machine(worker)
                     .containers
                     .get(&key)
-                    .map(|c| c.state.clone());
-                match state {
-                    Some(crate::machine::ContainerState::Running) => {}
-                    Some(crate::machine::ContainerState::Exited { status, .. }) => {
-                        sink.exited(status);
-                        return;
+                    .map(|c| (c.state.clone(), c.output(now)));
+                let Some((state, output)) = seen else {
+                    sink.lost("container removed".to_string());
+                    return;
+                };
+                for (at, line) in output {
+                    let at = (EPOCH_MS + at) as i64;
+                    if logged.is_none_or(|l| at > l) {
+                        sink.log_line_at(at, LogSource::Stdout, line.as_bytes());
+                        logged = Some(at);
                     }
-                    None => {
-                        sink.lost("container removed".to_string());
-                        return;
-                    }
+                }
+                if let crate::machine::ContainerState::Exited { status, .. } = state {
+                    sink.exited(status);
+                    return;
                 }
                 tokio::time::sleep(WATCH_INTERVAL).await;
             }
@@ -244,8 +252,7 @@ impl Runtime for SimRuntime {
             std::future::pending::<()>().await;
         }
         sink.started();
-        sink.log(LogSource::Stdout, "sim: hello");
-        self.watch(key, sink);
+        self.watch(key, sink, None);
         Ok(())
     }
 
@@ -291,7 +298,8 @@ impl Runtime for SimRuntime {
         {
             return Err(RuntimeError::new(format!("no such container {attempt}")));
         }
-        self.watch(attempt.clone(), sink);
+        let after = sink.last_timestamp_ms();
+        self.watch(attempt.clone(), sink, after);
         Ok(())
     }
 }

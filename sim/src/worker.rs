@@ -19,6 +19,8 @@ use crate::runtime::SimRuntime;
 use crate::shared::{Shared, lock};
 
 pub const PORT: u16 = 9000;
+/// Per attempt; far above what a simulated task prints, so no line may be lost.
+pub const LOG_DISK_BYTES_MAX: u64 = 1 << 20;
 /// As `--shutdown-grace-ms` defaults.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -79,7 +81,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         config,
         cache_dir: shared.cache_dirs[worker].clone(),
         log_memory: LogLimits::default(),
-        log_disk_bytes_max: 1 << 20,
+        log_disk_bytes_max: LOG_DISK_BYTES_MAX,
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
         // Only other programs' ports are visible to a bind probe; the containers' own are the
         // worker's bookkeeping to get right.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use iris_worker::core::AttemptKey;
+use iris_worker::core::{AttemptKey, LogFilter, LogLimits, LogSource, TaskState};
+use iris_worker::shell::logstore::{LogStore, LogStoreConfig};
 
 use crate::plan::{Fault, FaultKind, Node, Plan, Shape};
 use crate::rng::Rng;
@@ -253,6 +254,45 @@ fn unsettled(shared: &Shared) -> Option<String> {
     None
 }
 
+/// Nothing lost from any attempt's log (read back from the worker's disk as a restarted worker
+/// would): line numbers run 0..n without a gap or a repeat, and an attempt that ended on its own
+/// terms (not lost with its worker or engine) holds its container's whole output, once, in order.
+fn check_logs(shared: &Shared) {
+    for w in 0..shared.plan.shape.workers {
+        let store = LogStore::new(LogStoreConfig {
+            root: shared.cache_dirs[w].join("logs"),
+            memory: LogLimits::default(),
+            disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
+            ingested: Default::default(),
+        });
+        let printed = shared.machine(w).removed_output.clone();
+        for (key, output) in printed {
+            let lines = match store.fetch(&key, &LogFilter::default()) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    shared.violation(format!("worker-{w}: log of {key} unreadable: {e}"));
+                    continue;
+                }
+            };
+            let numbers: Vec<i64> = lines.iter().map(|l| l.line_number).collect();
+            if numbers.iter().enumerate().any(|(i, n)| *n != i as i64) {
+                shared.violation(format!("worker-{w}: {key} log lines numbered {numbers:?}"));
+            }
+            let terminal = lock(&shared.db).tasks[key.task_id.as_str()].attempts[&key.attempt_id].terminal;
+            let stdout: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.source == LogSource::Stdout)
+                .map(|l| l.data.as_str())
+                .collect();
+            if terminal != Some(TaskState::WorkerFailed) && stdout != output {
+                shared.violation(format!(
+                    "worker-{w}: {key} ({terminal:?}) logged {stdout:?}, its container printed {output:?}"
+                ));
+            }
+        }
+    }
+}
+
 pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
     let started = Instant::now();
     let plan = Plan::draw(seed, shape);
@@ -305,7 +345,10 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
         }
         if now >= heal && now % 500 == 0 {
             match unsettled(&shared) {
-                None => break,
+                None => {
+                    check_logs(&shared);
+                    break;
+                }
                 Some(why) if now > heal + SETTLE_BOUND_MS => {
                     shared.violation(format!(
                         "not settled {SETTLE_BOUND_MS} ms after the faults healed: {why}"
