@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iris_worker::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
+use iris_worker::shell::output_mark::{OutputMark, ResumeFilter};
 use iris_worker::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
 
 use crate::plan::Behaviour;
@@ -95,13 +96,14 @@ impl SimRuntime {
         adopted
     }
 
-    /// Follows the container: its output into the log (lines after `after_ms` only, as the
-    /// docker runtime does after an adoption), then its exit (or disappearance).
-    fn watch(&self, key: AttemptKey, sink: AttemptSink, after_ms: Option<i64>) {
+    /// Follows the container: its output into the log (after an adoption, only what the log
+    /// lacks, as the docker runtime does), then its exit (or disappearance).
+    fn watch(&self, key: AttemptKey, sink: AttemptSink, after: Option<OutputMark>) {
         let shared = self.shared.clone();
         let worker = self.worker;
         tokio::spawn(async move {
-            let mut logged = after_ms;
+            let mut filter = ResumeFilter::new(after);
+            let mut taken = 0;
             loop {
                 let now = shared.now_ms();
                 let seen = shared
@@ -113,11 +115,11 @@ impl SimRuntime {
                     sink.lost("container removed".to_string());
                     return;
                 };
-                for (at, line) in output {
+                for (at, line) in output.into_iter().skip(taken) {
+                    taken += 1;
                     let at = (EPOCH_MS + at) as i64;
-                    if logged.is_none_or(|l| at > l) {
+                    if filter.is_new(at) {
                         sink.log_line_at(at, LogSource::Stdout, line.as_bytes());
-                        logged = Some(at);
                     }
                 }
                 if let crate::machine::ContainerState::Exited { status, .. } = state {
@@ -298,7 +300,7 @@ impl Runtime for SimRuntime {
         {
             return Err(RuntimeError::new(format!("no such container {attempt}")));
         }
-        let after = sink.last_timestamp_ms();
+        let after = sink.output_mark();
         self.watch(attempt.clone(), sink, after);
         Ok(())
     }

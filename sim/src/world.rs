@@ -278,7 +278,8 @@ fn check_logs(shared: &Shared) {
             if numbers.iter().enumerate().any(|(i, n)| *n != i as i64) {
                 shared.violation(format!("worker-{w}: {key} log lines numbered {numbers:?}"));
             }
-            let terminal = lock(&shared.db).tasks[key.task_id.as_str()].attempts[&key.attempt_id].terminal;
+            let terminal =
+                lock(&shared.db).tasks[key.task_id.as_str()].attempts[&key.attempt_id].terminal;
             let stdout: Vec<&str> = lines
                 .iter()
                 .filter(|l| l.source == LogSource::Stdout)
@@ -297,6 +298,7 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
     let started = Instant::now();
     let plan = Plan::draw(seed, shape);
     let dirs = tempfile::tempdir().expect("temp dir");
+
     let cache_dirs = (0..plan.shape.workers)
         .map(|w| dirs.path().join(format!("worker-{w}")))
         .collect();
@@ -360,6 +362,9 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
         }
     }
     drop(runner);
+    if std::env::var_os("SIM_KEEP").is_some() {
+        eprintln!("kept {}", dirs.keep().display());
+    }
     let oracle = lock(&shared.oracle);
     Outcome {
         seed,

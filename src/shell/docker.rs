@@ -31,6 +31,7 @@ use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
 };
 use crate::shell::lines::LineSplitter;
+use crate::shell::output_mark::{OutputMark, ResumeFilter};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, wall_ms};
 use crate::shell::workdir;
 
@@ -362,13 +363,13 @@ impl DockerRuntime {
         attempt: &AttemptKey,
         name: String,
         sink: AttemptSink,
-        after_ms: Option<i64>,
+        after: Option<OutputMark>,
     ) {
         let logs = tokio::spawn(follow_logs(
             self.docker.clone(),
             name.clone(),
             sink.clone(),
-            after_ms,
+            after,
         ));
         let stats = self.spawn_stats(name.clone(), sink.clone());
         self.samplers
@@ -494,26 +495,29 @@ pub async fn remove_all_managed() -> Result<usize, RuntimeError> {
 }
 
 /// Follows the container's output into the attempt's log until the stream ends. After an
-/// adoption, `after_ms` is the newest line already logged: older lines are not taken twice.
-async fn follow_logs(docker: Docker, name: String, sink: AttemptSink, after_ms: Option<i64>) {
+/// adoption, `after` says where the log left off: what it has is not taken twice.
+async fn follow_logs(docker: Docker, name: String, sink: AttemptSink, after: Option<OutputMark>) {
     let mut options = LogsOptionsBuilder::default()
         .follow(true)
         .stdout(true)
         .stderr(true)
         .timestamps(true);
-    if let Some(ms) = after_ms {
-        options = options.since(i32::try_from(ms / 1000).unwrap_or(0));
+    if let Some(mark) = after {
+        options = options.since(i32::try_from(mark.timestamp_ms / 1000).unwrap_or(0));
     }
     let options = options.build();
     let mut stream = docker.logs(&name, Some(options));
     let mut out = LineSplitter::default();
     let mut err = LineSplitter::default();
+    // One filter for both streams: the mark counts stdout and stderr lines together.
+    let filter = std::sync::Mutex::new(ResumeFilter::new(after));
     let emit = |source: LogSource| {
         let sink = sink.clone();
+        let filter = &filter;
         move |lines: &[&[u8]]| {
             for line in lines {
                 let (ms, data) = split_timestamp(line);
-                if after_ms.is_none_or(|after| ms > after) {
+                if filter.lock().unwrap_or_else(|p| p.into_inner()).is_new(ms) {
                     sink.log_line_at(ms, source, data);
                 }
             }
@@ -626,7 +630,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn resume(&self, attempt: &AttemptKey, sink: AttemptSink) -> Result<(), RuntimeError> {
-        let after = sink.last_timestamp_ms();
+        let after = sink.output_mark();
         self.monitor(attempt, self.name(attempt), sink, after);
         Ok(())
     }

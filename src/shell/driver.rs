@@ -23,7 +23,7 @@ use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::Metrics;
-use crate::shell::runtime::{AttemptSink, Runtime, RuntimeError, wall_ms};
+use crate::shell::runtime::{AttemptSink, Runtime, RuntimeError};
 
 /// Deadlines of runtime calls.
 #[derive(Clone, Debug)]
@@ -512,14 +512,22 @@ impl Driver {
                 attempt,
                 source,
                 data,
-            } => self.parts.logs.append(&attempt, wall_ms(), source, &data),
+            } => {
+                let now = i64::try_from(self.now_ms()).unwrap_or(i64::MAX);
+                self.parts.logs.append(&attempt, now, source, &data)
+            }
             Effect::RegisterWorker { running_task_ids } => self.register(running_task_ids),
             Effect::ReportTaskState { report_id, report } => self.report(report_id, report),
         }
     }
 
     fn sink(&self, attempt: &AttemptKey) -> AttemptSink {
-        AttemptSink::new(attempt.clone(), self.events_tx.clone(), &self.parts.logs)
+        AttemptSink::new(
+            attempt.clone(),
+            self.events_tx.clone(),
+            &self.parts.logs,
+            self.parts.clock,
+        )
     }
 
     /// Runs a set-up step (cancellable by CancelBuild) and feeds its outcome back.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLimits, LogLine, LogSource, TaskLogs};
+use crate::shell::output_mark::OutputMark;
 
 /// Longest line kept; longer output is split into several lines.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -48,7 +49,8 @@ pub struct AttemptLog {
     bytes_ingested: u64,
     ingested: prometheus_client::metrics::counter::Counter,
     disk_error: Option<String>,
-    last_timestamp_ms: Option<i64>,
+    /// Where the container's output left off (see `output_mark`).
+    output_mark: Option<OutputMark>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,10 +124,14 @@ impl AttemptLog {
     /// log left on disk by an earlier run of the worker (an adopted attempt) is continued: line
     /// numbers carry on after its last line.
     fn create(config: &LogStoreConfig, path: PathBuf) -> AttemptLog {
-        let last = last_record(&path).or_else(|| last_record(&rotated(&path)));
-        let next = last.as_ref().map_or(0, |l| l.line_number + 1);
+        let (last, output_mark) = match tail_records(&path) {
+            tail if tail.is_empty() => tail_records(&rotated(&path)),
+            tail => tail,
+        }
+        .summary();
+        let next = last.map_or(0, |n| n + 1);
         AttemptLog {
-            last_timestamp_ms: last.map(|l| l.timestamp_ms),
+            output_mark,
             memory: TaskLogs::starting_at(config.memory, next),
             path,
             writer: None,
@@ -152,12 +158,14 @@ impl AttemptLog {
         Ok(())
     }
 
-    pub fn last_timestamp_ms(&self) -> Option<i64> {
-        self.last_timestamp_ms
+    pub fn output_mark(&self) -> Option<OutputMark> {
+        self.output_mark
     }
 
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
-        self.last_timestamp_ms = Some(timestamp_ms);
+        if OutputMark::counts(source) {
+            self.output_mark = Some(OutputMark::after(self.output_mark, timestamp_ms));
+        }
         self.bytes_ingested += data.len() as u64;
         self.ingested.inc_by(data.len() as u64);
         let line_number = self.memory.push(timestamp_ms, source, data.to_string());
@@ -238,16 +246,52 @@ impl AttemptLog {
 }
 
 /// The last complete record of a log file, read from its tail.
-fn last_record(path: &Path) -> Option<LogLine> {
+/// How much of a log's end is read back when an attempt's log is continued: enough for the
+/// newest record and, but for a burst of more than this in one millisecond, every output line
+/// sharing its timestamp.
+const TAIL_BYTES_MAX: u64 = 256 * 1024 + 2 * LINE_BYTES_MAX as u64;
+
+/// The records at the end of a log segment (none if there is no file).
+struct Tail(Vec<LogLine>);
+
+fn tail_records(path: &Path) -> Tail {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let tail_len = len.min(2 * LINE_BYTES_MAX as u64 + 1024);
-    file.seek(SeekFrom::Start(len - tail_len)).ok()?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
-    text.lines().rev().find_map(decode)
+    let read = || -> Option<Vec<u8>> {
+        let mut file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        file.seek(SeekFrom::Start(len - len.min(TAIL_BYTES_MAX)))
+            .ok()?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).ok()?;
+        Some(tail)
+    };
+    let text = read().unwrap_or_default();
+    // The first line of a window that starts mid-file may be partial; `decode` drops it.
+    Tail(
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(decode)
+            .collect(),
+    )
+}
+
+impl Tail {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The newest line number, and the output mark, of these records.
+    fn summary(self) -> (Option<i64>, Option<OutputMark>) {
+        let last = self.0.last().map(|l| l.line_number);
+        let mark = self
+            .0
+            .iter()
+            .filter(|l| OutputMark::counts(l.source))
+            .fold(None, |mark, l| {
+                Some(OutputMark::after(mark, l.timestamp_ms))
+            });
+        (last, mark)
+    }
 }
 
 fn rotated(path: &Path) -> PathBuf {

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod lines;
 pub mod logstore;
 pub mod metrics;
+pub mod output_mark;
 pub mod process;
 pub mod procstats;
 pub mod runtime;

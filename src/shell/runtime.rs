@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, Event, ExitStatus, LogSource, ResourceUsage, Signal,
 };
+use crate::shell::driver::Clock;
 use crate::shell::logstore::{AttemptLogHandle, LogStore};
+use crate::shell::output_mark::OutputMark;
 
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{message}")]
@@ -65,31 +67,44 @@ pub struct AttemptSink {
     pub attempt: AttemptKey,
     events: mpsc::UnboundedSender<Event>,
     log: AttemptLogHandle,
+    /// Stamps the lines the runtime does not stamp itself: the worker's one clock, so a
+    /// simulation's timestamps are simulated too.
+    clock: Clock,
 }
 
 impl AttemptSink {
-    pub fn new(attempt: AttemptKey, events: mpsc::UnboundedSender<Event>, logs: &LogStore) -> Self {
+    pub fn new(
+        attempt: AttemptKey,
+        events: mpsc::UnboundedSender<Event>,
+        logs: &LogStore,
+        clock: Clock,
+    ) -> Self {
         let log = logs.open(&attempt);
         AttemptSink {
             attempt,
             events,
             log,
+            clock,
         }
     }
 
-    /// The timestamp of the newest line already in the log (on disk from before a restart).
-    pub fn last_timestamp_ms(&self) -> Option<i64> {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Where the container's output left off in the log (on disk from before a restart).
+    pub fn output_mark(&self) -> Option<OutputMark> {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .last_timestamp_ms()
+            .output_mark()
     }
 
     pub fn log(&self, source: LogSource, data: &str) {
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(wall_ms(), source, data);
+            .append(self.now_ms(), source, data);
     }
 
     /// Appends one raw line stamped by the runtime (the engine's own timestamp).
@@ -103,7 +118,7 @@ impl AttemptSink {
 
     /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
     pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
-        let now = wall_ms();
+        let now = self.now_ms();
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         for line in lines {
             log.append(now, source, &String::from_utf8_lossy(line));
