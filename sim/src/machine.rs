@@ -114,6 +114,8 @@ pub struct Machine {
     /// The whole output of every container removed so far (the log check's reference).
     pub removed_output: BTreeMap<AttemptKey, Vec<String>>,
     pub worker_boots: u32,
+    /// When the worker last came up (a timeout missed while it was down is due from then).
+    pub up_since_ms: u64,
     /// A graceful stop asked of the worker: `Some(kill_tasks)`.
     pub stop_requested: Option<bool>,
     /// When the engine last came back from hanging (the kill bound counts from then too).

@@ -63,6 +63,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     {
         let mut machine = shared.machine(worker);
         machine.worker_up = true;
+        machine.up_since_ms = shared.now_ms();
         machine.worker_boots += 1;
         machine.stop_requested = None;
     }

@@ -20,6 +20,9 @@ const SETTLE_BOUND_MS: u64 = 120_000;
 /// A SIGTERMed container must be gone this long after the TERM (the longest term timeout the
 /// run uses, 5 s, plus slack for the KILL to land) while its worker is up and its engine answers.
 const KILL_BOUND_MS: u64 = 15_000;
+/// A container whose task's timeout has passed is gone this long after it (the default term
+/// timeout, 5 s, plus slack), counted from when its worker is up and its engine answers.
+const TIMEOUT_BOUND_MS: u64 = 6_000;
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -147,6 +150,10 @@ impl Runner<'_> {
                 let count = self.down.entry(node).or_default();
                 *count = count.saturating_sub(1);
                 if *count == 0 {
+                    // A worker still stopping when its restart comes is killed by it.
+                    if let Node::Worker(w) = node {
+                        lock(&self.shared.machines[w]).worker_down();
+                    }
                     self.sim.bounce(node.host());
                 }
             }
@@ -179,7 +186,40 @@ impl Runner<'_> {
         }
     }
 
-    /// Safety that holds at every step: a SIGTERMed container is gone within the kill bound.
+    /// Safety that holds at every step: a SIGTERMed container is gone within the kill bound, and
+    /// so is one whose task's timeout has passed.
+    fn check_bounds(&self, now: u64) {
+        self.check_kill_bound(now);
+        self.check_timeout_bound(now);
+    }
+
+    fn check_timeout_bound(&self, now: u64) {
+        for (w, machine) in self.shared.machines.iter().enumerate() {
+            let m = lock(machine);
+            if !m.worker_up || m.engine_hung {
+                continue;
+            }
+            let since = m.up_since_ms.max(m.hang_ended_ms);
+            let live: Vec<(AttemptKey, u64)> =
+                m.live().map(|(k, c)| (k.clone(), c.started_ms)).collect();
+            drop(m);
+            for (key, started) in live {
+                let timeout_ms = lock(&self.shared.db)
+                    .tasks
+                    .get(key.task_id.as_str())
+                    .map_or(0, |t| t.plan.timeout_seconds as u64 * 1000);
+                let due = (started + timeout_ms).max(since);
+                // Reported once: in the step where the bound passes.
+                let late = now.checked_sub(due + TIMEOUT_BOUND_MS);
+                if timeout_ms > 0 && late.is_some_and(|l| l < TICK.as_millis() as u64) {
+                    self.shared.violation(format!(
+                        "worker-{w}: {key} still runs {TIMEOUT_BOUND_MS} ms past its timeout"
+                    ));
+                }
+            }
+        }
+    }
+
     fn check_kill_bound(&self, now: u64) {
         for (w, machine) in self.shared.machines.iter().enumerate() {
             let mut m = lock(machine);
@@ -341,7 +381,7 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
             shared.violation(format!("a host failed: {e}"));
             break;
         }
-        runner.check_kill_bound(now);
+        runner.check_bounds(now);
         if !lock(&shared.oracle).violations.is_empty() {
             break;
         }

@@ -401,6 +401,20 @@ impl Driver {
         }
     }
 
+    /// Journals the start time before the container exists.
+    fn record_started(&mut self, attempt: &AttemptKey) {
+        let task = self
+            .core
+            .task_attempts(&attempt.task_id)
+            .into_iter()
+            .find(|t| t.attempt_id == attempt.attempt_id);
+        if let (Some(journal), Some(task)) = (&mut self.parts.journal, task)
+            && let Err(e) = journal.started(task)
+        {
+            warn!(attempt = %attempt, error = %e, "cannot journal the start time");
+        }
+    }
+
     fn on_event_side_effects(&mut self, event: &Event) {
         if let Event::ReportFailed { .. } = event {
             self.parts.metrics.report_retries.inc();
@@ -493,6 +507,9 @@ impl Driver {
             }
             Effect::StartContainer(spec) => {
                 self.parts.metrics.task_starts.inc();
+                if spec.start_try == 1 {
+                    self.record_started(&spec.attempt);
+                }
                 self.start(*spec, deadlines.start)
             }
             Effect::SignalContainer { attempt, signal } => {

@@ -129,6 +129,14 @@ impl Journal {
         self.append(crate::core::worker::attempt_key(task), record)
     }
 
+    /// Records when an attempt entered BUILDING, so an attempt adopted after a restart keeps its
+    /// `started_at_ms` and its timeout counts from there (not from the restart).
+    pub fn started(&mut self, task: &Task) -> io::Result<()> {
+        self.update(&crate::core::worker::attempt_key(task), |record| {
+            record.started_at_ms = ms(task.started_at_ms);
+        })
+    }
+
     /// Records how an attempt ended.
     pub fn finished(&mut self, task: &Task) -> io::Result<()> {
         self.update(&crate::core::worker::attempt_key(task), |record| {
