@@ -336,4 +336,24 @@ mod tests {
         );
         let _ = fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_live_attempt_keeps_its_start_time_across_a_restart() {
+        let dir = std::env::temp_dir().join(format!("iris-journal-start-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut journal, _) = Journal::open(&dir, true).unwrap();
+        let spec = TaskSpec::from_request(&request("job/task-0", 0)).unwrap();
+        let mut started = task(&spec);
+        journal
+            .accepted(&request("job/task-0", 0), &started)
+            .unwrap();
+        started.started_at_ms = Some(1_234);
+        journal.started(&started).unwrap();
+        drop(journal);
+        let (_, found) = Journal::open(&dir, true).unwrap();
+        let record = found[0].as_ref().unwrap();
+        assert!(record.outcome.is_none());
+        assert_eq!(record.started_at_ms, Some(1_234));
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
