@@ -190,10 +190,6 @@ impl WorkerCore {
         }
     }
 
-    /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
-    /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
-    /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
-    /// are taken.
     /// An attempt that was live when the worker stopped, whose container is still there but
     /// cannot be adopted: the container is removed, and the attempt reported WORKER_FAILED once
     /// the removal is confirmed (never while the container may still run).
@@ -220,6 +216,10 @@ impl WorkerCore {
         self.remove_then_finish(&key, outcome);
     }
 
+    /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
+    /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
+    /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
+    /// are taken.
     pub fn adopt(&mut self, now_ms: u64, record: RecoveredAttempt) -> bool {
         self.tick(now_ms);
         let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
