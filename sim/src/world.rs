@@ -23,6 +23,8 @@ const KILL_BOUND_MS: u64 = 15_000;
 /// A container whose task's timeout has passed is gone this long after it (the default term
 /// timeout, 5 s, plus slack), counted from when its worker is up and its engine answers.
 const TIMEOUT_BOUND_MS: u64 = 6_000;
+/// The longest call deadline of a simulated worker: a call an engine swallowed ends by then.
+const STUCK_CALL_MS: u64 = 5_000;
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -199,7 +201,8 @@ impl Runner<'_> {
             if !m.worker_up || m.engine_hung {
                 continue;
             }
-            let since = m.up_since_ms.max(m.hang_ended_ms);
+            // A call the hung engine swallowed ends at its deadline (at most 5 s here).
+            let since = m.up_since_ms.max(m.hang_ended_ms + STUCK_CALL_MS);
             let live: Vec<(AttemptKey, u64)> =
                 m.live().map(|(k, c)| (k.clone(), c.started_ms)).collect();
             drop(m);

@@ -175,7 +175,9 @@ impl DriverHandle {
 }
 
 const REMOVE_RETRY_INITIAL: Duration = Duration::from_secs(1);
-const REMOVE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// As often as SIGKILL repeats: once the engine answers again, a container being removed is gone
+/// within a call deadline plus this.
+const REMOVE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Commands waiting for the driver; beyond this, RPC handlers wait (backpressure, not memory).
 const COMMAND_QUEUE_MAX: usize = 1024;
