@@ -195,14 +195,30 @@ impl WorkerCore {
     /// the removal is confirmed (never while the container may still run).
     pub fn recover_leftover(&mut self, now_ms: u64, record: RecoveredAttempt) {
         self.tick(now_ms);
-        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
-        if record.outcome.is_some()
-            || newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id)
-        {
+        if !self.is_newer_live(&record) {
             return self.recover(now_ms, record);
         }
+        let key = self.push_running_again(record, BTreeMap::new());
+        self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
+        let outcome = Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string());
+        self.remove_then_finish(&key, outcome);
+    }
+
+    /// Whether a recovered record is a live attempt newer than any the core has of its task.
+    fn is_newer_live(&self, record: &RecoveredAttempt) -> bool {
+        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
+        record.outcome.is_none()
+            && newest.is_none_or(|a| a.task.attempt_id < record.spec.attempt_id)
+    }
+
+    /// Puts back a recovered live attempt whose container is still there, as RUNNING.
+    fn push_running_again(
+        &mut self,
+        record: RecoveredAttempt,
+        ports: BTreeMap<String, u16>,
+    ) -> AttemptKey {
         let key = record.spec.attempt_key();
-        let mut attempt = self.new_attempt(record.spec, BTreeMap::new(), None);
+        let mut attempt = self.new_attempt(record.spec, ports, None);
         attempt.task.submitted_at_ms = record.submitted_at_ms;
         attempt.task.started_at_ms = Some(record.started_at_ms.unwrap_or(self.now_ms));
         attempt.task.state = TaskState::Running;
@@ -211,48 +227,34 @@ impl WorkerCore {
             .entry(key.task_id.clone())
             .or_default()
             .push(attempt);
-        self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
-        let outcome = Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string());
-        self.remove_then_finish(&key, outcome);
+        key
     }
 
     /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
     /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
     /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
     /// are taken.
-    pub fn adopt(&mut self, now_ms: u64, record: RecoveredAttempt) -> bool {
+    pub fn adopt(&mut self, now_ms: u64, mut record: RecoveredAttempt) -> bool {
         self.tick(now_ms);
-        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
-        if record.outcome.is_some()
-            || newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id)
-        {
+        if !self.is_newer_live(&record) {
             return false;
         }
-        let key = AttemptKey {
-            task_id: record.spec.task_id.clone(),
-            attempt_id: record.spec.attempt_id,
-        };
         let ports: Vec<u16> = record.ports.values().copied().collect();
-        if !self.ports.reserve(&key, &ports) {
+        if !self.ports.reserve(&record.spec.attempt_key(), &ports) {
             return false;
         }
-        let started = record.started_at_ms.unwrap_or(self.now_ms);
-        let mut attempt = self.new_attempt(record.spec, record.ports, None);
-        attempt.task.submitted_at_ms = record.submitted_at_ms;
-        attempt.task.started_at_ms = Some(started);
-        attempt.task.state = TaskState::Running;
+        let recorded_ports = std::mem::take(&mut record.ports);
+        let key = self.push_running_again(record, recorded_ports);
+        let now = self.now_ms;
+        let attempt = self.attempt_mut(&key).expect("just pushed");
         attempt.task.status_message = "adopted after a worker restart".to_string();
         attempt.phase = Phase::Running;
-        attempt.container_started = true;
+        let started = attempt.task.started_at_ms.expect("set when pushed");
         if attempt.spec.timeout_ms > 0 {
-            let deadline = (started + attempt.spec.timeout_ms).max(self.now_ms);
+            let deadline = (started + attempt.spec.timeout_ms).max(now);
             attempt.timeout_at = Some(deadline);
             self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
         }
-        self.tasks
-            .entry(key.task_id.clone())
-            .or_default()
-            .push(attempt);
         self.report(&key);
         true
     }
