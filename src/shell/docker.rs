@@ -61,21 +61,23 @@ fn fnv(text: &str) -> u32 {
     })
 }
 
-/// A valid, stable container name for an attempt of this worker.
-pub fn container_name(worker_id: &str, attempt: &AttemptKey) -> String {
-    let readable: String = attempt
-        .task_id
-        .as_str()
-        .chars()
+/// `text` with every character but ASCII letters, digits, `-` and `.` replaced, cut to `max`.
+fn sanitized(text: &str, replacement: char, max: usize) -> String {
+    text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
                 c
             } else {
-                '_'
+                replacement
             }
         })
-        .take(80)
-        .collect();
+        .take(max)
+        .collect()
+}
+
+/// A valid, stable container name for an attempt of this worker.
+pub fn container_name(worker_id: &str, attempt: &AttemptKey) -> String {
+    let readable = sanitized(attempt.task_id.as_str(), '_', 80);
     let hash = fnv(&format!("{worker_id}\0{}", attempt.task_id));
     format!("iris-{readable}-{hash:08x}-a{}", attempt.attempt_id)
 }
@@ -404,18 +406,7 @@ fn dependency_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 /// `iris-<job>:<hash>`: a valid tag whatever characters the job id has.
 pub fn image_tag(job_id: &str, base: &str, deps: &[(String, Vec<u8>)]) -> String {
-    let mut repo: String = job_id
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(100)
-        .collect();
+    let mut repo = sanitized(&job_id.to_ascii_lowercase(), '-', 100);
     repo = repo
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string();
