@@ -14,6 +14,8 @@ pub mod iris {
     pub mod cluster {
         #![allow(clippy::all, clippy::pedantic)]
         tonic::include_proto!("iris.cluster");
+        // The proto3 JSON mapping of every message (pbjson), for Connect's application/json.
+        include!(concat!(env!("OUT_DIR"), "/iris.cluster.serde.rs"));
     }
     /// The worker's journal records; not part of the wire contract.
     pub mod worker_journal {

@@ -372,7 +372,7 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
         req.attempt_id = attempt;
         req.bundle_gcs_path = format!("file://{}", zip_path.display());
         req.environment = Some(proto::EnvironmentConfig {
-            source: Some(proto::environment_config::Source::Workspace(".".into())),
+            workspace: ".".into(),
             docker_image: IMAGE.into(),
             ..Default::default()
         });
@@ -459,7 +459,7 @@ async fn kill_during_building_creates_no_container() {
     let mut req = command_request("kb/task-0", &["true"]);
     req.bundle_gcs_path = format!("file://{}", fifo.display());
     req.environment = Some(proto::EnvironmentConfig {
-        source: Some(proto::environment_config::Source::Workspace(".".into())),
+        workspace: ".".into(),
         ..Default::default()
     });
     c.run_task(req).await.unwrap();

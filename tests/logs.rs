@@ -172,7 +172,7 @@ fn huge_values_are_harmless() {
     };
     assert!(fetch(&logs, f).is_empty());
     let f = FetchLogsFilter {
-        max_lines: i32::MAX,
+        max_lines: i64::MAX,
         ..filter()
     };
     assert_eq!(fetch(&logs, f).len(), 10);

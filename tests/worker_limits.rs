@@ -86,7 +86,7 @@ async fn limits_answer_with_clear_statuses_and_harm_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument);
     let extreme = FetchLogsFilter {
         start_line: i64::MIN,
-        max_lines: i32::MAX,
+        max_lines: i64::MAX,
         ..Default::default()
     };
     c.fetch_task_logs(FetchTaskLogsRequest {
@@ -127,7 +127,7 @@ async fn limits_answer_with_clear_statuses_and_harm_nothing() {
     );
     c.kill_task(KillTaskRequest {
         task_id: "keep/task-0".into(),
-        term_timeout_ms: i64::MAX,
+        term_timeout_ms: i32::MAX,
     })
     .await
     .unwrap();

@@ -10,10 +10,17 @@ use std::time::Duration;
 use iris_worker::core::{TaskState, is_legal_transition, is_task_finished};
 use iris_worker::proto;
 use iris_worker::proto::controller_service_server::{ControllerService, ControllerServiceServer};
-use iris_worker::proto::worker::{KillTaskRequest, ListTasksRequest, RunTaskRequest};
+use iris_worker::proto::worker::{
+    KillTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, RunTaskResponse,
+};
 use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
+
+use iris_worker::shell::auth::RequireToken;
+use iris_worker::shell::connect::client::ConnectClient;
+use iris_worker::shell::connect::front::FrontLayer;
+use iris_worker::shell::connect::server;
 
 use crate::net;
 use crate::plan::{KillPlan, TaskPlan, worker_host};
@@ -113,7 +120,7 @@ enum Action {
     },
     Kill {
         task_id: String,
-        term_timeout_ms: i64,
+        term_timeout_ms: i32,
     },
     Audit {
         worker: usize,
@@ -222,19 +229,67 @@ fn on_report(shared: &Shared, r: &proto::controller::ReportTaskStateRequest) {
 
 // ---- the dispatcher ------------------------------------------------------------------------
 
-fn worker_client(worker: usize) -> WorkerServiceClient<Channel> {
-    let endpoint = Endpoint::from_shared(format!(
-        "http://{}:{}",
-        worker_host(worker),
-        crate::worker::PORT
-    ))
-    .expect("valid uri")
-    .connect_timeout(Duration::from_secs(1))
-    .timeout(Duration::from_secs(2))
-    .http2_keep_alive_interval(Duration::from_secs(2))
-    .keep_alive_timeout(Duration::from_secs(1))
-    .keep_alive_while_idle(true);
-    WorkerServiceClient::new(net::channel(endpoint))
+/// A call to a worker gets this long.
+const WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The dispatcher's link to a worker, over the protocol that worker speaks.
+#[derive(Clone)]
+enum WorkerLink {
+    Grpc(WorkerServiceClient<Channel>),
+    Connect(ConnectClient),
+}
+
+impl WorkerLink {
+    async fn connect<Req: prost::Message, Resp: prost::Message + Default>(
+        client: &ConnectClient,
+        method: &str,
+        request: Req,
+    ) -> Result<Resp, Status> {
+        let path = format!("/iris.cluster.WorkerService/{method}");
+        client.unary(&path, &request, WORKER_CALL_TIMEOUT).await
+    }
+
+    async fn run_task(&self, request: RunTaskRequest) -> Result<(), Status> {
+        match self {
+            WorkerLink::Grpc(c) => c.clone().run_task(request).await.map(drop),
+            WorkerLink::Connect(c) => Self::connect::<_, RunTaskResponse>(c, "RunTask", request)
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn kill_task(&self, request: KillTaskRequest) -> Result<(), Status> {
+        match self {
+            WorkerLink::Grpc(c) => c.clone().kill_task(request).await.map(drop),
+            WorkerLink::Connect(c) => Self::connect::<_, proto::Empty>(c, "KillTask", request)
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<proto::TaskStatus>, Status> {
+        let request = ListTasksRequest::default();
+        let listing: ListTasksResponse = match self {
+            WorkerLink::Grpc(c) => c.clone().list_tasks(request).await?.into_inner(),
+            WorkerLink::Connect(c) => Self::connect(c, "ListTasks", request).await?,
+        };
+        Ok(listing.tasks)
+    }
+}
+
+fn worker_client(worker: usize) -> WorkerLink {
+    let authority = format!("{}:{}", worker_host(worker), crate::worker::PORT);
+    if net::speaks_connect(worker) {
+        return WorkerLink::Connect(ConnectClient::new(&authority, net::dialer(), None));
+    }
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+        .expect("valid uri")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(WORKER_CALL_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true);
+    WorkerLink::Grpc(WorkerServiceClient::new(net::channel(endpoint)))
 }
 
 fn run_request(task_id: &str, task: &CtlTask, attempt_id: i32) -> RunTaskRequest {
@@ -256,7 +311,7 @@ fn run_request(task_id: &str, task: &CtlTask, attempt_id: i32) -> RunTaskRequest
 }
 
 /// When the planned kill of a task is due, if it is.
-fn kill_due_ms(shared: &Shared, task_id: &str, task: &CtlTask) -> Option<(u64, i64)> {
+fn kill_due_ms(shared: &Shared, task_id: &str, task: &CtlTask) -> Option<(u64, i32)> {
     let (plan, term) = task.plan.kill?;
     let at = match plan {
         KillPlan::After(ms) => task.first_ack_ms? + ms,
@@ -386,7 +441,7 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
 type Busy = Arc<Mutex<BTreeSet<String>>>;
 
 /// Makes the call an action stands for and records its answer.
-async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>, action: Action) {
+async fn execute(shared: Arc<Shared>, clients: Vec<WorkerLink>, action: Action) {
     match action {
         Action::Run {
             task_id,
@@ -401,14 +456,8 @@ async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>
                     run_request(&task_id, task, attempt_id),
                 )
             };
-            let outcome = clients[worker].clone().run_task(request).await;
-            on_run_answer(
-                &shared,
-                &task_id,
-                attempt_id,
-                duplicate,
-                outcome.map(|_| ()),
-            );
+            let outcome = clients[worker].run_task(request).await;
+            on_run_answer(&shared, &task_id, attempt_id, duplicate, outcome);
         }
         Action::Kill {
             task_id,
@@ -419,18 +468,13 @@ async fn execute(shared: Arc<Shared>, clients: Vec<WorkerServiceClient<Channel>>
                 task_id: task_id.clone(),
                 term_timeout_ms,
             };
-            let outcome = clients[worker].clone().kill_task(request).await;
-            on_kill_answer(&shared, &task_id, outcome.map(|_| ()));
+            let outcome = clients[worker].kill_task(request).await;
+            on_kill_answer(&shared, &task_id, outcome);
         }
         Action::Audit { worker } => {
-            let outcome = clients[worker]
-                .clone()
-                .list_tasks(ListTasksRequest::default())
-                .await;
+            let outcome = clients[worker].list_tasks().await;
             if let Ok(listing) = outcome {
                 let listing = listing
-                    .into_inner()
-                    .tasks
                     .into_iter()
                     .map(|t| {
                         let state = TaskState::from_proto(t.state).unwrap_or(TaskState::Pending);
@@ -555,8 +599,13 @@ async fn dispatcher(shared: Arc<Shared>) {
 pub async fn host(shared: Arc<Shared>) -> Result<(), Box<dyn std::error::Error>> {
     shared.event("controller up");
     tokio::spawn(dispatcher(shared.clone()));
+    // Both protocols on one port: even workers report over Connect, odd ones over gRPC.
+    let service = Arc::new(Service { shared });
+    let connect = server::controller_router(service.clone(), RequireToken::new(None));
     tonic::transport::Server::builder()
-        .add_service(ControllerServiceServer::new(Service { shared }))
+        .accept_http1(true)
+        .layer(FrontLayer::new(connect))
+        .add_service(ControllerServiceServer::from_arc(service))
         .serve_with_incoming(net::incoming(PORT).await?)
         .await?;
     Ok(())

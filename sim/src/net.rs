@@ -1,5 +1,6 @@
-//! tonic over turmoil's simulated TCP: a connector for clients and an accepted-stream wrapper
-//! for servers (tonic needs `Connected` on what it serves).
+//! gRPC and Connect over turmoil's simulated TCP: a connector for tonic clients, a dialer for
+//! Connect clients, and an accepted-stream wrapper for servers (tonic needs `Connected` on what
+//! it serves). Which protocol a worker speaks is decided here too.
 
 use std::future::Future;
 use std::io;
@@ -7,8 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_util::Stream;
 use hyper_util::rt::TokioIo;
+use iris_worker::shell::connect::client::{DialFuture, Dialer, Io};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -29,6 +33,22 @@ fn connector()
             let stream = TcpStream::connect(authority).await?;
             Ok(TokioIo::new(stream))
         }) as ConnectFuture
+    })
+}
+
+/// Even workers speak Connect with the controller (both ways), odd ones gRPC: every seed with
+/// two workers or more exercises both protocols, servers and clients, under its faults.
+pub fn speaks_connect(worker: usize) -> bool {
+    worker.is_multiple_of(2)
+}
+
+/// Dials for a Connect client over the simulated network.
+pub fn dialer() -> Dialer {
+    Arc::new(|authority: String| {
+        Box::pin(async move {
+            let stream = TcpStream::connect(authority).await?;
+            Ok(Box::new(stream) as Box<dyn Io>)
+        }) as DialFuture
     })
 }
 

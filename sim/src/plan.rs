@@ -94,7 +94,7 @@ pub struct TaskPlan {
     pub behaviour: Behaviour,
     pub timeout_seconds: i32,
     pub ports: Vec<String>,
-    pub kill: Option<(KillPlan, i64)>,
+    pub kill: Option<(KillPlan, i32)>,
     /// RunTask is sent again, unchanged, this long after the first ack.
     pub duplicate_after_ms: Option<u64>,
     /// A higher attempt is sent to the same worker this long after the first ack.

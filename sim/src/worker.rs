@@ -9,7 +9,11 @@ use iris_worker::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::worker_service_server::WorkerServiceServer;
 use iris_worker::shell::assemble::{WorkerSetup, assemble};
-use iris_worker::shell::controller::{self, ControllerClient};
+use iris_worker::shell::auth::RequireToken;
+use iris_worker::shell::connect::client::ConnectClient;
+use iris_worker::shell::connect::front::FrontLayer;
+use iris_worker::shell::connect::server;
+use iris_worker::shell::controller::{self, ControllerClient, Registration};
 use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
 use iris_worker::shell::runtime::Runtime;
 
@@ -49,7 +53,12 @@ fn config(shared: &Shared, worker: usize) -> CoreConfig {
             worker_id: name.clone(),
             address: format!("{name}:{PORT}"),
         },
-        controller_address: Some(format!("controller:{}", crate::controller::PORT)),
+        // As an operator would write it: a bare address is Connect, grpc:// is gRPC.
+        controller_address: Some(if net::speaks_connect(worker) {
+            controller_authority()
+        } else {
+            format!("grpc://{}", controller_authority())
+        }),
         advertise_host: name,
         flavour: RuntimeFlavour::Docker,
         port_range: first..=first + shape.ports_per_worker - 1,
@@ -57,6 +66,10 @@ fn config(shared: &Shared, worker: usize) -> CoreConfig {
         planted: shared.variant.planted,
         ..CoreConfig::default()
     }
+}
+
+fn controller_authority() -> String {
+    format!("controller:{}", crate::controller::PORT)
 }
 
 pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std::error::Error>> {
@@ -69,14 +82,17 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     }
     shared.event(format!("{} up", worker_host(worker)));
     let config = config(&shared, worker);
-    let controller_address = config.controller_address.clone().expect("set");
-    let controller = ControllerClient::with_channel(
-        net::channel(controller::endpoint(&controller_address)?),
-        config.identity.worker_id.clone(),
-        config.identity.address.clone(),
-        proto::WorkerMetadata::default(),
-        None,
-    );
+    let me = Registration {
+        worker_id: config.identity.worker_id.clone(),
+        address: config.identity.address.clone(),
+        metadata: proto::WorkerMetadata::default(),
+    };
+    let authority = controller_authority();
+    let controller = if net::speaks_connect(worker) {
+        ControllerClient::with_connect(ConnectClient::new(&authority, net::dialer(), None), me)
+    } else {
+        ControllerClient::with_channel(net::channel(controller::endpoint(&authority)?), me, None)
+    };
     let probe_shared = shared.clone();
     let setup = WorkerSetup {
         config,
@@ -102,8 +118,13 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     })
     .await
     .map_err(|e| format!("{e:#}"))?;
+    // Both protocols on one port, as `serve` has them.
+    let service = Arc::new(worker_parts.service);
+    let connect = server::worker_router(service.clone(), RequireToken::new(None));
     tonic::transport::Server::builder()
-        .add_service(WorkerServiceServer::new(worker_parts.service))
+        .accept_http1(true)
+        .layer(FrontLayer::new(connect))
+        .add_service(WorkerServiceServer::from_arc(service))
         .serve_with_incoming_shutdown(net::incoming(PORT).await?, stop_requested(&shared, worker))
         .await?;
     // What `serve` does on SIGTERM.

@@ -15,14 +15,18 @@ use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusR
 use crate::proto::worker_service_client::WorkerServiceClient;
 use crate::requests::command_request;
 use crate::shell::auth::{SendToken, read_token};
-use crate::shell::controller::endpoint_uri;
 
 type Client = WorkerServiceClient<InterceptedService<Channel, SendToken>>;
 
 const POLL: Duration = Duration::from_millis(200);
 
 async fn connect(target: &Target) -> anyhow::Result<Client> {
-    let uri = endpoint_uri(&target.worker);
+    // The CLI speaks gRPC to a worker: `HOST:PORT`, or a URI with a scheme.
+    let uri = match target.worker.split_once("://") {
+        Some(("grpc", authority)) => format!("http://{authority}"),
+        Some(_) => target.worker.clone(),
+        None => format!("http://{}", target.worker),
+    };
     let channel = Channel::from_shared(uri.clone())?
         .connect_timeout(Duration::from_secs(5))
         .connect()

@@ -158,11 +158,12 @@ pub struct ServeArgs {
     /// Live attempts accepted at once; beyond it RunTask answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 1024)]
     pub max_live_tasks: usize,
-    /// The dashboard, JSON API and /metrics (HTTP, same host as gRPC); 0 picks a free port.
-    #[arg(long, default_value_t = 10002)]
-    pub dashboard_port: u16,
-    /// Do not serve the dashboard.
+    /// The dashboard, JSON API and /metrics are served on the RPC port; this also serves them on
+    /// a port of their own (same host; 0 picks a free port).
     #[arg(long)]
+    pub dashboard_port: Option<u16>,
+    /// Serve no dashboard, JSON API or /metrics at all (RPCs only).
+    #[arg(long, conflicts_with = "dashboard_port")]
     pub no_dashboard: bool,
     /// On SIGTERM, leave running containers for the next run to adopt (docker runtime).
     #[arg(long)]
@@ -197,7 +198,8 @@ impl ServeArgs {
             auth_token,
             insecure: self.insecure,
             live_attempts_max: self.max_live_tasks.max(1),
-            dashboard_port: (!self.no_dashboard).then_some(self.dashboard_port),
+            dashboard: !self.no_dashboard,
+            dashboard_port: self.dashboard_port,
             flavour: match self.runtime {
                 RuntimeKind::Process => crate::core::RuntimeFlavour::Process,
                 RuntimeKind::Docker => crate::core::RuntimeFlavour::Docker,
@@ -233,7 +235,7 @@ pub enum TaskCommand {
     Kill {
         task_id: String,
         #[arg(long, default_value_t = 0)]
-        term_timeout_ms: i64,
+        term_timeout_ms: i32,
     },
 }
 

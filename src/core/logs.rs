@@ -235,8 +235,8 @@ impl LogFilter {
             n if n < 0 => LineStart::LastN(n.unsigned_abs()),
             n => LineStart::From(n),
         };
-        let max_lines = positive(f.max_lines.into(), "max_lines")?
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let max_lines =
+            positive(f.max_lines, "max_lines")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         Ok(LogFilter {
             start,
             start_ms: positive(f.start_ms, "start_ms")?,

@@ -180,12 +180,12 @@ fn check_environment(
     let Some(env) = env else {
         return Ok(Environment::default());
     };
-    let workspace = match &env.source {
-        Some(proto::environment_config::Source::Workspace(ws)) if !ws.is_empty() => {
+    let workspace = match env.workspace.as_str() {
+        "" => None,
+        ws => {
             check_text("environment.workspace", ws, PATH_LEN_MAX)?;
-            Some(ws.clone())
+            Some(ws.to_string())
         }
-        _ => None,
     };
     for pkg in env.pip_packages.iter().chain(&env.extras) {
         check_text("environment.pip_packages", pkg, PATH_LEN_MAX)?;

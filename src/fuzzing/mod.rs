@@ -160,7 +160,7 @@ pub fn fuzz_logs(data: &[u8]) {
         start_line: b.i64(),
         start_ms: i64::from(b.u16()) - 10,
         end_ms: i64::from(b.u16()) - 10,
-        max_lines: i32::from(b.u8()) - 8,
+        max_lines: i64::from(b.u8()) - 8,
     };
     let mut logs = TaskLogs::new(limits);
     let mut ts = 0i64;

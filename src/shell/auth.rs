@@ -62,23 +62,28 @@ impl RequireToken {
             expected: token.map(|t| format!("Bearer {t}").into_bytes()),
         }
     }
+
+    /// The one check both protocols make: gRPC through the interceptor, Connect directly.
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(());
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(given, expected) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
 }
 
 impl Interceptor for RequireToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if constant_time_eq(given, expected) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
-        }
+        self.check(request.metadata().as_ref())?;
+        Ok(request)
     }
 }
 

@@ -23,6 +23,8 @@ pub struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
+    /// `grpc` or `connect`.
+    pub protocol: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,7 +96,7 @@ impl Metrics {
         );
         registry.register(
             "rpc_latency_seconds",
-            "gRPC handling time by method",
+            "RPC handling time by method and protocol (grpc, connect)",
             m.rpc_latency.clone(),
         );
         registry.register(
@@ -123,12 +125,13 @@ impl Metrics {
         out
     }
 
-    pub fn rpc_timer(&self, method: &'static str) -> Timer<'_> {
+    pub fn rpc_timer(&self, method: &'static str, protocol: &'static str) -> Timer<'_> {
         Timer {
             histogram: self
                 .rpc_latency
                 .get_or_create(&MethodLabel {
                     method: method.to_string(),
+                    protocol: protocol.to_string(),
                 })
                 .clone(),
             start: Instant::now(),

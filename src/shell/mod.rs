@@ -1,6 +1,7 @@
 pub mod assemble;
 pub mod auth;
 pub mod bundle;
+pub mod connect;
 pub mod controller;
 pub mod dashboard;
 pub mod docker;
@@ -10,6 +11,7 @@ pub mod lines;
 pub mod logstore;
 pub mod metrics;
 pub mod output_mark;
+pub mod probe;
 pub mod process;
 pub mod procstats;
 pub mod runtime;

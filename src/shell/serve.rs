@@ -1,5 +1,6 @@
-//! `serve`: wires the core, driver, runtime, log store, journal, controller client and gRPC
-//! service together, and runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+//! `serve`: wires the core, driver, runtime, log store, journal, controller client and the RPC
+//! service together, and runs until SIGTERM or Ctrl-C, then shuts down gracefully. One listener
+//! serves gRPC (HTTP/2), Connect (HTTP/1.1 or HTTP/2), the dashboard, the JSON API and /metrics.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -16,18 +17,20 @@ use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerIdent
 use crate::proto;
 use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
-use crate::shell::controller::ControllerClient;
+use crate::shell::connect::{self, front::FrontLayer};
+use crate::shell::controller::{ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::docker::{DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
+use crate::shell::probe::{hostname, probe};
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
 
 /// How long start-up waits for the engine before serving anyway.
 const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Largest request the worker decodes (a callable entrypoint can be large).
-pub const REQUEST_BYTES_MAX: usize = 32 << 20;
+/// Largest request the worker decodes (a callable entrypoint can be large), in either protocol.
+pub const REQUEST_BYTES_MAX: usize = crate::shell::connect::codec::BODY_BYTES_MAX;
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -48,7 +51,9 @@ pub struct ServeOptions {
     /// Allow a non-loopback listen address without a token.
     pub insecure: bool,
     pub live_attempts_max: usize,
-    /// Where the dashboard, JSON API and /metrics listen (same host); `None`: not served.
+    /// Serve the dashboard, JSON API and /metrics on the RPC port.
+    pub dashboard: bool,
+    /// Also serve them on this port of their own (same host).
     pub dashboard_port: Option<u16>,
     /// Which runtime runs tasks.
     pub flavour: RuntimeFlavour,
@@ -58,30 +63,8 @@ pub struct ServeOptions {
     pub preserve_containers_on_stop: bool,
 }
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_string();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 fn can_bind(port: u16) -> bool {
     std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-}
-
-fn metadata(opts: &ServeOptions) -> proto::WorkerMetadata {
-    proto::WorkerMetadata {
-        hostname: hostname(),
-        ip_address: opts.advertise_host.clone().unwrap_or_default(),
-        cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
-        memory_bytes: 0,
-        disk_bytes: 0,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -199,7 +182,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
             address: address.clone(),
         },
         controller_address: opts.controller_address.clone(),
-        advertise_host: advertise,
+        advertise_host: advertise.clone(),
         flavour: opts.flavour,
         port_range: opts.port_range.clone(),
         heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
@@ -207,16 +190,16 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         ..CoreConfig::default()
     };
     let controller = match &opts.controller_address {
-        Some(addr) => Some(
-            ControllerClient::new(
-                addr,
-                worker_id.clone(),
-                address.clone(),
-                metadata(&opts),
-                opts.auth_token.as_deref(),
-            )
-            .context("controller address")?,
-        ),
+        Some(addr) => {
+            let me = Registration {
+                worker_id: worker_id.clone(),
+                address: address.clone(),
+                metadata: probe(&advertise, &opts.cache_dir).await,
+            };
+            let client = ControllerClient::new(addr, me, opts.auth_token.as_deref())
+                .with_context(|| format!("--controller-address {addr}"))?;
+            Some(client)
+        }
         None => None,
     };
     let setup = WorkerSetup {
@@ -236,9 +219,11 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         logs,
         metrics,
     } = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
-    let service = proto::worker_service_server::WorkerServiceServer::new(service)
+    let token = RequireToken::new(opts.auth_token.as_deref());
+    let service = Arc::new(service);
+    let grpc = proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
         .max_decoding_message_size(REQUEST_BYTES_MAX);
-    let service = InterceptedService::new(service, RequireToken::new(opts.auth_token.as_deref()));
+    let grpc = InterceptedService::new(grpc, token.clone());
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
     let dashboard = Dashboard {
@@ -249,18 +234,24 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         token: opts.auth_token.clone(),
     };
     if let Some(port) = opts.dashboard_port {
-        serve_dashboard(&opts.host, port, dashboard).await?;
+        serve_dashboard(&opts.host, port, dashboard.clone()).await?;
+    }
+    let mut http = connect::server::worker_router(service, token);
+    if opts.dashboard {
+        http = http.merge(dashboard::router(dashboard));
     }
     info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
     tonic::transport::Server::builder()
-        .add_service(service)
+        .accept_http1(true)
+        .layer(FrontLayer::new(http))
+        .add_service(grpc)
         .serve_with_incoming_shutdown(
             // Small RPCs must not wait on Nagle's algorithm.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown_signal(),
         )
         .await
-        .context("gRPC server")?;
+        .context("RPC server")?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
     let kill_tasks = !opts.preserve_containers_on_stop;

@@ -1,6 +1,7 @@
-//! `WorkerService`: the gRPC face of the worker. Thin: it validates input (a bad request gets
-//! INVALID_ARGUMENT naming the field and changes nothing), asks the driver, and maps typed errors
-//! to status codes. Log reads go to the log store directly, never through the driver.
+//! `WorkerService`: the RPC face of the worker, one implementation behind gRPC (tonic) and
+//! Connect (`shell::connect::server` calls these same methods). Thin: it validates input (a bad
+//! request gets INVALID_ARGUMENT naming the field and changes nothing), asks the driver, and maps
+//! typed errors to status codes. Log reads go to the log store directly, never through the driver.
 
 use tonic::{Request, Response, Status};
 
@@ -27,6 +28,30 @@ impl WorkerService {
             driver,
             logs,
             metrics,
+        }
+    }
+}
+
+/// Which protocol a call came in on; the Connect server marks its requests, gRPC is the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Connect,
+}
+
+impl Protocol {
+    pub fn of<T>(request: &Request<T>) -> Protocol {
+        request
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or(Protocol::Grpc)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Connect => "connect",
         }
     }
 }
@@ -67,7 +92,9 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<RunTaskRequest>,
     ) -> Result<Response<RunTaskResponse>, Status> {
-        let _timer = self.metrics.rpc_timer("RunTask");
+        let _timer = self
+            .metrics
+            .rpc_timer("RunTask", Protocol::of(&request).label());
         let request = request.into_inner();
         let spec = TaskSpec::from_request(&request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -91,7 +118,9 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<GetTaskStatusRequest>,
     ) -> Result<Response<proto::TaskStatus>, Status> {
-        let _timer = self.metrics.rpc_timer("GetTaskStatus");
+        let _timer = self
+            .metrics
+            .rpc_timer("GetTaskStatus", Protocol::of(&request).label());
         let task_id = task_id(&request.get_ref().task_id)?;
         let status = self
             .driver
@@ -106,9 +135,11 @@ impl proto::worker_service_server::WorkerService for WorkerService {
 
     async fn list_tasks(
         &self,
-        _request: Request<ListTasksRequest>,
+        request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let _timer = self.metrics.rpc_timer("ListTasks");
+        let _timer = self
+            .metrics
+            .rpc_timer("ListTasks", Protocol::of(&request).label());
         let tasks = self.driver.ask(|reply| Command::List { reply }).await?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
@@ -117,7 +148,9 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<FetchTaskLogsRequest>,
     ) -> Result<Response<FetchTaskLogsResponse>, Status> {
-        let _timer = self.metrics.rpc_timer("FetchTaskLogs");
+        let _timer = self
+            .metrics
+            .rpc_timer("FetchTaskLogs", Protocol::of(&request).label());
         let request = request.into_inner();
         let task_id = task_id(&request.task_id)?;
         let filter = LogFilter::from_proto(request.filter.as_ref())
@@ -144,13 +177,15 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         &self,
         request: Request<KillTaskRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let _timer = self.metrics.rpc_timer("KillTask");
+        let _timer = self
+            .metrics
+            .rpc_timer("KillTask", Protocol::of(&request).label());
         let request = request.into_inner();
         let task_id = task_id(&request.task_id)?;
         self.driver
             .ask(|reply| Command::Kill {
                 task_id,
-                term_timeout_ms: request.term_timeout_ms,
+                term_timeout_ms: request.term_timeout_ms.into(),
                 reply,
             })
             .await?
@@ -160,9 +195,11 @@ impl proto::worker_service_server::WorkerService for WorkerService {
 
     async fn health_check(
         &self,
-        _request: Request<proto::Empty>,
+        request: Request<proto::Empty>,
     ) -> Result<Response<HealthResponse>, Status> {
-        let _timer = self.metrics.rpc_timer("HealthCheck");
+        let _timer = self
+            .metrics
+            .rpc_timer("HealthCheck", Protocol::of(&request).label());
         let health = self.driver.ask(|reply| Command::Health { reply }).await?;
         Ok(Response::new(HealthResponse {
             healthy: true,

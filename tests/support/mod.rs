@@ -15,6 +15,9 @@ use iris_worker::proto::controller::{
 };
 use iris_worker::proto::controller_service_server::{ControllerService, ControllerServiceServer};
 use iris_worker::proto::worker_service_client::WorkerServiceClient;
+use iris_worker::shell::auth::RequireToken;
+use iris_worker::shell::connect::front::FrontLayer;
+use iris_worker::shell::connect::server;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -34,13 +37,17 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub struct WorkerProcess {
     pub child: Child,
     pub addr: SocketAddr,
-    /// The dashboard's base URL (`http://host:port`).
+    /// The dashboard's base URL (`http://host:port`, the RPC port).
     pub dashboard: String,
     pub cache_dir: PathBuf,
 }
 
 impl WorkerProcess {
     pub fn start(cache_dir: &Path, extra: &[&str]) -> WorkerProcess {
+        WorkerProcess::start_with_env(cache_dir, extra, &[])
+    }
+
+    pub fn start_with_env(cache_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         // Each worker of a test binary gets its own port range, below the ephemeral ports, so
         // parallel tests never hand out the same port.
         static NEXT_RANGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -55,9 +62,9 @@ impl WorkerProcess {
             } else {
                 vec!["--port-range", range.as_str()]
             })
-            .args(["--dashboard-port", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -65,14 +72,7 @@ impl WorkerProcess {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let mut dashboard_line = String::new();
-        stdout.read_line(&mut dashboard_line).unwrap();
-        let dashboard = dashboard_line
-            .split_whitespace()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let addr = line
+        let addr: SocketAddr = line
             .split_whitespace()
             .nth(3)
             .unwrap_or_else(|| panic!("no address in {line:?}"))
@@ -81,7 +81,8 @@ impl WorkerProcess {
         WorkerProcess {
             child,
             addr,
-            dashboard,
+            // The dashboard shares the RPC port.
+            dashboard: format!("http://{addr}"),
             cache_dir: cache_dir.to_path_buf(),
         }
     }
@@ -234,7 +235,9 @@ impl ControllerService for TestController {
     }
 }
 
-/// A running test controller; `stop` ends it (an outage), `start_on` brings one back.
+/// A running test controller; `stop` ends it (an outage), `start_on` brings one back. It serves
+/// both protocols on its port, as Iris's controller serves Connect: a worker given the bare
+/// address reports over Connect, one given `grpc://` over gRPC.
 pub struct ControllerServer {
     pub addr: SocketAddr,
     pub controller: TestController,
@@ -251,9 +254,13 @@ impl ControllerServer {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let service = ControllerServiceServer::new(controller.clone());
+        let shared = Arc::new(controller.clone());
+        let connect = server::controller_router(shared.clone(), RequireToken::new(None));
+        let service = ControllerServiceServer::from_arc(shared);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .accept_http1(true)
+                .layer(FrontLayer::new(connect))
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -1,0 +1,248 @@
+//! What the worker tells the controller about its machine (`WorkerMetadata`), found as the Iris
+//! worker's probe finds it: CPUs, memory, the cache dir's free disk, a GPU (nvidia-smi) or a TPU
+//! (`TPU_*` variables), attributes from `IRIS_WORKER_ATTRIBUTES` and `IRIS_VM_ADDRESS`. The
+//! controller schedules with these. Parsing is pure; only `probe` reads the machine.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::proto::{self, AttributeValue, DeviceConfig, attribute_value, device_config};
+
+/// How long nvidia-smi may take before the worker assumes no GPU.
+const GPU_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The machine's metadata; `ip_address` is the address the worker advertises.
+pub async fn probe(ip_address: &str, cache_dir: &Path) -> proto::WorkerMetadata {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut metadata = proto::WorkerMetadata {
+        hostname: hostname(),
+        ip_address: ip_address.to_string(),
+        cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+        memory_bytes: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| mem_total_bytes(&m))
+            .unwrap_or(0),
+        disk_bytes: free_disk_bytes(cache_dir).unwrap_or(0),
+        attributes: env("IRIS_WORKER_ATTRIBUTES")
+            .map(|a| parse_attributes(&a))
+            .unwrap_or_default(),
+        vm_address: env("IRIS_VM_ADDRESS").unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    if !apply_tpu(&mut metadata, env)
+        && let Some(csv) = nvidia_smi().await
+    {
+        apply_gpu(&mut metadata, &csv);
+    }
+    if metadata.device.is_none() {
+        metadata.device = Some(device(device_config::Device::Cpu(proto::CpuDevice {
+            variant: "cpu".into(),
+        })));
+    }
+    metadata
+}
+
+fn device(d: device_config::Device) -> DeviceConfig {
+    DeviceConfig { device: Some(d) }
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+pub fn mem_total_bytes(meminfo: &str) -> Option<i64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+fn free_disk_bytes(path: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statvfs struct we own.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    i64::try_from(u128::from(stat.f_bavail) * u128::from(stat.f_frsize)).ok()
+}
+
+/// `key=value,key=value`: integers and floats typed as such, everything else a string.
+pub fn parse_attributes(spec: &str) -> HashMap<String, AttributeValue> {
+    spec.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), attribute(v)))
+        .collect()
+}
+
+fn attribute(value: &str) -> AttributeValue {
+    let value = if let Ok(i) = value.parse::<i64>() {
+        attribute_value::Value::IntValue(i)
+    } else if let Ok(f) = value.parse::<f64>().map_err(drop).and_then(finite) {
+        attribute_value::Value::FloatValue(f)
+    } else {
+        attribute_value::Value::StringValue(value.to_string())
+    };
+    AttributeValue { value: Some(value) }
+}
+
+fn finite(f: f64) -> Result<f64, ()> {
+    if f.is_finite() { Ok(f) } else { Err(()) }
+}
+
+/// A TPU VM announces itself with `TPU_*` variables; returns whether it did.
+pub fn apply_tpu(
+    metadata: &mut proto::WorkerMetadata,
+    env: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let Some(name) = env("TPU_NAME") else {
+        return false;
+    };
+    metadata.tpu_worker_hostnames = env("TPU_WORKER_HOSTNAMES").unwrap_or_default();
+    metadata.tpu_worker_id = env("TPU_WORKER_ID").unwrap_or_default();
+    metadata.tpu_chips_per_host_bounds = env("TPU_CHIPS_PER_HOST_BOUNDS").unwrap_or_default();
+    let variant = env("TPU_ACCELERATOR_TYPE").unwrap_or_default();
+    let chips = chips_of(&metadata.tpu_chips_per_host_bounds);
+    metadata.device = Some(device(device_config::Device::Tpu(proto::TpuDevice {
+        variant: variant.clone(),
+        topology: env("TPU_TOPOLOGY").unwrap_or_default(),
+        count: chips,
+    })));
+    let attrs = &mut metadata.attributes;
+    attrs.insert("tpu-name".into(), attribute_string(&name));
+    if let Ok(id) = metadata.tpu_worker_id.parse::<i64>() {
+        let value = Some(attribute_value::Value::IntValue(id));
+        attrs.insert("tpu-worker-id".into(), AttributeValue { value });
+    }
+    if !variant.is_empty() {
+        attrs.insert("tpu-topology".into(), attribute_string(&variant));
+    }
+    metadata.tpu_name = name;
+    true
+}
+
+fn attribute_string(s: &str) -> AttributeValue {
+    AttributeValue {
+        value: Some(attribute_value::Value::StringValue(s.to_string())),
+    }
+}
+
+/// Chips on this host from bounds such as `2,2,1`.
+fn chips_of(bounds: &str) -> i32 {
+    let dims: Option<Vec<i32>> = bounds.split(',').map(|d| d.trim().parse().ok()).collect();
+    match dims {
+        Some(d) if !d.is_empty() => d.iter().product(),
+        _ => 0,
+    }
+}
+
+/// `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits` output, or `None`
+/// when there is no nvidia-smi or it fails.
+async fn nvidia_smi() -> Option<String> {
+    let run = tokio::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(GPU_PROBE_TIMEOUT, run)
+        .await
+        .ok()?
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Fills the GPU fields from nvidia-smi's CSV (one line per GPU: `name, memory MiB`).
+pub fn apply_gpu(metadata: &mut proto::WorkerMetadata, csv: &str) {
+    let gpus: Vec<(&str, i32)> = csv
+        .lines()
+        .filter_map(|l| l.rsplit_once(','))
+        .map(|(name, mem)| (name.trim(), mem.trim().parse().unwrap_or(0)))
+        .filter(|(name, _)| !name.is_empty())
+        .collect();
+    let Some((name, memory_mb)) = gpus.first().copied() else {
+        return;
+    };
+    let count = gpus.len() as i32;
+    metadata.gpu_count = count;
+    metadata.gpu_name = name.to_string();
+    metadata.gpu_memory_mb = memory_mb;
+    metadata.device = Some(device(device_config::Device::Gpu(proto::GpuDevice {
+        variant: name.to_string(),
+        count,
+    })));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_typed() {
+        let a = parse_attributes("pool=large-jobs, rank=3,ratio=0.5,taint:maintenance=true,=x,bad");
+        let v = |k: &str| a[k].value.clone().unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(
+            v("pool"),
+            attribute_value::Value::StringValue("large-jobs".into())
+        );
+        assert_eq!(v("rank"), attribute_value::Value::IntValue(3));
+        assert_eq!(v("ratio"), attribute_value::Value::FloatValue(0.5));
+        assert_eq!(
+            v("taint:maintenance"),
+            attribute_value::Value::StringValue("true".into())
+        );
+    }
+
+    #[test]
+    fn gpus_and_tpus() {
+        let mut m = proto::WorkerMetadata::default();
+        apply_gpu(
+            &mut m,
+            "NVIDIA H100 80GB HBM3, 81559\nNVIDIA H100 80GB HBM3, 81559\n",
+        );
+        assert_eq!((m.gpu_count, m.gpu_memory_mb), (2, 81559));
+        assert_eq!(m.gpu_name, "NVIDIA H100 80GB HBM3");
+        let env = |k: &str| {
+            let v = match k {
+                "TPU_NAME" => "slice-a",
+                "TPU_WORKER_ID" => "1",
+                "TPU_CHIPS_PER_HOST_BOUNDS" => "2,2,1",
+                "TPU_ACCELERATOR_TYPE" => "v5litepod-16",
+                _ => return None,
+            };
+            Some(v.to_string())
+        };
+        let mut t = proto::WorkerMetadata::default();
+        assert!(apply_tpu(&mut t, env));
+        assert_eq!(t.tpu_name, "slice-a");
+        let Some(device_config::Device::Tpu(tpu)) = t.device.unwrap().device else {
+            panic!("a TPU device");
+        };
+        assert_eq!((tpu.variant.as_str(), tpu.count), ("v5litepod-16", 4));
+        assert!(t.attributes.contains_key("tpu-worker-id"));
+        assert!(!apply_tpu(&mut proto::WorkerMetadata::default(), |_| None));
+    }
+
+    #[test]
+    fn meminfo() {
+        let text = "MemTotal:       24576000 kB\nMemFree: 1 kB\n";
+        assert_eq!(mem_total_bytes(text), Some(24_576_000 * 1024));
+    }
+}
