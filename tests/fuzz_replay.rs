@@ -4,14 +4,15 @@
 
 use std::path::Path;
 
-use iris_worker::fuzzing::{fuzz_bundle, fuzz_core, fuzz_decode, fuzz_logs};
+use iris_worker::fuzzing::{fuzz_bundle, fuzz_connect, fuzz_core, fuzz_decode, fuzz_logs};
 use proptest::prelude::*;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("core", fuzz_core),
     ("decode", fuzz_decode),
+    ("connect", fuzz_connect),
     ("logs", fuzz_logs),
     ("bundle", fuzz_bundle),
 ];
@@ -61,6 +62,11 @@ proptest! {
     #[test]
     fn decode_survives_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
         fuzz_decode(&data);
+    }
+
+    #[test]
+    fn connect_survives_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        fuzz_connect(&data);
     }
 
     #[test]
@@ -116,9 +122,34 @@ fn write_seeds() {
     put("decode", "valid-callable", &callable.encode_to_vec());
     let bad = proto::worker::RunTaskRequest {
         task_id: "job/../x".into(),
-        ..req
+        ..req.clone()
     };
     put("decode", "bad-id", &bad.encode_to_vec());
+    // connect: content type, encoding, protocol version, timeout, compress-body bytes, then body.
+    let json = serde_json::to_vec(&req).unwrap();
+    let connect = |head: [u8; 5], body: &[u8]| [&head[..], body].concat();
+    put(
+        "connect",
+        "proto-gzip",
+        &connect([0, 2, 1, 1, 1], &req.encode_to_vec()),
+    );
+    put("connect", "json", &connect([1, 0, 0, 0, 0], &json));
+    put(
+        "connect",
+        "json-charset-corrupt-gzip",
+        &connect([2, 2, 1, 0, 0], &json),
+    );
+    put(
+        "connect",
+        "bad-json",
+        &connect([1, 1, 0, 0, 0], b"{\"taskId\": 5"),
+    );
+    put("connect", "bad-version", &connect([0, 0, 2, 2, 0], b""));
+    put(
+        "connect",
+        "unknown-encoding",
+        &connect([1, 3, 0, 3, 0], b"{}"),
+    );
     let zip = |entries: &[(&str, &[u8])]| {
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut w = zip::ZipWriter::new(&mut buf);

@@ -122,7 +122,7 @@ fn task_status_and_its_parts() {
     assert_eq!((s.exit_code, s.error.as_str()), (-1, "Exit code: 1"));
     assert_eq!((s.started_at_ms, s.finished_at_ms), (41, 42));
     assert_eq!(s.ports["http"], 30001);
-    let u = s.resource_usage.clone().unwrap();
+    let u = s.resource_usage.unwrap();
     let got = (u.memory_mb, u.disk_mb, u.cpu_millicores, u.memory_peak_mb);
     assert_eq!(got, (11, 12, 13, 14));
     assert_eq!((u.cpu_percent, u.process_count), (15, 16));

@@ -119,10 +119,14 @@ pub fn fuzz_core(data: &[u8]) {
 /// Arbitrary bytes as a RunTaskRequest: decoding, validation and submit. Whatever passes
 /// validation is safe: its paths stay under the cache dir and the core keeps its invariants.
 pub fn fuzz_decode(data: &[u8]) {
-    let Ok(request) = proto::worker::RunTaskRequest::decode(data) else {
-        return;
-    };
-    let Ok(spec) = TaskSpec::from_request(&request) else {
+    if let Ok(request) = proto::worker::RunTaskRequest::decode(data) {
+        check_submission(&request);
+    }
+}
+
+/// A decoded request through validation and submit: whatever passes is safe.
+fn check_submission(request: &proto::worker::RunTaskRequest) {
+    let Ok(spec) = TaskSpec::from_request(request) else {
         return;
     };
     let key = crate::core::AttemptKey {
@@ -143,6 +147,76 @@ pub fn fuzz_decode(data: &[u8]) {
     core.check_invariants().expect("invariants after submit");
     while let Some(effect) = core.poll_effect() {
         let _ = effect.to_string();
+    }
+}
+
+/// What a Connect request may carry besides its body, picked by the fuzzer's first bytes.
+const CONTENT_TYPES: [Option<&str>; 6] = [
+    Some("application/proto"),
+    Some("application/json"),
+    Some("application/json; charset=utf-8"),
+    Some("application/grpc"),
+    Some("text/plain"),
+    None,
+];
+const ENCODINGS: [Option<&str>; 4] = [None, Some("identity"), Some("gzip"), Some("br")];
+const VERSIONS: [Option<&str>; 3] = [None, Some("1"), Some("2")];
+const TIMEOUTS: [Option<&str>; 4] = [None, Some("1500"), Some("12345678901"), Some("-1")];
+
+/// Arbitrary headers and body as a Connect RunTask: the server's decoding never panics, refuses
+/// with the codes the spec gives, and what it accepts re-encodes to the same message in its codec
+/// and then passes through validation like any submission.
+pub fn fuzz_connect(data: &[u8]) {
+    use crate::shell::connect::codec::{self, Codec};
+    use tonic::Code;
+    let mut b = Bytes(data);
+    let pick = |b: &mut Bytes<'_>, n: usize| usize::from(b.u8()) % n;
+    let mut headers = http::HeaderMap::new();
+    let mut set = |name: &'static str, value: Option<&str>| {
+        if let Some(v) = value {
+            headers.insert(name, http::HeaderValue::from_str(v).expect("ascii"));
+        }
+    };
+    set("content-type", CONTENT_TYPES[pick(&mut b, 6)]);
+    let encoding = ENCODINGS[pick(&mut b, 4)];
+    set("content-encoding", encoding);
+    set(codec::PROTOCOL_VERSION_HEADER, VERSIONS[pick(&mut b, 3)]);
+    set(codec::TIMEOUT_HEADER, TIMEOUTS[pick(&mut b, 4)]);
+    let compress_body = b.u8() & 1 == 1;
+    let raw = b.take(usize::MAX);
+    let body = if encoding == Some("gzip") && compress_body {
+        codec::gzip(raw)
+    } else {
+        raw.to_vec()
+    };
+    let _ = codec::timeout(&headers);
+    let Some(codec) = Codec::of(&headers) else {
+        return;
+    };
+    match codec::decode_request::<proto::worker::RunTaskRequest>(codec, &headers, body.into()) {
+        Ok(request) => {
+            let again: proto::worker::RunTaskRequest = codec
+                .decode(&codec.encode(&request))
+                .expect("what the server decoded re-decodes");
+            assert_eq!(again, request, "{codec:?} round trip");
+            check_submission(&request);
+        }
+        Err(status) => {
+            let allowed = [
+                Code::InvalidArgument,
+                Code::Unimplemented,
+                Code::ResourceExhausted,
+            ];
+            assert!(allowed.contains(&status.code()), "{status:?}");
+            let back = codec::parse_error(
+                codec::http_status(status.code()),
+                &codec::error_body(&status),
+            );
+            assert_eq!(
+                (back.code(), back.message()),
+                (status.code(), status.message())
+            );
+        }
     }
 }
 
