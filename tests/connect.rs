@@ -144,7 +144,9 @@ fn curl_sees_the_documented_statuses_and_limits() {
     );
 
     let run = "/iris.cluster.WorkerService/RunTask";
-    let cases: [(&[&str], &[u8], u16, &str, &str); 7] = [
+    // (headers, body, HTTP status, Connect code, a word the message must hold)
+    type Case<'a> = (&'a [&'a str], &'a [u8], u16, &'a str, &'a str);
+    let cases: [Case; 7] = [
         (
             &["content-type: application/proto"],
             b"\xff\xff\xff",
@@ -327,7 +329,7 @@ async fn connect_python_controller_gets_registrations_and_every_report() {
     assert_eq!(done["workerId"], "py-w1");
     assert_eq!(
         stdout_of(&logs(&mut c, "ctl/task-0").await),
-        [address.clone()]
+        std::slice::from_ref(&address)
     );
 
     let registration = controller
