@@ -204,7 +204,7 @@ async fn ingest(c: &mut Client, pid: u32) -> (f64, f64, u64) {
     (worker, baseline, peak_kb / 1024)
 }
 
-const IMAGE: &str = "iris-test:busybox";
+const IMAGE: &str = "iris-test:busybox-uv";
 
 /// RunTask to RUNNING through the worker vs `docker run --rm IMAGE true` through the CLI (p50,
 /// ms), and 100 short containers end to end (tasks/s).

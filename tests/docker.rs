@@ -13,7 +13,7 @@ use iris_worker::proto::worker::KillTaskRequest;
 use support::*;
 use tonic::Code;
 
-const IMAGE: &str = "iris-test:busybox";
+const IMAGE: &str = "iris-test:busybox-uv";
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Whether to run: the engine answers and the test image exists (or CI insists).
@@ -358,12 +358,15 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
         zip.start_file("main.sh", zip::write::SimpleFileOptions::default())
             .unwrap();
-        zip.write_all(b"echo ran-from-bundle; cat /etc/hostname >/dev/null\n")
+        zip.write_all(b"echo ran-from-bundle; cat /app/uv-calls; echo $PATH\n")
             .unwrap();
         zip.start_file("pyproject.toml", zip::write::SimpleFileOptions::default())
             .unwrap();
         zip.write_all(format!("[project]\nname = \"t{}\"\n", std::process::id()).as_bytes())
             .unwrap();
+        zip.start_file("uv.lock", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"version = 1\n").unwrap();
         zip.finish().unwrap();
     }
     let request = |attempt: i32| {
@@ -371,9 +374,11 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
         req.job_id = "Build Job!".into();
         req.attempt_id = attempt;
         req.bundle_gcs_path = format!("file://{}", zip_path.display());
+        // As Iris sends it: no workspace; extras and pip packages to install.
         req.environment = Some(proto::EnvironmentConfig {
-            workspace: ".".into(),
             docker_image: IMAGE.into(),
+            extras: vec!["tpu".into()],
+            pip_packages: vec!["numpy==2.1".into()],
             ..Default::default()
         });
         req
@@ -394,7 +399,16 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
             .iter()
             .any(|e| e.source == "build" && e.data.contains("building image"))
     );
-    assert_eq!(stdout_of(&entries), vec!["ran-from-bundle"]);
+    let path = format!("/app/.venv/bin:{}", "/bin");
+    assert_eq!(
+        stdout_of(&entries),
+        vec![
+            "ran-from-bundle",
+            "uv sync --frozen --no-install-project --extra tpu",
+            "uv pip install numpy==2.1",
+            path.as_str(),
+        ]
+    );
 
     c.run_task(request(1)).await.unwrap();
     let second = wait_for(&mut c, "Build Job!/task-0", LIMIT, |s| {

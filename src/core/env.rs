@@ -137,6 +137,10 @@ mod tests {
             ("http://127.0.0.1:8080", "http://host.docker.internal:8080"),
             ("localhost:9000", "host.docker.internal:9000"),
             (
+                "grpc://127.0.0.1:50051",
+                "grpc://host.docker.internal:50051",
+            ),
+            (
                 "http://[::1]:50051/x",
                 "http://host.docker.internal:50051/x",
             ),

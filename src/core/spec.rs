@@ -184,6 +184,13 @@ fn check_environment(
         "" => None,
         ws => {
             check_text("environment.workspace", ws, PATH_LEN_MAX)?;
+            // A directory inside the bundle, never a way out of the workdir.
+            if ws.starts_with('/') || ws.split('/').any(|part| part == "..") {
+                return Err(invalid(
+                    "environment.workspace",
+                    "must be a relative path inside the bundle, without ..",
+                ));
+            }
             Some(ws.to_string())
         }
     };

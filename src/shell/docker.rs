@@ -6,9 +6,10 @@
 //!
 //! After a restart, `survey` finds this worker's containers: running ones whose attempt the
 //! journal knows are adopted (`resume`: logs, wait and stats pick up where they were), the rest
-//! are removed. A task with a bundle and `environment.workspace` gets an image built on its base
-//! image with the bundle's dependency files installed, tagged by the job and a hash of those
-//! files, and reused while they do not change.
+//! are removed. A task whose bundle holds dependency files (or that asks for pip packages) gets
+//! an image built on its base image with them installed by uv (extras and pip packages honoured,
+//! as the Iris worker does for every bundle), tagged by the job and a hash of everything that went
+//! in, and reused while that does not change. The base image must have `uv` on its PATH then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -318,11 +319,27 @@ impl DockerRuntime {
         base: &str,
         sink: AttemptSink,
     ) -> Result<BuiltImage, RuntimeError> {
-        let dir = self.config.cache_dir.join(&spec.workdir);
+        let mut dir = self.config.cache_dir.join(&spec.workdir);
+        if let Some(ws) = &spec.workspace {
+            dir.push(ws);
+        }
         let deps = tokio::task::spawn_blocking(move || dependency_files(&dir))
             .await
             .map_err(|e| RuntimeError::new(e.to_string()))?;
-        let tag = image_tag(&spec.job_id, base, &deps);
+        let recipe = Recipe {
+            base,
+            deps: &deps,
+            pip_packages: &spec.pip_packages,
+            extras: &spec.extras,
+        };
+        if recipe.is_plain() {
+            sink.log(LogSource::Build, &format!("using image {base}"));
+            return Ok(BuiltImage {
+                image: Some(base.to_string()),
+                from_cache: true,
+            });
+        }
+        let tag = image_tag(&spec.job_id, &recipe);
         if self.docker.inspect_image(&tag).await.is_ok() {
             sink.log(LogSource::Build, &format!("reusing image {tag}"));
             return Ok(BuiltImage {
@@ -331,7 +348,7 @@ impl DockerRuntime {
             });
         }
         sink.log(LogSource::Build, &format!("building image {tag} on {base}"));
-        let context = build_context(base, &deps).map_err(RuntimeError::from)?;
+        let context = build_context(&recipe).map_err(RuntimeError::from)?;
         let options = BuildImageOptionsBuilder::default()
             .t(&tag)
             .rm(true)
@@ -404,8 +421,71 @@ fn dependency_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// What an image is built from: the base image, the bundle's dependency files, and what the task
+/// asks to install.
+pub struct Recipe<'a> {
+    pub base: &'a str,
+    pub deps: &'a [(String, Vec<u8>)],
+    pub pip_packages: &'a [String],
+    pub extras: &'a [String],
+}
+
+impl Recipe<'_> {
+    /// Nothing to install: the base image serves as it is.
+    pub fn is_plain(&self) -> bool {
+        self.deps.is_empty() && self.pip_packages.is_empty()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.deps.iter().any(|(n, _)| n == name)
+    }
+
+    /// The generated Dockerfile. A pyproject gets a project venv (`uv sync`, frozen when there is
+    /// a lock, one `--extra` per extra) that the task's PATH then starts with; requirements and
+    /// pip packages go into that venv, or the system's when there is none.
+    pub fn dockerfile(&self) -> String {
+        let mut out = format!("FROM {}\nWORKDIR /app\n", self.base);
+        for (name, _) in self.deps {
+            out.push_str(&format!("COPY {name} /app/{name}\n"));
+        }
+        let venv = self.has("pyproject.toml");
+        if venv {
+            let frozen = if self.has("uv.lock") { " --frozen" } else { "" };
+            let extras: String = self
+                .extras
+                .iter()
+                .map(|e| format!(" --extra {}", quoted(e)))
+                .collect();
+            out.push_str(&format!(
+                "RUN uv sync{frozen} --no-install-project{extras}\n"
+            ));
+            out.push_str("ENV VIRTUAL_ENV=/app/.venv PATH=/app/.venv/bin:$PATH\n");
+        }
+        let target = if venv { "" } else { " --system" };
+        if self.has("requirements.txt") {
+            out.push_str(&format!(
+                "RUN uv pip install{target} -r /app/requirements.txt\n"
+            ));
+        }
+        if !self.pip_packages.is_empty() {
+            let packages: Vec<String> = self.pip_packages.iter().map(|p| quoted(p)).collect();
+            out.push_str(&format!(
+                "RUN uv pip install{target} {}\n",
+                packages.join(" ")
+            ));
+        }
+        out.push_str("LABEL iris.managed_image=true\n");
+        out
+    }
+}
+
+/// A shell word that reaches the command unchanged, whatever the task sent.
+fn quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
 /// `iris-<job>:<hash>`: a valid tag whatever characters the job id has.
-pub fn image_tag(job_id: &str, base: &str, deps: &[(String, Vec<u8>)]) -> String {
+pub fn image_tag(job_id: &str, recipe: &Recipe<'_>) -> String {
     let mut repo = sanitized(&job_id.to_ascii_lowercase(), '-', 100);
     repo = repo
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
@@ -416,8 +496,9 @@ pub fn image_tag(job_id: &str, base: &str, deps: &[(String, Vec<u8>)]) -> String
             hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
     };
-    mix(base.as_bytes());
-    for (name, content) in deps {
+    // The Dockerfile names the base, the files and the packages; then the files' contents.
+    mix(recipe.dockerfile().as_bytes());
+    for (name, content) in recipe.deps {
         mix(name.as_bytes());
         mix(content);
     }
@@ -427,16 +508,9 @@ pub fn image_tag(job_id: &str, base: &str, deps: &[(String, Vec<u8>)]) -> String
     )
 }
 
-/// The build context: a generated Dockerfile and the dependency files, as a tar.
-fn build_context(base: &str, deps: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
-    let mut dockerfile = format!("FROM {base}\nWORKDIR /app\n");
-    for (name, _) in deps {
-        dockerfile.push_str(&format!("COPY {name} /app/{name}\n"));
-    }
-    if deps.iter().any(|(n, _)| n == "requirements.txt") {
-        dockerfile.push_str("RUN python -m pip install --no-cache-dir -r /app/requirements.txt\n");
-    }
-    dockerfile.push_str("LABEL iris.managed_image=true\n");
+/// The build context: the generated Dockerfile and the dependency files, as a tar.
+fn build_context(recipe: &Recipe<'_>) -> std::io::Result<Vec<u8>> {
+    let dockerfile = recipe.dockerfile();
     let mut archive = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
@@ -446,7 +520,7 @@ fn build_context(base: &str, deps: &[(String, Vec<u8>)]) -> std::io::Result<Vec<
         archive.append_data(&mut header, name, data)
     };
     add("Dockerfile", dockerfile.as_bytes())?;
-    for (name, content) in deps {
+    for (name, content) in recipe.deps {
         add(name, content)?;
     }
     archive.into_inner()
@@ -595,7 +669,8 @@ impl Runtime for DockerRuntime {
             .inspect_image(&image)
             .await
             .map_err(|e| engine_error(&format!("image {image}"), &e))?;
-        if spec.workspace.is_some() && spec.has_bundle {
+        // Iris never sends `workspace`: every bundle is looked at for dependency files.
+        if spec.has_bundle || !spec.pip_packages.is_empty() {
             return self.build_from_bundle(spec, &image, sink).await;
         }
         sink.log(LogSource::Build, &format!("using image {image}"));
@@ -702,20 +777,90 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
                 && hash.len() == 16
         };
+        fn tag_of(
+            job: &str,
+            base: &str,
+            deps: &[(String, Vec<u8>)],
+            pip: &[String],
+            extras: &[String],
+        ) -> String {
+            let recipe = Recipe {
+                base,
+                deps,
+                pip_packages: pip,
+                extras,
+            };
+            image_tag(job, &recipe)
+        }
         for job in ["Job A/b", "../x", "ü-job", "---", "a".repeat(300).as_str()] {
-            let tag = image_tag(job, "python:3.12", &[]);
+            let tag = tag_of(job, "python:3.12", &[], &[], &[]);
             assert!(valid(&tag), "{job}: {tag}");
         }
-        let deps = |v: &[u8]| vec![("requirements.txt".to_string(), v.to_vec())];
-        assert_eq!(
-            image_tag("j", "b", &deps(b"x")),
-            image_tag("j", "b", &deps(b"x"))
-        );
+        let x = [("requirements.txt".to_string(), b"x".to_vec())];
+        let y = [("requirements.txt".to_string(), b"y".to_vec())];
+        let tag = |base, deps: &[(String, Vec<u8>)], pip: &[String], extras: &[String]| {
+            tag_of("j", base, deps, pip, extras)
+        };
+        assert_eq!(tag("b", &x, &[], &[]), tag("b", &x, &[], &[]));
+        assert_ne!(tag("b", &x, &[], &[]), tag("b", &y, &[], &[]));
+        assert_ne!(tag("b", &x, &[], &[]), tag("c", &x, &[], &[]));
+        let numpy = ["numpy".to_string()];
         assert_ne!(
-            image_tag("j", "b", &deps(b"x")),
-            image_tag("j", "b", &deps(b"y"))
+            tag("b", &x, &[], &[]),
+            tag("b", &x, &numpy, &[]),
+            "pip packages count"
         );
-        assert_ne!(image_tag("j", "b", &[]), image_tag("j", "c", &[]));
+        let project = [("pyproject.toml".to_string(), b"x".to_vec())];
+        assert_ne!(
+            tag("b", &project, &[], &[]),
+            tag("b", &project, &[], &numpy),
+            "extras count"
+        );
+    }
+
+    #[test]
+    fn dockerfiles_install_with_uv_and_honour_extras_and_packages() {
+        let file = |name: &str| (name.to_string(), Vec::new());
+        let project = [file("pyproject.toml"), file("uv.lock")];
+        let pip = ["numpy==2.1".to_string(), "it's".to_string()];
+        let extras = ["tpu".to_string()];
+        let with_venv = Recipe {
+            base: "py:3",
+            deps: &project,
+            pip_packages: &pip,
+            extras: &extras,
+        };
+        insta::assert_snapshot!(with_venv.dockerfile(), @r"
+        FROM py:3
+        WORKDIR /app
+        COPY pyproject.toml /app/pyproject.toml
+        COPY uv.lock /app/uv.lock
+        RUN uv sync --frozen --no-install-project --extra 'tpu'
+        ENV VIRTUAL_ENV=/app/.venv PATH=/app/.venv/bin:$PATH
+        RUN uv pip install 'numpy==2.1' 'it'\''s'
+        LABEL iris.managed_image=true
+        ");
+        let requirements = [file("requirements.txt")];
+        let system = Recipe {
+            base: "py:3",
+            deps: &requirements,
+            pip_packages: &[],
+            extras: &[],
+        };
+        assert!(
+            system
+                .dockerfile()
+                .contains("RUN uv pip install --system -r /app/requirements.txt\n")
+        );
+        assert!(!system.is_plain());
+        let plain = Recipe {
+            deps: &[],
+            ..system
+        };
+        assert!(
+            plain.is_plain(),
+            "a bundle without dependency files uses its base image"
+        );
     }
 
     #[test]
