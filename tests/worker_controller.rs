@@ -1,5 +1,6 @@
 //! The worker and its controller: registration and heartbeats, reports through an outage,
-//! should_reset, crash and restart, graceful stop.
+//! should_reset, crash and restart, graceful stop. The test controller serves both protocols:
+//! a bare address makes the worker speak Connect (Iris's default), `grpc://` gRPC.
 
 mod support;
 
@@ -10,10 +11,10 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn controller_args(server: &ControllerServer) -> Vec<String> {
+fn controller_args(server: &ControllerServer, scheme: &str) -> Vec<String> {
     vec![
         "--controller-address".into(),
-        server.addr.to_string(),
+        format!("{scheme}{}", server.addr),
         "--heartbeat-interval-ms".into(),
         "300".into(),
         "--worker-id".into(),
@@ -22,15 +23,32 @@ fn controller_args(server: &ControllerServer) -> Vec<String> {
 }
 
 fn start_worker(dir: &std::path::Path, server: &ControllerServer) -> WorkerProcess {
-    let args = controller_args(server);
+    start_worker_speaking(dir, server, "")
+}
+
+fn start_worker_speaking(
+    dir: &std::path::Path,
+    server: &ControllerServer,
+    scheme: &str,
+) -> WorkerProcess {
+    let args = controller_args(server, scheme);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     WorkerProcess::start(dir, &args)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reports_running_and_terminal_and_heartbeats_running_ids() {
+async fn reports_running_and_terminal_and_heartbeats_running_ids_over_connect() {
+    reports_running_and_terminal_and_heartbeats_running_ids("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_running_and_terminal_and_heartbeats_running_ids_over_grpc() {
+    reports_running_and_terminal_and_heartbeats_running_ids("grpc://").await;
+}
+
+async fn reports_running_and_terminal_and_heartbeats_running_ids(scheme: &str) {
     let server = ControllerServer::start(TestController::default()).await;
-    let worker = start_worker(&temp_dir("reports"), &server);
+    let worker = start_worker_speaking(&temp_dir("reports"), &server, scheme);
     let mut c = worker.client().await;
     c.run_task(command_request("rep/task-0", &["sleep", "1"]))
         .await
@@ -70,13 +88,29 @@ async fn reports_running_and_terminal_and_heartbeats_running_ids() {
         vec![TaskState::Running as i32, TaskState::Succeeded as i32],
         "in order, once each"
     );
+    let want = if scheme == "grpc://" {
+        Protocol::Grpc
+    } else {
+        Protocol::Connect
+    };
+    let protocols = server.controller.state.lock().unwrap().protocols.clone();
+    assert!(protocols.iter().all(|p| *p == want), "{protocols:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn terminal_report_survives_a_controller_outage() {
+async fn terminal_report_survives_a_controller_outage_over_connect() {
+    terminal_report_survives_a_controller_outage("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_report_survives_a_controller_outage_over_grpc() {
+    terminal_report_survives_a_controller_outage("grpc://").await;
+}
+
+async fn terminal_report_survives_a_controller_outage(scheme: &str) {
     let server = ControllerServer::start(TestController::default()).await;
     let addr = server.addr;
-    let worker = start_worker(&temp_dir("outage"), &server);
+    let worker = start_worker_speaking(&temp_dir("outage"), &server, scheme);
     let mut c = worker.client().await;
     c.run_task(command_request("out/task-0", &["sleep", "1"]))
         .await

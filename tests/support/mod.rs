@@ -18,6 +18,7 @@ use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::front::FrontLayer;
 use iris_worker::shell::connect::server;
+pub use iris_worker::shell::service::Protocol;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -194,6 +195,8 @@ pub struct ControllerState {
     pub reset_next: bool,
     /// The `authorization` header of the latest call.
     pub authorization: Option<String>,
+    /// The protocol of every call, in order.
+    pub protocols: Vec<Protocol>,
 }
 
 #[derive(Clone, Default)]
@@ -208,6 +211,7 @@ impl ControllerService for TestController {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         let mut state = self.state.lock().unwrap();
+        state.protocols.push(Protocol::of(&request));
         state.authorization = request
             .metadata()
             .get("authorization")
@@ -226,11 +230,9 @@ impl ControllerService for TestController {
         &self,
         request: Request<ReportTaskStateRequest>,
     ) -> Result<Response<ReportTaskStateResponse>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .reports
-            .push(request.into_inner());
+        let mut state = self.state.lock().unwrap();
+        state.protocols.push(Protocol::of(&request));
+        state.reports.push(request.into_inner());
         Ok(Response::new(ReportTaskStateResponse {}))
     }
 }
