@@ -5,7 +5,9 @@
 //! - exit detection: process exit to SUCCEEDED visible over gRPC (p50, p99);
 //! - kill latency: KillTask of a cooperative process to KILLED visible (p50, p99);
 //! - ingest: a task printing 1 GiB of lines vs the same pipeline into `cat > /dev/null`, and the
-//!   worker's peak RSS.
+//!   worker's peak RSS;
+//! - protocols: RunTask (an idempotent resubmission) + GetTaskStatus round trips over Connect
+//!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,9 @@ use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use tonic::transport::Channel;
 
 type Client = WorkerServiceClient<Channel>;
+
+use iris_worker::shell::connect::client::{ConnectClient, tcp_dialer};
+use iris_worker::shell::connect::codec::Codec;
 
 struct Worker {
     child: Child,
@@ -270,6 +275,61 @@ async fn docker_numbers() -> Option<(f64, f64, f64)> {
     ))
 }
 
+/// The three ways a client reaches the worker's one port.
+enum Rpc {
+    Grpc(Client),
+    Connect(ConnectClient),
+}
+
+impl Rpc {
+    async fn round_trip(&mut self, submit: &proto::worker::RunTaskRequest) {
+        let status = proto::worker::GetTaskStatusRequest {
+            task_id: submit.task_id.clone(),
+            include_result: false,
+        };
+        match self {
+            Rpc::Grpc(c) => {
+                c.run_task(submit.clone()).await.unwrap();
+                c.get_task_status(status).await.unwrap();
+            }
+            Rpc::Connect(c) => {
+                let t = Duration::from_secs(5);
+                let path = "/iris.cluster.WorkerService/";
+                let _: proto::worker::RunTaskResponse =
+                    c.unary(&format!("{path}RunTask"), submit, t).await.unwrap();
+                let _: proto::TaskStatus = c
+                    .unary(&format!("{path}GetTaskStatus"), &status, t)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Round-trip latencies (ms) per protocol: gRPC, Connect protobuf, Connect JSON.
+async fn protocols(addr: &str, rounds: usize, per_round: usize) -> [Vec<f64>; 3] {
+    let mut grpc = Client::connect(format!("http://{addr}")).await.unwrap();
+    let submit = request("proto/task-0", &["sleep", "600"]);
+    grpc.run_task(submit.clone()).await.unwrap();
+    let connect = ConnectClient::new(addr, tcp_dialer(), None);
+    let mut rpcs = [
+        Rpc::Grpc(grpc),
+        Rpc::Connect(connect.clone()),
+        Rpc::Connect(connect.with_codec(Codec::Json)),
+    ];
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (rpc, out) in rpcs.iter_mut().zip(samples.iter_mut()) {
+            for _ in 0..per_round {
+                let start = Instant::now();
+                rpc.round_trip(&submit).await;
+                out.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    samples
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("docker") {
@@ -287,6 +347,10 @@ async fn main() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("protocols") {
+        print_protocols(&worker.addr).await;
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let (tp, base) = throughput(&mut c, 1000).await;
         println!(
@@ -321,6 +385,7 @@ async fn main() {
         ing / ing_base
     );
     println!("| worker peak RSS (whole run) | {peak_mb} MiB | - | - | < 64 MiB |");
+    print_protocols(&worker.addr).await;
     drop(c);
     drop(worker);
     if let Some((to_running, cli, rate)) = docker_numbers().await {
@@ -329,5 +394,22 @@ async fn main() {
             to_running / cli
         );
         println!("| docker: 100 short containers end to end | {rate:.1} tasks/s | - | - | - |");
+    }
+}
+
+async fn print_protocols(addr: &str) {
+    let [mut grpc, mut proto, mut json] = protocols(addr, 5, 400).await;
+    let grpc_p50 = percentile(&mut grpc, 0.5);
+    for (name, samples) in [
+        ("Connect protobuf", &mut proto),
+        ("Connect JSON", &mut json),
+    ] {
+        let p50 = percentile(samples, 0.5);
+        println!(
+            "| RunTask+GetTaskStatus over {name}, p50 / p99 | {p50:.2} / {:.2} ms | gRPC {grpc_p50:.2} / {:.2} ms | {:.2} | <= 1.5 |",
+            percentile(samples, 0.99),
+            percentile(&mut grpc, 0.99),
+            p50 / grpc_p50
+        );
     }
 }

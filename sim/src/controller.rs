@@ -240,11 +240,15 @@ enum WorkerLink {
 }
 
 impl WorkerLink {
-    async fn connect<Req: prost::Message, Resp: prost::Message + Default>(
+    async fn connect<Req, Resp>(
         client: &ConnectClient,
         method: &str,
         request: Req,
-    ) -> Result<Resp, Status> {
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message + serde::Serialize,
+        Resp: prost::Message + Default + serde::de::DeserializeOwned,
+    {
         let path = format!("/iris.cluster.WorkerService/{method}");
         client.unary(&path, &request, WORKER_CALL_TIMEOUT).await
     }

@@ -1,5 +1,5 @@
 //! A Connect unary client over HTTP/1.1 (what Iris's controller, a uvicorn app, speaks): POST
-//! with `application/proto`, `connect-protocol-version: 1` and `connect-timeout-ms`.
+//! with `application/proto` (or JSON), `connect-protocol-version: 1` and `connect-timeout-ms`.
 //!
 //! Connections are dialled through a [`Dialer`] (real TCP, or the simulator's network) and kept
 //! in a small idle pool. A connection whose call is abandoned (deadline, dropped future) is
@@ -18,12 +18,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::codec::{self, BODY_BYTES_MAX, Encoding};
+use super::codec::{self, BODY_BYTES_MAX, Codec, Encoding};
 
 /// An idle connection older than this is closed instead of reused.
 pub const IDLE_MAX: Duration = Duration::from_secs(4);
@@ -70,6 +72,7 @@ pub struct ConnectClient {
     authority: String,
     dial: Dialer,
     authorization: Option<HeaderValue>,
+    codec: Codec,
     idle: Arc<Mutex<Vec<Idle>>>,
 }
 
@@ -80,18 +83,29 @@ impl ConnectClient {
             authority: authority.to_string(),
             dial,
             authorization: token.and_then(|t| HeaderValue::try_from(format!("Bearer {t}")).ok()),
+            codec: Codec::Proto,
             idle: Arc::default(),
         }
     }
 
+    /// Speaks `codec` (protobuf by default; JSON for tools and benchmarks).
+    pub fn with_codec(mut self, codec: Codec) -> ConnectClient {
+        self.codec = codec;
+        self
+    }
+
     /// Calls `path` (`/package.Service/Method`) and waits at most `timeout` for the answer.
-    pub async fn unary<Req: Message, Resp: Message + Default>(
+    pub async fn unary<Req, Resp>(
         &self,
         path: &str,
         request: &Req,
         timeout: Duration,
-    ) -> Result<Resp, Status> {
-        let body = Bytes::from(request.encode_to_vec());
+    ) -> Result<Resp, Status>
+    where
+        Req: Message + Serialize,
+        Resp: Message + Default + DeserializeOwned,
+    {
+        let body = Bytes::from(self.codec.encode(request));
         let call = self.call(path, body, timeout);
         let (status, encoding, body) = tokio::time::timeout(timeout, call)
             .await
@@ -100,8 +114,9 @@ impl ConnectClient {
         if status != StatusCode::OK {
             return Err(codec::parse_error(status, &body));
         }
-        Resp::decode(&body[..])
-            .map_err(|e| Status::internal(format!("the answer is not a valid protobuf: {e}")))
+        self.codec
+            .decode(&body)
+            .map_err(|e| Status::internal(format!("the answer: {}", e.message())))
     }
 
     /// Sends once on a pooled connection; a reused connection the server had closed gets one
@@ -192,7 +207,7 @@ impl ConnectClient {
             // Origin form: the low-level connection writes the URI as given.
             .uri(path)
             .header(header::HOST, &self.authority)
-            .header(header::CONTENT_TYPE, "application/proto")
+            .header(header::CONTENT_TYPE, self.codec.content_type())
             .header(codec::PROTOCOL_VERSION_HEADER, "1")
             .header(codec::TIMEOUT_HEADER, timeout.as_millis().to_string())
             .body(Full::new(body))

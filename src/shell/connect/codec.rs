@@ -56,7 +56,8 @@ impl Codec {
         }
     }
 
-    /// A message from a (decompressed) body; the error says what did not decode.
+    /// A message from a (decompressed) body; the error (`invalid_argument`) says what did not
+    /// decode.
     pub fn decode<M: Message + Default + DeserializeOwned>(self, body: &[u8]) -> Result<M, Status> {
         match self {
             Codec::Proto => M::decode(body).map_err(|e| {
