@@ -194,6 +194,63 @@ async fn term_ignoring_container_is_killed_and_timeouts_fail() {
     assert!(leftovers(&format!("dockertest-kill-{}", std::process::id())).is_empty());
 }
 
+/// The entrypoint is not PID 1 (docker-init is): SIGTERM acts by default and a self-inflicted
+/// SIGKILL ends the task by that signal. With `--container-init=false` the old PID 1 behaviour
+/// comes back, which shows the test can tell the difference.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_entrypoint_is_not_pid_1_so_signals_act() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("init", &[]);
+    let mut c = worker.client().await;
+    c.run_task(command_request("pid1/task-0", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    wait_for(&mut c, "pid1/task-0", LIMIT, is_state(TaskState::Running)).await;
+    let asked = Instant::now();
+    c.kill_task(KillTaskRequest {
+        task_id: "pid1/task-0".into(),
+        term_timeout_ms: 10_000,
+    })
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "pid1/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Killed as i32);
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM acted: KILLED after {took:?}, not at the 10 s SIGKILL"
+    );
+
+    c.run_task(command_request(
+        "pid1/task-1",
+        &["sh", "-c", "echo pid $$; kill -9 $$"],
+    ))
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "pid1/task-1", LIMIT, finished).await;
+    assert_ne!(stdout_of(&logs(&mut c, "pid1/task-1").await), ["pid 1"]);
+    assert_eq!(done.state, TaskState::Failed as i32, "{done:?}");
+    assert_eq!((done.exit_signal, done.oom_killed), (9, false), "{done:?}");
+
+    let bare = docker_worker("noinit", &["--container-init=false"]);
+    let mut c = bare.client().await;
+    c.run_task(command_request(
+        "pid1/task-2",
+        &["sh", "-c", "echo pid $$; kill -9 $$"],
+    ))
+    .await
+    .unwrap();
+    let done = wait_for(&mut c, "pid1/task-2", LIMIT, finished).await;
+    assert_eq!(stdout_of(&logs(&mut c, "pid1/task-2").await), ["pid 1"]);
+    assert_eq!(
+        done.state,
+        TaskState::Succeeded as i32,
+        "PID 1 survives its own SIGKILL"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_engine_does_not_stop_health_checks_or_kills() {
     // An "engine" that accepts connections and never answers.

@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// The docker image of tasks whose environment names none (docker runtime).
     #[arg(long, default_value = "python:3.12-slim", env = "IRIS_DEFAULT_IMAGE")]
     pub default_image: String,
+    /// Run the engine's init (docker-init) as each container's PID 1, so the entrypoint gets
+    /// default signal actions; `--container-init=false` for images with their own init.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub container_init: bool,
 }
 
 impl ServeArgs {
@@ -206,6 +210,7 @@ impl ServeArgs {
             },
             default_image: self.default_image.clone(),
             preserve_containers_on_stop: self.preserve_containers_on_stop,
+            container_init: self.container_init,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The docker runtime (bollard): each attempt is a container named after the worker and the
 //! attempt, labelled per DESIGN.md, with the attempt's workdir bind-mounted at `/workdir`, a host
 //! port binding per allocated port, cpu, memory and pids limits, no new privileges and no
-//! capabilities. Logs follow the engine's stream with the engine's timestamps; the exit comes from
+//! capabilities, and the engine's init as PID 1 (unless turned off). Logs follow the engine's stream with the engine's timestamps; the exit comes from
 //! the wait API and the OOM flag from inspect; stats from the stats stream.
 //!
 //! After a restart, `survey` finds this worker's containers: running ones whose attempt the
@@ -48,6 +48,9 @@ pub struct DockerRuntimeConfig {
     pub cache_dir: PathBuf,
     pub default_image: String,
     pub worker_id: String,
+    /// The engine's init as PID 1: the kernel gives PID 1 no default signal actions, so without
+    /// it an entrypoint ignores SIGTERM and survives its own SIGKILL.
+    pub init: bool,
 }
 
 pub struct DockerRuntime {
@@ -267,6 +270,7 @@ impl DockerRuntime {
             security_opt: Some(vec!["no-new-privileges".to_string()]),
             cap_drop: Some(vec!["ALL".to_string()]),
             extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
+            init: Some(self.config.init),
             ..HostConfig::default()
         };
         ContainerCreateBody {

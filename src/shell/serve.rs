@@ -61,6 +61,8 @@ pub struct ServeOptions {
     pub default_image: String,
     /// Stop without killing containers, so the next run adopts them (docker only).
     pub preserve_containers_on_stop: bool,
+    /// docker-init as PID 1 of every container (docker only).
+    pub container_init: bool,
 }
 
 fn can_bind(port: u16) -> bool {
@@ -95,6 +97,7 @@ async fn make_runtime(
             let docker = DockerRuntime::connect(DockerRuntimeConfig {
                 cache_dir: opts.cache_dir.clone(),
                 default_image: opts.default_image.clone(),
+                init: opts.container_init,
                 worker_id: worker_id.to_string(),
             })?;
             let keep = |key: &AttemptKey| live.contains(key);
