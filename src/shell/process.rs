@@ -1,5 +1,7 @@
 //! The process runtime: each attempt runs as its own process group on this machine, led by the
-//! task shim (see `shim.rs`) so the group dies with the worker. Used where there is no Docker.
+//! task shim (see `shim.rs`), a subreaper that owns every descendant of the task, also those
+//! that left the group: they die when the main process exits, on a kill, and with the worker.
+//! Kills go to the shim, which passes them on. Used where there is no Docker.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -18,6 +20,7 @@ use crate::core::{
 use crate::shell::lines::LineSplitter;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+use crate::shell::shim;
 use crate::shell::workdir;
 
 /// Variables of the worker's own environment a task inherits (everything else is the task's).
@@ -36,6 +39,8 @@ pub struct ProcessRuntimeConfig {
 
 struct Group {
     pgid: i32,
+    /// Whether the group leader is the shim (which then takes the kills) or the task itself.
+    shim: bool,
     sampler: AbortHandle,
 }
 
@@ -204,6 +209,7 @@ impl Runtime for ProcessRuntime {
                 spec.attempt.clone(),
                 Group {
                     pgid,
+                    shim: self.config.shim.is_some(),
                     sampler: sampler.clone(),
                 },
             );
@@ -227,16 +233,24 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn signal(&self, attempt: &AttemptKey, signal: Signal) -> Result<(), RuntimeError> {
-        let pgid = self
+        let group = self
             .groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(attempt)
-            .map(|g| g.pgid);
-        if let Some(pgid) = pgid {
-            // SAFETY: signalling a process group we created; ESRCH (already gone) is fine.
-            unsafe { libc::kill(-pgid, signal.number()) };
-        }
+            .map(|g| (g.pgid, g.shim));
+        // The shim passes TERM on to every descendant and kills them all for KILL_ALL; it is
+        // never SIGKILLed itself, so it always cleans up. Without a shim, the group is all we have.
+        let (target, number) = match group {
+            Some((pgid, true)) => match signal {
+                Signal::Term => (pgid, libc::SIGTERM),
+                Signal::Kill => (pgid, shim::KILL_ALL),
+            },
+            Some((pgid, false)) => (-pgid, signal.number()),
+            None => return Ok(()),
+        };
+        // SAFETY: signalling a process (group) we created; ESRCH (already gone) is fine.
+        unsafe { libc::kill(target, number) };
         Ok(())
     }
 

@@ -1,22 +1,34 @@
 //! The task shim: `iris-worker shim --parent-pid P -- ARGV...`.
 //!
-//! The process runtime starts every task through this shim, which leads the task's process group.
-//! Its one job is that the group dies with the worker: it asks the kernel for SIGUSR1 when its
-//! parent dies (PR_SET_PDEATHSIG) and then SIGKILLs the whole group, itself included. Otherwise it
-//! waits for the task and exits the way the task did (same code, or same signal), so the worker
-//! sees the task's own exit status. Signals the worker sends go to the whole group; the shim passes
-//! the ones it receives on to the task too, because a signal that reached the group before the
-//! fork would otherwise be lost (pending signals are not inherited by a forked child). A TERM that
-//! arrives before the shim has blocked signals kills the shim before the task exists, which is
-//! what the kill asked for.
+//! The process runtime starts every task through this shim, which leads the task's process group
+//! and owns everything the task starts. It is a child subreaper (PR_SET_CHILD_SUBREAPER), so a
+//! process that leaves the group (`setsid`, a double fork, a daemon) is re-parented to the shim,
+//! not to init: the task's descendants are exactly the shim's descendants by parent pid.
+//!
+//! * The main process exits: the shim SIGKILLs every remaining descendant and reaps them (as a
+//!   container ends when its PID 1 exits), then exits the way the main process did (same code, or
+//!   same signal), so the worker sees the task's own exit status at once.
+//! * SIGTERM, SIGINT, SIGHUP, SIGQUIT: passed on to every descendant. The worker sends a kill's
+//!   SIGTERM to the shim alone, never to the group, so each process gets it once.
+//! * SIGUSR2: the worker's SIGKILL step. The shim SIGKILLs every descendant, so the worker never
+//!   SIGKILLs the shim before it has cleaned up.
+//! * SIGUSR1 (PR_SET_PDEATHSIG): the worker died; every descendant is SIGKILLed, then the shim.
+//!
+//! Signals are blocked and taken with `sigwaitinfo`, so a signal that arrives before the fork is
+//! not lost. A TERM that arrives before the shim has blocked signals kills the shim before the
+//! task exists, which is what the kill asked for. No privileges, cgroups or namespaces are needed.
 //!
 //! The shim runs before any async runtime exists, single-threaded, so `fork` is safe here.
 
 use std::ffi::CString;
 
+/// The signal the worker sends for a kill's SIGKILL step.
+pub const KILL_ALL: libc::c_int = libc::SIGUSR2;
+
 /// Signals the shim waits for instead of letting them act.
-pub const WAITED: [libc::c_int; 6] = [
+pub const WAITED: [libc::c_int; 7] = [
     libc::SIGUSR1,
+    KILL_ALL,
     libc::SIGCHLD,
     libc::SIGTERM,
     libc::SIGINT,
@@ -36,18 +48,71 @@ pub fn signal_set() -> libc::sigset_t {
     }
 }
 
-/// The worker died: take the task with us. Only a shim that leads its own group (as the worker
-/// starts it) kills the group; run by hand, it never signals its caller's group.
-fn kill_group_and_die(child: libc::pid_t) -> ! {
-    // SAFETY: signalling our own group (which ends us too) or our own child.
-    unsafe {
-        if libc::getpgrp() == libc::getpid() {
-            libc::kill(0, libc::SIGKILL);
-        } else if child > 0 {
-            libc::kill(child, libc::SIGKILL);
-        }
-        libc::_exit(137)
+/// Every process below the shim, by parent pid (orphans come to the shim: it is a subreaper).
+fn descendants() -> Vec<libc::pid_t> {
+    let me = std::process::id() as libc::pid_t;
+    let parents: Vec<(libc::pid_t, libc::pid_t)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect();
+    let mut found = vec![me];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        next += 1;
     }
+    found.remove(0);
+    found
+}
+
+/// The parent pid from /proc/PID/stat (the field after the parenthesised command name).
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn signal_descendants(sig: libc::c_int) {
+    for pid in descendants() {
+        // SAFETY: signalling our own descendants; ESRCH (gone meanwhile) is fine.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// SIGKILLs descendants and reaps children until none is left (a dying process may have forked
+/// one more; it comes to us and is killed on the next round).
+fn kill_all_descendants() {
+    loop {
+        // Reap what has ended; with no child left there is no descendant either, so a task
+        // that left nothing behind costs no /proc scan.
+        loop {
+            let mut status = 0;
+            // SAFETY: reaping our own children.
+            match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+                0 => break,
+                -1 => return,
+                _ => {}
+            }
+        }
+        signal_descendants(libc::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The worker died: take the task with us.
+fn kill_all_and_die() -> ! {
+    kill_all_descendants();
+    // SAFETY: exiting without running destructors, as a killed process would.
+    unsafe { libc::_exit(137) }
 }
 
 /// Runs the shim; never returns. `argv` is the task's command line.
@@ -69,6 +134,7 @@ pub fn run(parent_pid: i32, argv: &[String]) -> ! {
     unsafe {
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1 as libc::c_ulong);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong);
         // The worker may have died before the prctl took effect.
         if libc::getppid() != parent_pid {
             eprintln!("iris-worker shim: parent {parent_pid} is gone; not starting the task");
@@ -86,6 +152,8 @@ pub fn run(parent_pid: i32, argv: &[String]) -> ! {
             exec_child(&args, &set);
         }
         let status = wait_for(child, &set);
+        // Whatever the main process left behind goes with it.
+        kill_all_descendants();
         exit_like(status)
     }
 }
@@ -105,24 +173,36 @@ unsafe fn exec_child(args: &[CString], set: &libc::sigset_t) -> ! {
     }
 }
 
-/// Waits for the task, ignoring the group-wide signals the worker sends.
+/// Waits for the main process, reaping every other child that ends meanwhile and passing the
+/// worker's signals on to every descendant.
 unsafe fn wait_for(child: libc::pid_t, set: &libc::sigset_t) -> libc::c_int {
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid and sigwaitinfo on our own child and a set we own.
-        unsafe {
-            let done = libc::waitpid(child, &mut status, libc::WNOHANG);
-            if done == child {
-                return status;
-            }
+        if let Some(status) = reap(child) {
+            return status;
+        }
+        // SAFETY: sigwaitinfo on a set we own, signals to our own descendants.
+        let sig = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            match libc::sigwaitinfo(set, &mut info) {
-                libc::SIGUSR1 => kill_group_and_die(child),
-                libc::SIGCHLD | -1 => {}
-                forwarded => {
-                    libc::kill(child, forwarded);
-                }
-            }
+            libc::sigwaitinfo(set, &mut info)
+        };
+        match sig {
+            libc::SIGUSR1 => kill_all_and_die(),
+            KILL_ALL => signal_descendants(libc::SIGKILL),
+            libc::SIGCHLD | -1 => {}
+            forwarded => signal_descendants(forwarded),
+        }
+    }
+}
+
+/// Reaps every child that has ended; the main process's status once it is among them.
+fn reap(main: libc::pid_t) -> Option<libc::c_int> {
+    loop {
+        let mut status = 0;
+        // SAFETY: reaping our own children.
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            pid if pid == main => return Some(status),
+            pid if pid > 0 => continue,
+            _ => return None,
         }
     }
 }
