@@ -4,11 +4,14 @@
 //! so nothing within the disk cap is lost however slowly it reads, or across a worker restart.
 //!
 //! Log volume never passes through the driver: runtimes append here directly, one lock per
-//! attempt.
+//! attempt. Each batch of lines (a chunk read from a pipe, a line from the engine) is encoded into
+//! one buffer and written to the file with one `write` before the lock is released, so a line
+//! that can be served is already in the page cache: a `kill -9` of the worker loses nothing it
+//! has read (no user-space buffer holds lines between batches; no fsync is needed for that).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +44,9 @@ pub type AttemptLogHandle = Arc<Mutex<AttemptLog>>;
 pub struct AttemptLog {
     memory: TaskLogs,
     path: PathBuf,
-    writer: Option<BufWriter<File>>,
+    writer: Option<File>,
+    /// The batch being encoded; written out and emptied before the batch's lock is released.
+    pending: Vec<u8>,
     /// The file was opened (or opening failed): never try again.
     opened: bool,
     segment_bytes: u64,
@@ -103,14 +108,10 @@ impl LogStore {
         }
     }
 
-    /// Flushes an attempt's file and drops it from memory (its disk log stays readable).
+    /// Closes an attempt's file and drops it from memory (its disk log stays readable).
     pub fn close(&self, key: &AttemptKey) {
         if let Some(handle) = lock(&self.attempts).remove(key) {
-            let mut log = lock(&handle);
-            if let Some(writer) = log.writer.as_mut() {
-                let _ = writer.flush();
-            }
-            log.writer = None;
+            lock(&handle).writer = None;
         }
     }
 
@@ -135,6 +136,7 @@ impl AttemptLog {
             memory: TaskLogs::starting_at(config.memory, next),
             path,
             writer: None,
+            pending: Vec::new(),
             opened: false,
             segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
@@ -154,7 +156,7 @@ impl AttemptLog {
             .append(true)
             .open(&self.path)?;
         self.segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.writer = Some(file);
         Ok(())
     }
 
@@ -162,7 +164,39 @@ impl AttemptLog {
         self.output_mark
     }
 
+    /// Appends one line and writes it through to the file.
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
+        self.push(timestamp_ms, source, data);
+        self.write_batch();
+    }
+
+    /// Appends lines sharing a source and timestamp; one write for all of them.
+    pub fn append_batch<'a>(
+        &mut self,
+        timestamp_ms: i64,
+        source: LogSource,
+        lines: impl IntoIterator<Item = &'a str>,
+    ) {
+        for line in lines {
+            self.push(timestamp_ms, source, line);
+        }
+        self.write_batch();
+    }
+
+    /// Writes the encoded batch out; on failure the lines stay in memory and the reason is kept.
+    fn write_batch(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(file) = self.writer.as_mut()
+            && let Err(e) = file.write_all(&self.pending)
+        {
+            self.disk_error = Some(e.to_string());
+        }
+        self.pending.clear();
+    }
+
+    fn push(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
         if OutputMark::counts(source) {
             self.output_mark = Some(OutputMark::after(self.output_mark, timestamp_ms));
         }
@@ -190,24 +224,24 @@ impl AttemptLog {
         if self.segment_bytes + len > self.segment_bytes_max && self.segment_bytes > 0 {
             self.rotate()?;
         }
-        let Some(writer) = self.writer.as_mut() else {
+        if self.writer.is_none() {
             return Ok(());
-        };
-        let written = encode(writer, line_number, timestamp_ms, source, data)?;
+        }
+        let written = encode(&mut self.pending, line_number, timestamp_ms, source, data)?;
         self.segment_bytes += written;
         Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(mut writer) = self.writer.take() {
-            writer.flush()?;
-        }
+        // What this segment's batch holds so far belongs to it.
+        self.write_batch();
+        self.writer = None;
         fs::rename(&self.path, rotated(&self.path))?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.writer = Some(file);
         self.segment_bytes = 0;
         Ok(())
     }
@@ -220,9 +254,6 @@ impl AttemptLog {
         let from_memory = self.memory.fetch(filter);
         if self.memory_answers(filter, &from_memory) {
             return Ok(within_budget(from_memory, filter.start));
-        }
-        if let Some(writer) = self.writer.as_mut() {
-            writer.flush()?;
         }
         scan_disk(&self.path, filter)
     }

@@ -119,10 +119,11 @@ impl AttemptSink {
     /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
     pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
         let now = self.now_ms();
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        for line in lines {
-            log.append(now, source, &String::from_utf8_lossy(line));
-        }
+        let text: Vec<_> = lines.iter().map(|l| String::from_utf8_lossy(l)).collect();
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append_batch(now, source, text.iter().map(|t| t.as_ref()));
     }
 
     fn send(&self, event: Event) {
