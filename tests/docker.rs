@@ -395,6 +395,88 @@ async fn a_restarted_worker_adopts_its_running_container() {
     assert!(leftovers(&worker_id).is_empty());
 }
 
+/// A worker SIGKILLed while its container runs; the container exits (code 4) while the worker is
+/// down. The restarted worker reads the exit and the rest of the output from the engine: FAILED
+/// with exit code 4, every line once, in order, under the numbers served before the crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
+    if !engine() {
+        return;
+    }
+    let server = ControllerServer::start(TestController::default()).await;
+    let dir = temp_dir("recover");
+    let worker_id = format!("dockertest-recover-{}", std::process::id());
+    let controller = server.addr.to_string();
+    let args = [
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+        "--worker-id",
+        &worker_id,
+        "--controller-address",
+        &controller,
+        "--heartbeat-interval-ms",
+        "300",
+    ];
+    let first = WorkerProcess::start(&dir, &args);
+    let mut c = first.client().await;
+    let script = "echo one; echo two; sleep 2; echo three; echo four >&2; exit 4";
+    c.run_task(command_request("recover/task-0", &["sh", "-c", script]))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let served = loop {
+        let entries = logs(&mut c, "recover/task-0").await;
+        let out: Vec<(i64, String)> = entries
+            .into_iter()
+            .filter(|e| e.source == "stdout")
+            .map(|e| (e.line_number, e.data))
+            .collect();
+        if out.len() == 2 {
+            break out;
+        }
+        assert!(start.elapsed() < LIMIT, "{out:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.signal(libc::SIGKILL);
+    drop(first);
+    // The container finishes while nobody watches.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let second = WorkerProcess::start(&dir, &args);
+    let mut c = second.client().await;
+    let report = server
+        .wait_report("recover/task-0", TaskState::Failed, LIMIT)
+        .await;
+    assert_eq!(
+        (report.exit_code, report.error.as_str()),
+        (4, "Exit code: 4")
+    );
+    let done = status_of_finished(&mut c, "recover/task-0").await;
+    assert_eq!((done.state, done.exit_code), (TaskState::Failed as i32, 4));
+    let output: Vec<(i64, String, String)> = logs(&mut c, "recover/task-0")
+        .await
+        .into_iter()
+        .filter(|e| e.source == "stdout" || e.source == "stderr")
+        .map(|e| (e.line_number, e.source, e.data))
+        .collect();
+    let (first_number, _) = served[0];
+    assert_eq!(served[1].0, first_number + 1);
+    let want: Vec<(i64, String, String)> = [
+        ("stdout", "one"),
+        ("stdout", "two"),
+        ("stdout", "three"),
+        ("stderr", "four"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (s, d))| (first_number + i as i64, s.to_string(), d.to_string()))
+    .collect();
+    assert_eq!(output, want, "every line once, in order, numbers unchanged");
+    assert!(leftovers(&worker_id).is_empty());
+}
+
 async fn status_of_finished(
     c: &mut proto::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
     task_id: &str,

@@ -197,8 +197,10 @@ impl DockerRuntime {
         container_name(&self.config.worker_id, attempt)
     }
 
-    /// This worker's containers: the attempts of the running ones, and how many others (exited,
-    /// or not of a valid attempt) were removed.
+    /// This worker's containers: the attempts `keep` wants whose containers ran (still running,
+    /// or exited while the worker was down: their exit and output are still in the engine and
+    /// are read as an adopted attempt's would be), and how many others (never started, dying,
+    /// not wanted, or not of a valid attempt) were removed.
     pub async fn survey(
         &self,
         keep: &dyn Fn(&AttemptKey) -> bool,
@@ -230,10 +232,10 @@ impl DockerRuntime {
                     attempt_id: labels.get("iris.attempt_id")?.parse().ok()?,
                 })
             });
-            let is_running =
-                container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            use bollard::models::ContainerSummaryStateEnum as State;
+            let ran = matches!(container.state, Some(State::RUNNING | State::EXITED));
             match attempt {
-                Some(key) if is_running && keep(&key) => running.push(key),
+                Some(key) if ran && keep(&key) => running.push(key),
                 _ => {
                     if let Some(id) = container.id {
                         self.force_remove(&id).await;
