@@ -77,15 +77,18 @@ impl SimRuntime {
             .event(format!("{} {what}", crate::plan::worker_host(self.worker)));
     }
 
-    /// Takes back this machine's containers after a restart: running ones of a live attempt are
-    /// adopted; every other one is removed, as the docker runtime's survey does.
+    /// Takes back this machine's containers after a restart: those of a live attempt, running or
+    /// exited while the worker was down, are adopted; every other one is removed, as the docker
+    /// runtime's survey does.
     pub fn survey(&self, live: &BTreeSet<AttemptKey>) -> BTreeSet<AttemptKey> {
         let now = self.now();
         let mut machine = self.shared.machine(self.worker);
         let keys: Vec<AttemptKey> = machine.containers.keys().cloned().collect();
         let mut adopted = BTreeSet::new();
         for key in keys {
-            if machine.containers[&key].is_running() && live.contains(&key) {
+            // As the docker runtime does: a container that exited while the worker was down is
+            // adopted too, its exit and output read from the engine.
+            if live.contains(&key) {
                 adopted.insert(key);
             } else {
                 machine.remove(&key, now);
