@@ -96,6 +96,9 @@ pub struct TaskLogs {
     bytes: usize,
     next_line_number: i64,
     limits: LogLimits,
+    /// The buffer of the last evicted line, reused by `push_str`: a full window takes new lines
+    /// without allocating (one line's buffer at most, so the caps still hold).
+    spare: String,
 }
 
 impl TaskLogs {
@@ -110,6 +113,7 @@ impl TaskLogs {
             bytes: 0,
             next_line_number,
             limits,
+            spare: String::new(),
         }
     }
 
@@ -129,8 +133,21 @@ impl TaskLogs {
         {
             let old = self.lines.pop_front().expect("non-empty");
             self.bytes -= old.cost_bytes();
+            self.spare = old.data;
         }
         self.next_line_number - 1
+    }
+
+    /// As `push`, copying `data` into a recycled buffer. A buffer much larger than the line is
+    /// not reused, so no line holds more than about twice what the byte cap counts for it.
+    pub fn push_str(&mut self, timestamp_ms: i64, source: LogSource, data: &str) -> i64 {
+        let mut buffer = std::mem::take(&mut self.spare);
+        if buffer.capacity() > 2 * data.len().max(128) {
+            buffer = String::with_capacity(data.len());
+        }
+        buffer.clear();
+        buffer.push_str(data);
+        self.push(timestamp_ms, source, buffer)
     }
 
     pub fn len(&self) -> usize {

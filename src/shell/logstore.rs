@@ -52,6 +52,8 @@ pub struct AttemptLog {
     segment_bytes: u64,
     segment_bytes_max: u64,
     bytes_ingested: u64,
+    /// Bytes of the current batch, not yet in the metric.
+    uncounted_bytes: u64,
     ingested: prometheus_client::metrics::counter::Counter,
     disk_error: Option<String>,
     /// Where the container's output left off (see `output_mark`).
@@ -141,6 +143,7 @@ impl AttemptLog {
             segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
             bytes_ingested: 0,
+            uncounted_bytes: 0,
             ingested: config.ingested.clone(),
             disk_error: None,
         }
@@ -183,8 +186,11 @@ impl AttemptLog {
         self.write_batch();
     }
 
-    /// Writes the encoded batch out; on failure the lines stay in memory and the reason is kept.
+    /// Writes the encoded batch out (on failure the lines stay in memory and the reason is
+    /// kept) and counts its bytes in the metric, once per batch.
     fn write_batch(&mut self) {
+        self.ingested
+            .inc_by(std::mem::take(&mut self.uncounted_bytes));
         if self.pending.is_empty() {
             return;
         }
@@ -201,8 +207,8 @@ impl AttemptLog {
             self.output_mark = Some(OutputMark::after(self.output_mark, timestamp_ms));
         }
         self.bytes_ingested += data.len() as u64;
-        self.ingested.inc_by(data.len() as u64);
-        let line_number = self.memory.push(timestamp_ms, source, data.to_string());
+        self.uncounted_bytes += data.len() as u64;
+        let line_number = self.memory.push_str(timestamp_ms, source, data);
         if let Err(e) = self.write_record(line_number, timestamp_ms, source, data) {
             // The in-memory window still has the line; remember why disk has not.
             self.disk_error = Some(e.to_string());
@@ -227,7 +233,7 @@ impl AttemptLog {
         if self.writer.is_none() {
             return Ok(());
         }
-        let written = encode(&mut self.pending, line_number, timestamp_ms, source, data)?;
+        let written = encode(&mut self.pending, line_number, timestamp_ms, source, data);
         self.segment_bytes += written;
         Ok(())
     }
@@ -331,26 +337,37 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes one record, `number TAB timestamp TAB source TAB data NL`, with `\\` and newlines in
-/// the data escaped; returns its length.
+/// Appends one record, `number TAB timestamp TAB source TAB data NL`, with `\\` and newlines in
+/// the data escaped; returns its length. No allocation: it runs once per line of output.
 fn encode(
-    out: &mut impl Write,
+    out: &mut Vec<u8>,
     line_number: i64,
     timestamp_ms: i64,
     source: LogSource,
     data: &str,
-) -> io::Result<u64> {
-    let head = format!("{line_number}\t{timestamp_ms}\t{source}\t");
-    out.write_all(head.as_bytes())?;
-    let needs_escape = memchr::memchr2(b'\\', b'\n', data.as_bytes()).is_some();
-    let body = if needs_escape {
-        std::borrow::Cow::Owned(data.replace('\\', "\\\\").replace('\n', "\\n"))
+) -> u64 {
+    let start = out.len();
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(number.format(line_number).as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(number.format(timestamp_ms).as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(source.as_str().as_bytes());
+    out.push(b'\t');
+    let bytes = data.as_bytes();
+    if memchr::memchr2(b'\\', b'\n', bytes).is_some() {
+        for &b in bytes {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                _ => out.push(b),
+            }
+        }
     } else {
-        std::borrow::Cow::Borrowed(data)
-    };
-    out.write_all(body.as_bytes())?;
-    out.write_all(b"\n")?;
-    Ok((head.len() + body.len() + 1) as u64)
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'\n');
+    (out.len() - start) as u64
 }
 
 fn decode(record: &str) -> Option<LogLine> {

@@ -72,6 +72,15 @@ pub struct AttemptSink {
     clock: Clock,
 }
 
+/// A line of output as text: borrowed when it is UTF-8 (checked by the fast validator), shown
+/// lossily when it is not.
+fn text_of(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    }
+}
+
 impl AttemptSink {
     pub fn new(
         attempt: AttemptKey,
@@ -112,14 +121,14 @@ impl AttemptSink {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).append(
             timestamp_ms,
             source,
-            &String::from_utf8_lossy(line),
+            &text_of(line),
         );
     }
 
     /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
     pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
         let now = self.now_ms();
-        let text: Vec<_> = lines.iter().map(|l| String::from_utf8_lossy(l)).collect();
+        let text: Vec<_> = lines.iter().map(|l| text_of(l)).collect();
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
