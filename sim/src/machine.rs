@@ -120,6 +120,9 @@ pub struct Machine {
     pub stop_requested: Option<bool>,
     /// When the engine last came back from hanging (the kill bound counts from then too).
     pub hang_ended_ms: u64,
+    /// The running worker's log store, so a crash can be made as harsh as `kill -9` and what
+    /// it serves can be recorded; `None` while no worker runs.
+    pub log_store: Option<iris_worker::shell::logstore::LogStore>,
 }
 
 impl Machine {

@@ -2,9 +2,12 @@
 //! container engines outlive the workers), the controller's database (it outlives the
 //! controller, as a real one's would) and the oracle.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use iris_worker::core::AttemptKey;
 
 use crate::controller::Db;
 use crate::machine::Machine;
@@ -28,6 +31,8 @@ pub struct Shared {
     pub oracle: Mutex<Oracle>,
     /// Each worker's cache directory (journal and logs), kept across its restarts.
     pub cache_dirs: Vec<PathBuf>,
+    /// Every log line a worker could serve, by worker and attempt: number -> text.
+    pub served: Mutex<BTreeMap<(usize, AttemptKey), BTreeMap<i64, String>>>,
 }
 
 /// A poisoned lock means a host panicked; the run fails on that, so the data is still usable.
@@ -48,6 +53,7 @@ impl Shared {
             db: Mutex::new(Db::default()),
             oracle: Mutex::new(Oracle::default()),
             cache_dirs,
+            served: Mutex::default(),
         }
     }
 

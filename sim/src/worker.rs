@@ -118,6 +118,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     })
     .await
     .map_err(|e| format!("{e:#}"))?;
+    shared.machine(worker).log_store = Some(worker_parts.logs.clone());
     // Both protocols on one port, as `serve` has them.
     let service = Arc::new(worker_parts.service);
     let connect = server::worker_router(service.clone(), RequireToken::new(None));
@@ -142,6 +143,8 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         })
         .await;
     let _ = worker_parts.driver_task.await;
+    // A graceful stop: its destructors run, so the next crash must not forget this store.
+    shared.machine(worker).log_store = None;
     shared.machine(worker).worker_down();
     shared.event(format!("{} stopped", worker_host(worker)));
     Ok(())

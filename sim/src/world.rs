@@ -142,6 +142,7 @@ impl Runner<'_> {
                 let count = self.down.entry(node).or_default();
                 *count += 1;
                 if *count == 1 {
+                    self.forget_logs(node);
                     self.sim.crash(node.host());
                     if let Node::Worker(w) = node {
                         lock(&self.shared.machines[w]).worker_down();
@@ -156,6 +157,7 @@ impl Runner<'_> {
                     if let Node::Worker(w) = node {
                         lock(&self.shared.machines[w]).worker_down();
                     }
+                    self.forget_logs(node);
                     self.sim.bounce(node.host());
                 }
             }
@@ -185,6 +187,15 @@ impl Runner<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// A worker crash is a `kill -9`: nothing in its memory reaches disk on the way down.
+    fn forget_logs(&self, node: Node) {
+        if let Node::Worker(w) = node
+            && let Some(store) = lock(&self.shared.machines[w]).log_store.take()
+        {
+            store.forget_on_crash();
         }
     }
 
@@ -297,6 +308,25 @@ fn unsettled(shared: &Shared) -> Option<String> {
     None
 }
 
+/// What each running worker could serve right now, as FetchTaskLogs would read it.
+fn record_served(shared: &Shared) {
+    for w in 0..shared.plan.shape.workers {
+        let Some(store) = lock(&shared.machines[w]).log_store.clone() else {
+            continue;
+        };
+        for key in store.attempts() {
+            let Ok(lines) = store.fetch(&key, &LogFilter::default()) else {
+                continue;
+            };
+            let mut served = lock(&shared.served);
+            let seen = served.entry((w, key)).or_default();
+            for line in lines {
+                seen.entry(line.line_number).or_insert(line.data);
+            }
+        }
+    }
+}
+
 /// Nothing lost from any attempt's log (read back from the worker's disk as a restarted worker
 /// would): line numbers run 0..n without a gap or a repeat, and an attempt that ended on its own
 /// terms (not lost with its worker or engine) holds its container's whole output, once, in order.
@@ -307,6 +337,8 @@ fn check_logs(shared: &Shared) {
             memory: LogLimits::default(),
             disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
             ingested: Default::default(),
+            #[cfg(feature = "planted")]
+            planted_buffering: false,
         });
         let printed = shared.machine(w).removed_output.clone();
         for (key, output) in printed {
@@ -332,6 +364,30 @@ fn check_logs(shared: &Shared) {
                 shared.violation(format!(
                     "worker-{w}: {key} ({terminal:?}) logged {stdout:?}, its container printed {output:?}"
                 ));
+            }
+        }
+        check_served(shared, w, &store);
+    }
+}
+
+/// A line once served keeps its number and text on disk, whatever became of its attempt or
+/// worker (a crash included).
+fn check_served(shared: &Shared, w: usize, store: &LogStore) {
+    let served = lock(&shared.served).clone();
+    for ((_, key), lines) in served.iter().filter(|((worker, _), _)| *worker == w) {
+        let on_disk: BTreeMap<i64, String> = store
+            .fetch(key, &LogFilter::default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.line_number, l.data))
+            .collect();
+        for (number, text) in lines {
+            if on_disk.get(number) != Some(text) {
+                shared.violation(format!(
+                    "worker-{w}: {key} served line {number} {text:?}; on disk it is {:?}",
+                    on_disk.get(number)
+                ));
+                return;
             }
         }
     }
@@ -387,6 +443,9 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
         runner.check_bounds(now);
         if !lock(&shared.oracle).violations.is_empty() {
             break;
+        }
+        if now % 500 == 0 {
+            record_served(&shared);
         }
         if now >= heal && now % 500 == 0 {
             match unsettled(&shared) {

@@ -10,13 +10,17 @@ pub enum PlantedBug {
     KillWithoutEscalation,
     /// A killed attempt's ports go back to the pool at SIGTERM, before its container is gone.
     PortsReleasedAtKill,
+    /// Log lines wait in a 64 KiB user-space buffer (flushed when full, at close and in a
+    /// destructor) instead of being written through: a `kill -9` loses the ones already served.
+    BufferedLogs,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 4] = [
         PlantedBug::ReportNotRetried,
         PlantedBug::KillWithoutEscalation,
         PlantedBug::PortsReleasedAtKill,
+        PlantedBug::BufferedLogs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -24,6 +28,7 @@ impl PlantedBug {
             PlantedBug::ReportNotRetried => "report-not-retried",
             PlantedBug::KillWithoutEscalation => "kill-without-escalation",
             PlantedBug::PortsReleasedAtKill => "ports-released-at-kill",
+            PlantedBug::BufferedLogs => "buffered-logs",
         }
     }
 

@@ -31,12 +31,27 @@ pub struct LogStoreConfig {
     pub disk_bytes_max: u64,
     /// Counts every byte of output taken in (exported as a metric).
     pub ingested: prometheus_client::metrics::counter::Counter,
+    /// The planted `BufferedLogs` bug (simulator only).
+    #[cfg(feature = "planted")]
+    pub planted_buffering: bool,
 }
+
+/// What a planted buffering log holds back before it writes (as the old `BufWriter` did).
+#[cfg(feature = "planted")]
+const PLANTED_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct LogStore {
     config: Arc<LogStoreConfig>,
     attempts: Arc<Mutex<BTreeMap<AttemptKey, AttemptLogHandle>>>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
+    }
 }
 
 pub type AttemptLogHandle = Arc<Mutex<AttemptLog>>;
@@ -47,6 +62,8 @@ pub struct AttemptLog {
     writer: Option<File>,
     /// The batch being encoded; written out and emptied before the batch's lock is released.
     pending: Vec<u8>,
+    /// The last timestamp encoded, and its decimal form.
+    stamp: (i64, String),
     /// The file was opened (or opening failed): never try again.
     opened: bool,
     segment_bytes: u64,
@@ -58,6 +75,17 @@ pub struct AttemptLog {
     disk_error: Option<String>,
     /// Where the container's output left off (see `output_mark`).
     output_mark: Option<OutputMark>,
+    #[cfg(feature = "planted")]
+    planted_buffering: bool,
+}
+
+/// The planted buffering bug flushes in a destructor, as `BufWriter` does: only a crash as
+/// harsh as `kill -9` (see `LogStore::forget_on_crash`) shows what it loses.
+#[cfg(feature = "planted")]
+impl Drop for AttemptLog {
+    fn drop(&mut self) {
+        self.write_pending(true);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,12 +141,27 @@ impl LogStore {
     /// Closes an attempt's file and drops it from memory (its disk log stays readable).
     pub fn close(&self, key: &AttemptKey) {
         if let Some(handle) = lock(&self.attempts).remove(key) {
-            lock(&handle).writer = None;
+            let mut log = lock(&handle);
+            log.write_pending(true);
+            log.writer = None;
         }
     }
 
     pub fn bytes_ingested(&self, key: &AttemptKey) -> u64 {
         self.get(key).map_or(0, |h| lock(&h).bytes_ingested)
+    }
+
+    /// The attempts whose logs are open.
+    pub fn attempts(&self) -> Vec<AttemptKey> {
+        lock(&self.attempts).keys().cloned().collect()
+    }
+
+    /// For simulators: makes a crash as harsh as `kill -9`. No attempt log is ever dropped after
+    /// this, so no destructor gets to write out what a user-space buffer still holds.
+    pub fn forget_on_crash(&self) {
+        for handle in lock(&self.attempts).values() {
+            std::mem::forget(handle.clone());
+        }
     }
 }
 
@@ -139,6 +182,7 @@ impl AttemptLog {
             path,
             writer: None,
             pending: Vec::new(),
+            stamp: (i64::MIN, String::new()),
             opened: false,
             segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
@@ -146,6 +190,8 @@ impl AttemptLog {
             uncounted_bytes: 0,
             ingested: config.ingested.clone(),
             disk_error: None,
+            #[cfg(feature = "planted")]
+            planted_buffering: config.planted_buffering,
         }
     }
 
@@ -170,30 +216,36 @@ impl AttemptLog {
     /// Appends one line and writes it through to the file.
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
         self.push(timestamp_ms, source, data);
-        self.write_batch();
+        self.write_pending(false);
     }
 
     /// Appends lines sharing a source and timestamp; one write for all of them.
-    pub fn append_batch<'a>(
+    pub fn append_batch(
         &mut self,
         timestamp_ms: i64,
         source: LogSource,
-        lines: impl IntoIterator<Item = &'a str>,
+        lines: impl IntoIterator<Item = impl AsRef<str>>,
     ) {
         for line in lines {
-            self.push(timestamp_ms, source, line);
+            self.push(timestamp_ms, source, line.as_ref());
         }
-        self.write_batch();
+        self.write_pending(false);
     }
 
     /// Writes the encoded batch out (on failure the lines stay in memory and the reason is
-    /// kept) and counts its bytes in the metric, once per batch.
-    fn write_batch(&mut self) {
+    /// kept) and counts its bytes in the metric, once per batch. `force` only matters to the
+    /// planted buffering bug, which otherwise holds lines back.
+    fn write_pending(&mut self, force: bool) {
         self.ingested
             .inc_by(std::mem::take(&mut self.uncounted_bytes));
         if self.pending.is_empty() {
             return;
         }
+        #[cfg(feature = "planted")]
+        if self.planted_buffering && !force && self.pending.len() < PLANTED_BUFFER_BYTES {
+            return;
+        }
+        let _ = force;
         if let Some(file) = self.writer.as_mut()
             && let Err(e) = file.write_all(&self.pending)
         {
@@ -233,14 +285,18 @@ impl AttemptLog {
         if self.writer.is_none() {
             return Ok(());
         }
-        let written = encode(&mut self.pending, line_number, timestamp_ms, source, data);
+        if self.stamp.0 != timestamp_ms {
+            // Lines of a batch share their timestamp: format it once.
+            self.stamp = (timestamp_ms, timestamp_ms.to_string());
+        }
+        let written = encode(&mut self.pending, line_number, &self.stamp.1, source, data);
         self.segment_bytes += written;
         Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         // What this segment's batch holds so far belongs to it.
-        self.write_batch();
+        self.write_pending(true);
         self.writer = None;
         fs::rename(&self.path, rotated(&self.path))?;
         let file = OpenOptions::new()
@@ -342,15 +398,14 @@ fn rotated(path: &Path) -> PathBuf {
 fn encode(
     out: &mut Vec<u8>,
     line_number: i64,
-    timestamp_ms: i64,
+    timestamp_ms: &str,
     source: LogSource,
     data: &str,
 ) -> u64 {
     let start = out.len();
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(number.format(line_number).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(line_number).as_bytes());
     out.push(b'\t');
-    out.extend_from_slice(number.format(timestamp_ms).as_bytes());
+    out.extend_from_slice(timestamp_ms.as_bytes());
     out.push(b'\t');
     out.extend_from_slice(source.as_str().as_bytes());
     out.push(b'\t');
@@ -491,6 +546,8 @@ mod tests {
             },
             disk_bytes_max: disk,
             ingested: Default::default(),
+            #[cfg(feature = "planted")]
+            planted_buffering: false,
         })
     }
 

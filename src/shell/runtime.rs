@@ -128,11 +128,10 @@ impl AttemptSink {
     /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
     pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
         let now = self.now_ms();
-        let text: Vec<_> = lines.iter().map(|l| text_of(l)).collect();
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append_batch(now, source, text.iter().map(|t| t.as_ref()));
+            .append_batch(now, source, lines.iter().map(|l| text_of(l)));
     }
 
     fn send(&self, event: Event) {
