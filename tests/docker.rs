@@ -50,6 +50,46 @@ fn docker_worker(name: &str, extra: &[&str]) -> WorkerProcess {
     WorkerProcess::start(&temp_dir(name), &args)
 }
 
+/// A docker worker reporting to a test controller, started again on the same cache dir and
+/// worker id after a stop or a crash.
+struct Restartable {
+    dir: std::path::PathBuf,
+    worker_id: String,
+    args: Vec<String>,
+}
+
+impl Restartable {
+    fn new(name: &str, server: &ControllerServer, extra: &[&str]) -> Restartable {
+        let worker_id = format!("dockertest-{name}-{}", std::process::id());
+        let mut args: Vec<String> = [
+            "--runtime",
+            "docker",
+            "--default-image",
+            IMAGE,
+            "--worker-id",
+            &worker_id,
+            "--controller-address",
+            &server.addr.to_string(),
+            "--heartbeat-interval-ms",
+            "300",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Restartable {
+            dir: temp_dir(name),
+            worker_id,
+            args,
+        }
+    }
+
+    fn start(&self) -> WorkerProcess {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        WorkerProcess::start(&self.dir, &args)
+    }
+}
+
 /// Containers of this worker still on the engine, after giving removal a moment.
 fn leftovers(worker_id_prefix: &str) -> Vec<String> {
     let start = Instant::now();
@@ -325,23 +365,9 @@ async fn a_restarted_worker_adopts_its_running_container() {
         return;
     }
     let server = ControllerServer::start(TestController::default()).await;
-    let dir = temp_dir("adopt");
-    let worker_id = format!("dockertest-adopt-{}", std::process::id());
-    let controller = server.addr.to_string();
-    let args = [
-        "--runtime",
-        "docker",
-        "--default-image",
-        IMAGE,
-        "--worker-id",
-        &worker_id,
-        "--controller-address",
-        &controller,
-        "--heartbeat-interval-ms",
-        "300",
-        "--preserve-containers-on-stop",
-    ];
-    let mut first = WorkerProcess::start(&dir, &args);
+    let worker = Restartable::new("adopt", &server, &["--preserve-containers-on-stop"]);
+    let worker_id = worker.worker_id.clone();
+    let mut first = worker.start();
     let mut c = first.client().await;
     c.run_task(command_request(
         "adopt/task-0",
@@ -370,7 +396,7 @@ async fn a_restarted_worker_adopts_its_running_container() {
         "the container outlives a preserving stop"
     );
 
-    let second = WorkerProcess::start(&dir, &args);
+    let second = worker.start();
     let mut c = second.client().await;
     let report = server
         .wait_report("adopt/task-0", TaskState::Succeeded, LIMIT)
@@ -404,22 +430,9 @@ async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
         return;
     }
     let server = ControllerServer::start(TestController::default()).await;
-    let dir = temp_dir("recover");
-    let worker_id = format!("dockertest-recover-{}", std::process::id());
-    let controller = server.addr.to_string();
-    let args = [
-        "--runtime",
-        "docker",
-        "--default-image",
-        IMAGE,
-        "--worker-id",
-        &worker_id,
-        "--controller-address",
-        &controller,
-        "--heartbeat-interval-ms",
-        "300",
-    ];
-    let first = WorkerProcess::start(&dir, &args);
+    let worker = Restartable::new("recover", &server, &[]);
+    let worker_id = worker.worker_id.clone();
+    let first = worker.start();
     let mut c = first.client().await;
     let script = "echo one; echo two; sleep 2; echo three; echo four >&2; exit 4";
     c.run_task(command_request("recover/task-0", &["sh", "-c", script]))
@@ -444,7 +457,7 @@ async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
     // The container finishes while nobody watches.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let second = WorkerProcess::start(&dir, &args);
+    let second = worker.start();
     let mut c = second.client().await;
     let report = server
         .wait_report("recover/task-0", TaskState::Failed, LIMIT)

@@ -39,6 +39,14 @@ pub enum AddressError {
     Authority(String),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerClientError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("the gRPC endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+}
+
 /// Which protocol reaches the controller, and where (`host:port`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControllerAddress {
@@ -106,7 +114,7 @@ impl ControllerClient {
         controller_address: &str,
         me: Registration,
         token: Option<&str>,
-    ) -> anyhow::Result<ControllerClient> {
+    ) -> Result<ControllerClient, ControllerClientError> {
         Ok(match ControllerAddress::parse(controller_address)? {
             ControllerAddress::Connect(authority) => ControllerClient::with_connect(
                 ConnectClient::new(&authority, tcp_dialer(), token),
