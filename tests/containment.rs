@@ -142,3 +142,30 @@ async fn stopping_or_crashing_the_worker_leaves_no_descendant() {
         wait_gone(&daemon, Duration::from_secs(5));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_counts_the_processes_that_left_the_group() {
+    let worker = WorkerProcess::start(&temp_dir("contain-usage"), &[]);
+    let mut c = worker.client().await;
+    let (a, b) = (marker(8), marker(9));
+    let script = format!("setsid sleep {a} & setsid sleep {b} & exec sleep 1000");
+    c.run_task(command_request("usage/task-0", &["sh", "-c", &script]))
+        .await
+        .unwrap();
+    wait_present(&a);
+    wait_present(&b);
+    // The shim, the main sleep and the two daemons.
+    let s = wait_for(&mut c, "usage/task-0", LIMIT, |s| {
+        s.resource_usage.is_some_and(|u| u.process_count >= 4)
+    })
+    .await;
+    assert_eq!(s.resource_usage.unwrap().process_count, 4, "{s:?}");
+    c.kill_task(KillTaskRequest {
+        task_id: "usage/task-0".into(),
+        term_timeout_ms: 300,
+    })
+    .await
+    .unwrap();
+    wait_gone(&a, Duration::from_secs(2));
+    wait_gone(&b, Duration::from_secs(2));
+}

@@ -1,4 +1,6 @@
-//! Resource usage of a process group, read from /proc, and a workdir's disk usage.
+//! Resource usage of a task's processes, read from /proc, and a workdir's disk usage. A task's
+//! processes are its group and every descendant of the group's leader (the shim, a subreaper,
+//! inherits those that left the group with `setsid`).
 
 use std::fs;
 use std::path::Path;
@@ -8,6 +10,7 @@ use crate::core::ResourceUsage;
 
 /// One /proc/PID/stat line's fields we need.
 struct ProcStat {
+    ppid: i32,
     pgrp: i32,
     cpu_ticks: u64,
     rss_pages: i64,
@@ -20,6 +23,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     // rest[0] is field 3 (state); pgrp is field 5, utime 14, stime 15, rss 24.
     let field = |n: usize| fields.get(n - 3).copied();
     Some(ProcStat {
+        ppid: field(4)?.parse().ok()?,
         pgrp: field(5)?.parse().ok()?,
         cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
         rss_pages: field(24)?.parse().ok()?,
@@ -51,27 +55,45 @@ impl GroupSampler {
         }
     }
 
-    pub fn sample(&mut self) -> ResourceUsage {
-        let mut cpu_ticks = 0u64;
-        let mut rss_pages = 0i64;
-        let mut count = 0i32;
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            match parse_stat(&text) {
-                Some(stat) if stat.pgrp == self.pgid => {
-                    cpu_ticks += stat.cpu_ticks;
-                    rss_pages += stat.rss_pages;
-                    count += 1;
+    /// The group's processes and every descendant of its leader.
+    fn members(&self) -> Vec<ProcStat> {
+        let all: Vec<(i32, ProcStat)> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| {
+                let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid, parse_stat(&text)?))
+            })
+            .collect();
+        let mut inside: std::collections::BTreeSet<i32> = all
+            .iter()
+            .filter(|(pid, s)| s.pgrp == self.pgid || *pid == self.pgid)
+            .map(|(pid, _)| *pid)
+            .collect();
+        loop {
+            let before = inside.len();
+            for (pid, s) in &all {
+                if inside.contains(&s.ppid) {
+                    inside.insert(*pid);
                 }
-                _ => {}
+            }
+            if inside.len() == before {
+                break;
             }
         }
+        all.into_iter()
+            .filter(|(pid, _)| inside.contains(pid))
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    pub fn sample(&mut self) -> ResourceUsage {
+        let members = self.members();
+        let cpu_ticks: u64 = members.iter().map(|s| s.cpu_ticks).sum();
+        let rss_pages: i64 = members.iter().map(|s| s.rss_pages).sum();
+        let count = members.len() as i32;
         let now = Instant::now();
         let millicores = match self.last {
             Some((at, ticks)) if now > at => {
