@@ -423,7 +423,8 @@ async fn a_restarted_worker_adopts_its_running_container() {
 
 /// A worker SIGKILLed while its container runs; the container exits (code 4) while the worker is
 /// down. The restarted worker reads the exit and the rest of the output from the engine: FAILED
-/// with exit code 4, every line once, in order, under the numbers served before the crash.
+/// with exit code 4 at the container's own finish time, every line once, in order, under the
+/// numbers served before the crash.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
     if !engine() {
@@ -434,7 +435,7 @@ async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
     let worker_id = worker.worker_id.clone();
     let first = worker.start();
     let mut c = first.client().await;
-    let script = "echo one; echo two; sleep 2; echo three; echo four >&2; exit 4";
+    let script = "echo one; echo two; sleep 2; echo three; sleep 0.2; echo four >&2; exit 4";
     c.run_task(command_request("recover/task-0", &["sh", "-c", script]))
         .await
         .unwrap();
@@ -456,6 +457,10 @@ async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
     drop(first);
     // The container finishes while nobody watches.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
 
     let second = worker.start();
     let mut c = second.client().await;
@@ -465,6 +470,11 @@ async fn an_exit_while_the_worker_is_down_is_recovered_from_the_engine() {
     assert_eq!(
         (report.exit_code, report.error.as_str()),
         (4, "Exit code: 4")
+    );
+    assert!(
+        report.finished_at_ms < restarted_at_ms - 500,
+        "the container's own finish time ({}), not the restart's ({restarted_at_ms})",
+        report.finished_at_ms
     );
     let done = status_of_finished(&mut c, "recover/task-0").await;
     assert_eq!((done.state, done.exit_code), (TaskState::Failed as i32, 4));

@@ -142,6 +142,7 @@ fn status_of_a_finished_task() {
             code: Some(137),
             signal: Some(9),
             oom_killed: true,
+            finished_at_ms: None,
         },
     });
     let status = h

@@ -51,6 +51,7 @@ impl Container {
                     code: Some(137),
                     signal: None,
                     oom_killed: true,
+                    finished_at_ms: None,
                 },
             };
             (at, status)
@@ -91,6 +92,7 @@ fn exited(code: i32) -> ExitStatus {
         code: Some(code),
         signal: None,
         oom_killed: false,
+        finished_at_ms: None,
     }
 }
 
@@ -99,6 +101,7 @@ fn signalled(signal: i32) -> ExitStatus {
         code: None,
         signal: Some(signal),
         oom_killed: false,
+        finished_at_ms: None,
     }
 }
 

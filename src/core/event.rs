@@ -13,6 +13,9 @@ pub struct ExitStatus {
     /// Set only when the runtime says so (cgroup OOM event, docker `OOMKilled`); never guessed
     /// from exit code 137.
     pub oom_killed: bool,
+    /// When it ended, when the runtime knows (the engine's `FinishedAt`): a container that exited
+    /// while the worker was down keeps its real finish time. `None`: when the event arrives.
+    pub finished_at_ms: Option<u64>,
 }
 
 impl ExitStatus {

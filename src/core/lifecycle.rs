@@ -816,7 +816,15 @@ impl WorkerCore {
         let attempt = self.attempt_mut(key).expect("exists");
         attempt.phase = Phase::Done;
         let task = &mut attempt.task;
-        task.finished_at_ms = Some(now);
+        // The runtime's own finish time (an exit that happened while the worker was down),
+        // kept within what the worker saw of the attempt.
+        let started = task.started_at_ms.unwrap_or(now).min(now);
+        task.finished_at_ms = Some(
+            outcome
+                .exit
+                .finished_at_ms
+                .map_or(now, |at| at.clamp(started, now)),
+        );
         task.error = outcome.error;
         task.exit_code = outcome.exit.code;
         task.exit_signal = outcome.exit.signal;

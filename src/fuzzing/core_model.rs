@@ -208,6 +208,7 @@ impl World {
                         code: (!signal).then_some(code),
                         signal: signal.then_some(9),
                         oom_killed: oom,
+                        finished_at_ms: None,
                     };
                     self.exit(key, status);
                 }

@@ -644,6 +644,11 @@ async fn watch_exit(
         state = inspect().await.or(state);
         oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
     }
+    let finished_at_ms = state
+        .as_ref()
+        .and_then(|s| s.finished_at.as_deref())
+        .and_then(|t| parse_rfc3339_ms(t.as_bytes()))
+        .and_then(|ms| u64::try_from(ms).ok());
     let code = state.and_then(|s| s.exit_code).unwrap_or(code);
     let code = i32::try_from(code).unwrap_or(-1);
     // The engine reports death by signal N as 128 + N.
@@ -652,6 +657,7 @@ async fn watch_exit(
         code: Some(code),
         signal,
         oom_killed,
+        finished_at_ms,
     });
 }
 

@@ -237,6 +237,7 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
             code: record.has_exit_code.then_some(record.exit_code),
             signal: (record.exit_signal != 0).then_some(record.exit_signal),
             oom_killed: record.oom_killed,
+            finished_at_ms: None,
         },
         error: Some(record.error.clone()).filter(|e| !e.is_empty()),
         finished_at_ms: positive(record.finished_at_ms).unwrap_or(0),

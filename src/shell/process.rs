@@ -239,6 +239,7 @@ impl Runtime for ProcessRuntime {
                     code: s.code(),
                     signal: s.signal(),
                     oom_killed: false,
+                    finished_at_ms: None,
                 }),
                 Err(e) => sink.lost(format!("waiting for the process failed: {e}")),
             }
