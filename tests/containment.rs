@@ -8,7 +8,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use iris_worker::proto::TaskState;
-use iris_worker::proto::worker::KillTaskRequest;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -114,13 +113,7 @@ async fn a_kill_reaches_every_descendant() {
         .unwrap();
     wait_present(&polite);
     wait_present(&stubborn);
-    c.kill_task(KillTaskRequest {
-        task_id: "kill/task-0".into(),
-        term_timeout_ms: 300,
-    })
-    .await
-    .unwrap();
-    let done = wait_for(&mut c, "kill/task-0", LIMIT, finished).await;
+    let (done, _) = kill_and_wait(&mut c, "kill/task-0", 300).await;
     assert_eq!(done.state, TaskState::Killed as i32);
     wait_gone(&polite, Duration::from_secs(2));
     wait_gone(&stubborn, Duration::from_secs(2));
@@ -160,12 +153,7 @@ async fn usage_counts_the_processes_that_left_the_group() {
     })
     .await;
     assert_eq!(s.resource_usage.unwrap().process_count, 4, "{s:?}");
-    c.kill_task(KillTaskRequest {
-        task_id: "usage/task-0".into(),
-        term_timeout_ms: 300,
-    })
-    .await
-    .unwrap();
+    kill_and_wait(&mut c, "usage/task-0", 300).await;
     wait_gone(&a, Duration::from_secs(2));
     wait_gone(&b, Duration::from_secs(2));
 }

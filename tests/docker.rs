@@ -206,15 +206,7 @@ async fn term_ignoring_container_is_killed_and_timeouts_fail() {
     .await
     .unwrap();
     wait_for(&mut c, "stub/task-0", LIMIT, is_state(TaskState::Running)).await;
-    let asked = Instant::now();
-    c.kill_task(KillTaskRequest {
-        task_id: "stub/task-0".into(),
-        term_timeout_ms: 1000,
-    })
-    .await
-    .unwrap();
-    let done = wait_for(&mut c, "stub/task-0", LIMIT, finished).await;
-    let took = asked.elapsed();
+    let (done, took) = kill_and_wait(&mut c, "stub/task-0", 1000).await;
     assert_eq!(done.state, TaskState::Killed as i32);
     assert!(took >= Duration::from_millis(1000), "{took:?}");
     assert!(
@@ -248,16 +240,8 @@ async fn the_entrypoint_is_not_pid_1_so_signals_act() {
         .await
         .unwrap();
     wait_for(&mut c, "pid1/task-0", LIMIT, is_state(TaskState::Running)).await;
-    let asked = Instant::now();
-    c.kill_task(KillTaskRequest {
-        task_id: "pid1/task-0".into(),
-        term_timeout_ms: 10_000,
-    })
-    .await
-    .unwrap();
-    let done = wait_for(&mut c, "pid1/task-0", LIMIT, finished).await;
+    let (done, took) = kill_and_wait(&mut c, "pid1/task-0", 10_000).await;
     assert_eq!(done.state, TaskState::Killed as i32);
-    let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(2),
         "SIGTERM acted: KILLED after {took:?}, not at the 10 s SIGKILL"

@@ -156,6 +156,25 @@ pub async fn wait_for(
     }
 }
 
+/// Kills a task with `term_timeout_ms` and waits for it to finish: its final status and how long
+/// that took from the kill.
+pub async fn kill_and_wait(
+    client: &mut WorkerServiceClient<Channel>,
+    task_id: &str,
+    term_timeout_ms: i32,
+) -> (proto::TaskStatus, Duration) {
+    let asked = Instant::now();
+    client
+        .kill_task(proto::worker::KillTaskRequest {
+            task_id: task_id.to_string(),
+            term_timeout_ms,
+        })
+        .await
+        .unwrap();
+    let done = wait_for(client, task_id, Duration::from_secs(30), finished).await;
+    (done, asked.elapsed())
+}
+
 pub fn is_state(state: proto::TaskState) -> impl Fn(&proto::TaskStatus) -> bool {
     move |s| s.state == state as i32
 }
