@@ -289,3 +289,45 @@ async fn headless_chromium_shows_the_pages() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
     let _ = std::fs::copy(&shot, std::env::temp_dir().join("iris-dashboard-task.png"));
 }
+
+/// The dashboard is on the RPC port; `--dashboard-port` serves it on a port of its own as well,
+/// and `--no-dashboard` leaves only the RPCs.
+#[test]
+fn the_dashboard_port_is_optional_and_no_dashboard_turns_it_off() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("dash-port");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--cache-dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut rpc, mut extra) = (String::new(), String::new());
+    out.read_line(&mut rpc).unwrap();
+    out.read_line(&mut extra).unwrap();
+    let rpc_base = format!("http://{}", rpc.split_whitespace().nth(3).unwrap());
+    let extra_base = extra.split_whitespace().last().unwrap().to_string();
+    assert!(
+        extra.starts_with("iris-worker dashboard on http://"),
+        "{extra:?}"
+    );
+    for base in [&rpc_base, &extra_base] {
+        let (code, body) = http_get(base, "/api/stats", &[]);
+        assert_eq!(code, 200, "{base}: {body}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let bare = WorkerProcess::start(&temp_dir("no-dash"), &["--no-dashboard"]);
+    let (code, _) = http_get(&bare.dashboard, "/api/stats", &[]);
+    assert_eq!(code, 404, "no dashboard routes with --no-dashboard");
+}
