@@ -151,13 +151,7 @@ async fn env_and_ports_inside_the_container_and_exit_codes() {
         "{out:?}"
     );
 
-    c.run_task(command_request(
-        "dock/task-1",
-        &["sh", "-c", "echo bye >&2; exit 3"],
-    ))
-    .await
-    .unwrap();
-    let failed = wait_for(&mut c, "dock/task-1", LIMIT, finished).await;
+    let failed = run_to_end(&mut c, "dock/task-1", &["sh", "-c", "echo bye >&2; exit 3"]).await;
     assert_eq!(failed.state, TaskState::Failed as i32);
     assert_eq!(
         (failed.exit_code, failed.error.as_str(), failed.oom_killed),
@@ -247,26 +241,15 @@ async fn the_entrypoint_is_not_pid_1_so_signals_act() {
         "SIGTERM acted: KILLED after {took:?}, not at the 10 s SIGKILL"
     );
 
-    c.run_task(command_request(
-        "pid1/task-1",
-        &["sh", "-c", "echo pid $$; kill -9 $$"],
-    ))
-    .await
-    .unwrap();
-    let done = wait_for(&mut c, "pid1/task-1", LIMIT, finished).await;
+    let suicide = ["sh", "-c", "echo pid $$; kill -9 $$"];
+    let done = run_to_end(&mut c, "pid1/task-1", &suicide).await;
     assert_ne!(stdout_of(&logs(&mut c, "pid1/task-1").await), ["pid 1"]);
     assert_eq!(done.state, TaskState::Failed as i32, "{done:?}");
     assert_eq!((done.exit_signal, done.oom_killed), (9, false), "{done:?}");
 
     let bare = docker_worker("noinit", &["--container-init=false"]);
     let mut c = bare.client().await;
-    c.run_task(command_request(
-        "pid1/task-2",
-        &["sh", "-c", "echo pid $$; kill -9 $$"],
-    ))
-    .await
-    .unwrap();
-    let done = wait_for(&mut c, "pid1/task-2", LIMIT, finished).await;
+    let done = run_to_end(&mut c, "pid1/task-2", &suicide).await;
     assert_eq!(stdout_of(&logs(&mut c, "pid1/task-2").await), ["pid 1"]);
     assert_eq!(
         done.state,

@@ -90,16 +90,12 @@ pub fn parse_attributes(spec: &str) -> HashMap<String, AttributeValue> {
 fn attribute(value: &str) -> AttributeValue {
     let value = if let Ok(i) = value.parse::<i64>() {
         attribute_value::Value::IntValue(i)
-    } else if let Ok(f) = value.parse::<f64>().map_err(drop).and_then(finite) {
+    } else if let Some(f) = value.parse::<f64>().ok().filter(|f| f.is_finite()) {
         attribute_value::Value::FloatValue(f)
     } else {
         attribute_value::Value::StringValue(value.to_string())
     };
     AttributeValue { value: Some(value) }
-}
-
-fn finite(f: f64) -> Result<f64, ()> {
-    if f.is_finite() { Ok(f) } else { Err(()) }
 }
 
 /// A TPU VM announces itself with `TPU_*` variables; returns whether it did.

@@ -156,6 +156,19 @@ pub async fn wait_for(
     }
 }
 
+/// Submits a command task and waits for it to finish; its final status.
+pub async fn run_to_end(
+    client: &mut WorkerServiceClient<Channel>,
+    task_id: &str,
+    argv: &[&str],
+) -> proto::TaskStatus {
+    client
+        .run_task(command_request(task_id, argv))
+        .await
+        .unwrap();
+    wait_for(client, task_id, Duration::from_secs(30), finished).await
+}
+
 /// Kills a task with `term_timeout_ms` and waits for it to finish: its final status and how long
 /// that took from the kill.
 pub async fn kill_and_wait(
