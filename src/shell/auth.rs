@@ -45,11 +45,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether an `authorization` header value carries `token` (compared in constant time).
-pub fn bearer_matches(token: &str, header: &[u8]) -> bool {
-    constant_time_eq(header, format!("Bearer {token}").as_bytes())
-}
-
 /// Server side: admits a call only with `authorization: Bearer <token>`.
 #[derive(Clone)]
 pub struct RequireToken {

@@ -234,7 +234,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         logs,
         metrics,
         worker_id: worker_id.clone(),
-        token: opts.auth_token.clone(),
+        token: token.clone(),
     };
     if let Some(port) = opts.dashboard_port {
         serve_dashboard(&opts.host, port, dashboard.clone()).await?;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::cli::render::{state_name, status_json};
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLine, LogSource, TaskId, TaskState};
 use crate::proto;
-use crate::shell::auth::bearer_matches;
+use crate::shell::auth::RequireToken;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::{Metrics, StateLabel};
@@ -32,7 +32,7 @@ pub struct Dashboard {
     pub logs: LogStore,
     pub metrics: Arc<Metrics>,
     pub worker_id: String,
-    pub token: Option<String>,
+    pub token: RequireToken,
 }
 
 pub fn router(dashboard: Dashboard) -> Router {
@@ -52,15 +52,9 @@ pub fn router(dashboard: Dashboard) -> Router {
 }
 
 async fn require_token(State(d): State<Dashboard>, request: Request, next: Next) -> Response {
-    if let Some(token) = &d.token {
-        let header = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bearer_matches(token, header) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    // The same check the RPCs make; only the error body is the dashboard's.
+    if let Err(status) = d.token.check(request.headers()) {
+        return error(StatusCode::UNAUTHORIZED, status.message());
     }
     next.run(request).await
 }
