@@ -200,6 +200,14 @@ async fn a_token_is_required_when_configured_and_sent_to_the_controller() {
             .healthy
     );
 
+    // The dashboard, on the same port, asks for the same token.
+    let (code, body) = http_get(&worker.dashboard, "/api/stats", &[]);
+    assert_eq!(code, 401, "{body}");
+    let wrong = [("authorization", "Bearer s3cret-tokeX")];
+    assert_eq!(http_get(&worker.dashboard, "/api/stats", &wrong).0, 401);
+    let right = [("authorization", "Bearer s3cret-token")];
+    assert_eq!(http_get(&worker.dashboard, "/api/stats", &right).0, 200);
+
     let start = std::time::Instant::now();
     while server
         .controller
