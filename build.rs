@@ -1,25 +1,14 @@
-//! Compiles the wire contract with protox (pure Rust), so no system `protoc` is needed. The
-//! messages also get the canonical proto3 JSON mapping (pbjson), which Connect's
-//! `application/json` speaks.
+//! Generates the tonic services (client and server) of the wire contract with protox (pure Rust,
+//! no system `protoc`). The messages are not generated here: they live in `iris-proto`, which
+//! the services name through `extern_path`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let fds = protox::compile(
-        [
-            "proto/iris/cluster.proto",
-            "proto/iris/worker_journal.proto",
-        ],
-        ["proto"],
-    )?;
-    let descriptors = prost::Message::encode_to_vec(&fds);
+    let fds = protox::compile(["iris/cluster.proto"], ["crates/iris-proto/proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .extern_path(".iris.cluster", "::iris_proto::cluster")
         .compile_fds(fds)?;
-    pbjson_build::Builder::new()
-        .register_descriptors(&descriptors)?
-        // A newer controller's fields must not break an older worker.
-        .ignore_unknown_fields()
-        .build(&[".iris.cluster"])?;
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=crates/iris-proto/proto");
     Ok(())
 }

@@ -1,7 +1,12 @@
-//! The sans-IO core: every task's state, attempts, ports, timers and the controller outbox.
+//! iris-worker-core: the sans-IO state machine of the Iris worker. Every task's state, attempts,
+//! ports, timers and the controller outbox.
 //!
-//! Architecture invariant: nothing in this module does IO, reads a clock, spawns, uses
-//! randomness or iterates a hash map. Time comes in as `now_ms`; effects go out as data.
+//! Architecture invariant: nothing in this crate does IO, reads a clock, spawns, uses randomness
+//! or iterates a hash map. Time comes in as `now_ms`; effects go out as data. Cargo keeps tokio,
+//! tonic and every IO crate out of reach; `tests/core_purity.rs` checks the rest.
+
+/// The wire messages the core reads and writes (`iris.cluster`).
+pub use iris_proto::cluster as proto;
 
 pub mod effect;
 pub mod env;

@@ -145,7 +145,7 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::TaskId;
+    use crate::ids::TaskId;
 
     fn key(n: i32) -> AttemptKey {
         AttemptKey {
