@@ -327,7 +327,7 @@ fn sigkill_repeats_until_the_container_exits() {
     h.start(&attempt);
     h.ack_reports();
     h.kill("job/task-0", 1_000).unwrap();
-    h.advance(1_000 + 3 * worker::KILL_REPEAT_MS);
+    h.advance(1_000 + 3 * KILL_REPEAT_MS);
     // TERM at 0, KILL at 1 s, then again every KILL_REPEAT_MS up to 16 s.
     let signals: Vec<Signal> = h
         .effects
@@ -355,7 +355,7 @@ fn sigkill_repeats_until_the_container_exits() {
         status: ExitStatus::signal(9),
     });
     h.effects.clear();
-    h.advance(h.now + 4 * worker::KILL_REPEAT_MS);
+    h.advance(h.now + 4 * KILL_REPEAT_MS);
     assert!(
         !h.effects
             .iter()

@@ -99,6 +99,8 @@ struct Seen {
     start_effects: usize,
     terminal_reports: BTreeSet<(String, i32, String)>,
     terminal_acked: bool,
+    /// The journal entries of the attempt, in the order the core emitted them.
+    journal: Vec<&'static str>,
 }
 
 /// The runtime and controller as the core sees them, plus the checker.
@@ -404,6 +406,7 @@ impl World {
 
     fn observe(&mut self, effect: Effect) {
         let now = self.now;
+        self.check_journal_order(&effect);
         match &effect {
             Effect::PrepareWorkdir { .. }
             | Effect::FetchBundle { .. }
@@ -452,7 +455,7 @@ impl World {
                         // but not in a tight loop.
                         if let Some(last) = seen.last_kill_at {
                             assert!(
-                                now >= last + crate::core::worker::KILL_REPEAT_MS,
+                                now >= last + crate::core::KILL_REPEAT_MS,
                                 "{attempt}: KILL again at {now}, {last} was the last"
                             );
                         }
@@ -491,8 +494,60 @@ impl World {
             }
             Effect::CancelBuild { .. }
             | Effect::ReleaseResources { .. }
-            | Effect::WriteLog { .. } => {}
+            | Effect::WriteLog { .. }
+            | Effect::Journal(_) => {}
         }
+    }
+
+    /// The journal holds what a restart needs before the effects that depend on it run: an
+    /// attempt is accepted before any effect of it, started before its first start, finished
+    /// before its terminal report, and its report is acknowledged before that is journaled.
+    fn check_journal_order(&mut self, effect: &Effect) {
+        if let Effect::Journal(entry) = effect {
+            let attempt = entry.attempt();
+            let seen = self.seen.entry(attempt.clone()).or_default();
+            let (name, needs) = match entry {
+                JournalEntry::Accepted { .. } => ("accepted", None),
+                JournalEntry::Started { .. } => ("started", Some("accepted")),
+                JournalEntry::Finished { .. } => ("finished", Some("accepted")),
+                JournalEntry::ReportAcked { .. } => {
+                    assert!(
+                        seen.terminal_acked,
+                        "{attempt}: ack journaled before the ack"
+                    );
+                    ("report_acked", Some("finished"))
+                }
+            };
+            assert!(
+                !seen.journal.contains(&name),
+                "{attempt}: journaled {name} twice"
+            );
+            if let Some(needs) = needs {
+                assert!(
+                    seen.journal.contains(&needs),
+                    "{attempt}: journaled {name} before {needs}"
+                );
+            }
+            seen.journal.push(name);
+            return;
+        }
+        let needs = match effect {
+            Effect::StartContainer(_) => "started",
+            Effect::ReportTaskState { report, .. } if is_task_finished(report.state) => "finished",
+            _ => "accepted",
+        };
+        let attempt = match effect {
+            Effect::ReportTaskState { report, .. } => key(&report.task_id, report.attempt_id),
+            other => match other.attempt() {
+                Some(attempt) => attempt.clone(),
+                None => return,
+            },
+        };
+        let journaled = self.seen.get(&attempt).map(|s| s.journal.as_slice());
+        assert!(
+            journaled.is_some_and(|j| j.contains(&needs)),
+            "{attempt}: {effect} before the journal had it {needs}"
+        );
     }
 
     /// Checks the per-attempt history against the core's state.

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::core::{
-    AttemptKey, Effect, Event, KillError, RecoveredAttempt, SubmitError, TaskId, TaskSpec,
-    TaskState, WorkerCore,
+    AttemptKey, Effect, Event, JournalEntry, KillError, RecoveredAttempt, SubmitError, TaskId,
+    TaskSpec, TaskState, WorkerCore,
 };
 use crate::proto;
 use crate::shell::controller::ControllerClient;
@@ -94,7 +94,6 @@ pub struct Health {
 
 pub enum Command {
     Submit {
-        request: Box<proto::worker::RunTaskRequest>,
         spec: Box<TaskSpec>,
         reply: oneshot::Sender<Result<TaskState, SubmitRefusal>>,
     },
@@ -143,7 +142,6 @@ pub struct Driver {
     events_tx: mpsc::UnboundedSender<Event>,
     setup: BTreeMap<AttemptKey, AbortHandle>,
     spans: BTreeMap<AttemptKey, Span>,
-    terminal_reports: BTreeMap<u64, AttemptKey>,
     shutdown: Option<(Instant, oneshot::Sender<()>)>,
     /// Stopping without killing: live attempts stay for the next run.
     preserving: bool,
@@ -199,7 +197,6 @@ impl Driver {
             events_tx,
             setup: BTreeMap::new(),
             spans: BTreeMap::new(),
-            terminal_reports: BTreeMap::new(),
             shutdown: None,
             preserving: false,
         };
@@ -267,7 +264,9 @@ impl Driver {
                 biased;
                 Some(event) = events.recv() => {
                     let now = self.now_ms();
-                    self.on_event_side_effects(&event);
+                    if let Event::ReportFailed { .. } = event {
+                        self.parts.metrics.report_retries.inc();
+                    }
                     self.core.handle(now, event);
                 }
                 command = commands.recv() => match command {
@@ -322,12 +321,11 @@ impl Driver {
     fn on_command(&mut self, command: Command) {
         let now = self.now_ms();
         match command {
-            Command::Submit {
-                request,
-                spec,
-                reply,
-            } => {
-                let result = self.submit(now, &request, *spec);
+            Command::Submit { spec, reply } => {
+                let result = match self.shutdown {
+                    Some(_) => Err(SubmitRefusal::ShuttingDown),
+                    None => self.core.submit(now, *spec).map_err(SubmitRefusal::from),
+                };
                 let _ = reply.send(result);
             }
             Command::Kill {
@@ -370,63 +368,6 @@ impl Driver {
                 }
                 self.shutdown = Some((Instant::now() + grace, reply));
             }
-        }
-    }
-
-    fn submit(
-        &mut self,
-        now: u64,
-        request: &proto::worker::RunTaskRequest,
-        spec: TaskSpec,
-    ) -> Result<TaskState, SubmitRefusal> {
-        if self.shutdown.is_some() {
-            return Err(SubmitRefusal::ShuttingDown);
-        }
-        let task_id = spec.task_id.clone();
-        let attempt_id = spec.attempt_id;
-        let before = self.core.get_task(&task_id).map(|t| t.attempt_id);
-        let state = self.core.submit(now, spec)?;
-        if before != Some(attempt_id) {
-            self.record_accepted(request, &task_id);
-        }
-        Ok(state)
-    }
-
-    /// The journal entry is written before any effect of the attempt runs.
-    fn record_accepted(&mut self, request: &proto::worker::RunTaskRequest, task_id: &TaskId) {
-        let (Some(journal), Some(task)) = (&mut self.parts.journal, self.core.get_task(task_id))
-        else {
-            return;
-        };
-        if let Err(e) = journal.accepted(request, task) {
-            error!(task_id = %task_id, error = %e, "cannot journal the attempt; a restart would not know it");
-        }
-    }
-
-    /// Journals the start time before the container exists.
-    fn record_started(&mut self, attempt: &AttemptKey) {
-        let task = self
-            .core
-            .task_attempts(&attempt.task_id)
-            .into_iter()
-            .find(|t| t.attempt_id == attempt.attempt_id);
-        if let (Some(journal), Some(task)) = (&mut self.parts.journal, task)
-            && let Err(e) = journal.started(task)
-        {
-            warn!(attempt = %attempt, error = %e, "cannot journal the start time");
-        }
-    }
-
-    fn on_event_side_effects(&mut self, event: &Event) {
-        if let Event::ReportFailed { .. } = event {
-            self.parts.metrics.report_retries.inc();
-        }
-        if let Event::ReportAcked { report_id } = event
-            && let Some(key) = self.terminal_reports.remove(report_id)
-            && let Some(journal) = &mut self.parts.journal
-            && let Err(e) = journal.report_acked(&key)
-        {
-            warn!(attempt = %key, error = %e, "cannot journal the report ack");
         }
     }
 
@@ -507,11 +448,9 @@ impl Driver {
                     handle.abort();
                 }
             }
+            Effect::Journal(entry) => self.journal(&entry),
             Effect::StartContainer(spec) => {
                 self.parts.metrics.task_starts.inc();
-                if spec.start_try == 1 {
-                    self.record_started(&spec.attempt);
-                }
                 self.start(*spec, deadlines.start)
             }
             Effect::SignalContainer { attempt, signal } => {
@@ -691,11 +630,6 @@ impl Driver {
                 .task_ends
                 .get_or_create(&crate::shell::metrics::OutcomeLabel { outcome })
                 .inc();
-            if let Some(journal) = &mut self.parts.journal
-                && let Err(e) = journal.finished(task)
-            {
-                warn!(parent: &span, error = %e, "cannot journal the outcome");
-            }
         }
         self.parts.logs.close(&attempt);
         let runtime = self.parts.runtime.clone();
@@ -719,17 +653,21 @@ impl Driver {
         });
     }
 
+    /// Appends what the core asked for, before any effect that follows it runs. A journal that
+    /// cannot be written is logged loudly: the worker keeps running, but a restart would not
+    /// know the attempt.
+    fn journal(&mut self, entry: &JournalEntry) {
+        if let Some(journal) = &mut self.parts.journal
+            && let Err(e) = journal.record(entry)
+        {
+            error!(attempt = %entry.attempt(), error = %e, "cannot journal {entry}");
+        }
+    }
+
     fn report(&mut self, report_id: u64, report: crate::core::TaskReport) {
         let Some(controller) = self.parts.controller.clone() else {
             return;
         };
-        if crate::core::is_task_finished(report.state) {
-            let key = AttemptKey {
-                task_id: TaskId::new(report.task_id.clone()).expect("core ids are valid"),
-                attempt_id: report.attempt_id,
-            };
-            self.terminal_reports.insert(report_id, key);
-        }
         let events = self.events_tx.clone();
         tokio::spawn(async move {
             let event = match controller.report(&report).await {

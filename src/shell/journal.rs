@@ -1,7 +1,8 @@
 //! The journal: an append-only file (`<cache>/journal.log`) of length-delimited `AttemptRecord`s.
-//! A record is appended when an attempt is accepted (before it starts), when it ends, and when
-//! its terminal report is acknowledged; on replay the newest record of an attempt wins. A
-//! restarted worker reads it back so no attempt is silently forgotten.
+//! The core decides what is journaled and when (`Effect::Journal`: accepted, started, finished,
+//! report acknowledged, in the order it must happen); this file only appends each entry as the
+//! attempt's full record, one `write` per entry, and on replay the newest record of an attempt
+//! wins. A restarted worker reads it back so no attempt is silently forgotten.
 //!
 //! Records are trimmed: no env values (they may hold secrets) and no entrypoint payload, only
 //! what recovery needs. The file is compacted at start-up and whenever it has grown well past
@@ -16,8 +17,8 @@ use prost::Message;
 
 use crate::core::task::ms;
 use crate::core::{
-    AttemptKey, ExitStatus, RecoveredAttempt, RecoveredOutcome, Task, TaskId, TaskSpec, TaskState,
-    is_task_finished,
+    AttemptKey, Entrypoint, ExitStatus, JournalEntry, RecoveredAttempt, RecoveredOutcome, TaskId,
+    TaskSpec, TaskState, is_task_finished,
 };
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
@@ -45,22 +46,30 @@ fn key_of(record: &AttemptRecord) -> Option<AttemptKey> {
     })
 }
 
-/// What recovery needs of a request, and nothing that may be secret or large.
-fn trimmed(request: &proto::worker::RunTaskRequest) -> proto::worker::RunTaskRequest {
+/// What recovery needs of a submission, and nothing that may be secret or large: no env values,
+/// no resources, of the entrypoint only the program's name.
+fn trimmed(spec: &TaskSpec) -> proto::worker::RunTaskRequest {
     use proto::entrypoint::Kind;
-    let argv0 = match request.entrypoint.as_ref().and_then(|e| e.kind.as_ref()) {
-        Some(Kind::Command(cmd)) => cmd.argv.first().cloned(),
-        _ => None,
+    let argv0 = match &spec.entrypoint {
+        Entrypoint::Command(argv) => argv.first().cloned(),
+        Entrypoint::Callable(_) => None,
     };
     proto::worker::RunTaskRequest {
+        job_id: spec.job_id.to_string(),
+        task_id: spec.task_id.to_string(),
+        task_index: spec.task_index,
+        num_tasks: spec.num_tasks,
+        attempt_id: spec.attempt_id,
         entrypoint: Some(proto::Entrypoint {
             kind: Some(Kind::Command(proto::CommandEntrypoint {
                 argv: vec![argv0.unwrap_or_else(|| "python3".to_string())],
             })),
         }),
         environment: None,
+        bundle_gcs_path: spec.bundle_path.clone().unwrap_or_default(),
         resources: None,
-        ..request.clone()
+        timeout_seconds: i32::try_from(spec.timeout_ms / 1000).unwrap_or(i32::MAX),
+        ports: spec.port_names.clone(),
     }
 }
 
@@ -110,49 +119,52 @@ impl Journal {
         self.append(key.clone(), record)
     }
 
-    /// Records a newly accepted attempt.
-    pub fn accepted(
-        &mut self,
-        request: &proto::worker::RunTaskRequest,
-        task: &Task,
-    ) -> io::Result<()> {
-        let record = AttemptRecord {
-            request: Some(trimmed(request)),
-            submitted_at_ms: ms(Some(task.submitted_at_ms)),
-            ports: task
-                .ports
-                .iter()
-                .map(|(k, v)| (k.clone(), i32::from(*v)))
-                .collect(),
-            ..AttemptRecord::default()
-        };
-        self.append(crate::core::worker::attempt_key(task), record)
-    }
-
-    /// Records when an attempt entered BUILDING, so an attempt adopted after a restart keeps its
-    /// `started_at_ms` and its timeout counts from there (not from the restart).
-    pub fn started(&mut self, task: &Task) -> io::Result<()> {
-        self.update(&crate::core::worker::attempt_key(task), |record| {
-            record.started_at_ms = ms(task.started_at_ms);
-        })
-    }
-
-    /// Records how an attempt ended.
-    pub fn finished(&mut self, task: &Task) -> io::Result<()> {
-        self.update(&crate::core::worker::attempt_key(task), |record| {
-            record.started_at_ms = ms(task.started_at_ms);
-            record.state = task.state.to_proto() as i32;
-            record.has_exit_code = task.exit_code.is_some();
-            record.exit_code = task.exit_code.unwrap_or(0);
-            record.exit_signal = task.exit_signal.unwrap_or(0);
-            record.oom_killed = task.oom_killed;
-            record.error = task.error.clone().unwrap_or_default();
-            record.finished_at_ms = ms(task.finished_at_ms);
-        })
-    }
-
-    pub fn report_acked(&mut self, key: &AttemptKey) -> io::Result<()> {
-        self.update(key, |record| record.report_acked = true)
+    /// Appends an entry the core emitted, as the attempt's whole record.
+    pub fn record(&mut self, entry: &JournalEntry) -> io::Result<()> {
+        match entry {
+            JournalEntry::Accepted {
+                spec,
+                submitted_at_ms,
+                ports,
+            } => {
+                let record = AttemptRecord {
+                    request: Some(trimmed(spec)),
+                    submitted_at_ms: ms(Some(*submitted_at_ms)),
+                    ports: ports
+                        .iter()
+                        .map(|(k, v)| (k.clone(), i32::from(*v)))
+                        .collect(),
+                    ..AttemptRecord::default()
+                };
+                self.append(spec.attempt_key(), record)
+            }
+            JournalEntry::Started {
+                attempt,
+                started_at_ms,
+            } => self.update(attempt, |record| {
+                record.started_at_ms = ms(Some(*started_at_ms));
+            }),
+            JournalEntry::Finished {
+                attempt,
+                state,
+                exit,
+                error,
+                started_at_ms,
+                finished_at_ms,
+            } => self.update(attempt, |record| {
+                record.started_at_ms = ms(*started_at_ms);
+                record.state = state.to_proto() as i32;
+                record.has_exit_code = exit.code.is_some();
+                record.exit_code = exit.code.unwrap_or(0);
+                record.exit_signal = exit.signal.unwrap_or(0);
+                record.oom_killed = exit.oom_killed;
+                record.error = error.clone().unwrap_or_default();
+                record.finished_at_ms = ms(Some(*finished_at_ms));
+            }),
+            JournalEntry::ReportAcked { attempt } => {
+                self.update(attempt, |record| record.report_acked = true)
+            }
+        }
     }
 
     fn settled(&self, record: &AttemptRecord) -> bool {
@@ -260,8 +272,8 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
 mod tests {
     use super::*;
 
-    fn request(task: &str, attempt: i32) -> proto::worker::RunTaskRequest {
-        proto::worker::RunTaskRequest {
+    fn spec(task: &str, attempt: i32) -> TaskSpec {
+        let request = proto::worker::RunTaskRequest {
             job_id: "job".into(),
             task_id: task.into(),
             attempt_id: attempt,
@@ -275,17 +287,16 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        };
+        TaskSpec::from_request(&request).unwrap()
     }
 
-    fn task(spec: &TaskSpec) -> Task {
-        let mut core = crate::core::WorkerCore::new(
-            crate::core::CoreConfig::default(),
-            0,
-            Box::new(crate::core::AssumeFree),
-        );
-        core.submit(5, spec.clone()).unwrap();
-        core.get_task(&spec.task_id).unwrap().clone()
+    fn accepted(spec: &TaskSpec) -> JournalEntry {
+        JournalEntry::Accepted {
+            spec: Box::new(spec.clone()),
+            submitted_at_ms: 5,
+            ports: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -294,19 +305,20 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let (mut journal, found) = Journal::open(&dir, true).unwrap();
         assert!(found.is_empty());
-        let live = TaskSpec::from_request(&request("job/task-0", 0)).unwrap();
-        let done = TaskSpec::from_request(&request("job/task-1", 3)).unwrap();
+        let live = spec("job/task-0", 0);
+        let done = spec("job/task-1", 3);
+        journal.record(&accepted(&live)).unwrap();
+        journal.record(&accepted(&done)).unwrap();
         journal
-            .accepted(&request("job/task-0", 0), &task(&live))
+            .record(&JournalEntry::Finished {
+                attempt: done.attempt_key(),
+                state: TaskState::Failed,
+                exit: ExitStatus::code(2),
+                error: Some("Exit code: 2".into()),
+                started_at_ms: Some(6),
+                finished_at_ms: 9,
+            })
             .unwrap();
-        journal
-            .accepted(&request("job/task-1", 3), &task(&done))
-            .unwrap();
-        let mut finished = task(&done);
-        finished.state = TaskState::Failed;
-        finished.exit_code = Some(2);
-        finished.finished_at_ms = Some(9);
-        journal.finished(&finished).unwrap();
         drop(journal);
         // A crash mid-append leaves a torn record at the end.
         let mut file = OpenOptions::new()
@@ -318,6 +330,10 @@ mod tests {
         assert!(
             !on_disk.windows(7).any(|w| w == b"hunter2"),
             "env values never reach disk"
+        );
+        assert!(
+            !on_disk.windows(8).any(|w| w == b"--secret"),
+            "arguments never reach disk"
         );
 
         let (_, found) = Journal::open(&dir, true).unwrap();
@@ -332,8 +348,8 @@ mod tests {
         assert!(ok[0].outcome.is_none());
         let outcome = ok[1].outcome.as_ref().unwrap();
         assert_eq!(
-            (outcome.state, outcome.exit.code),
-            (TaskState::Failed, Some(2))
+            (outcome.state, outcome.exit.code, outcome.finished_at_ms),
+            (TaskState::Failed, Some(2), 9)
         );
         let _ = fs::remove_dir_all(&dir);
     }
@@ -343,18 +359,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iris-journal-start-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let (mut journal, _) = Journal::open(&dir, true).unwrap();
-        let spec = TaskSpec::from_request(&request("job/task-0", 0)).unwrap();
-        let mut started = task(&spec);
+        let spec = spec("job/task-0", 0);
+        journal.record(&accepted(&spec)).unwrap();
         journal
-            .accepted(&request("job/task-0", 0), &started)
+            .record(&JournalEntry::Started {
+                attempt: spec.attempt_key(),
+                started_at_ms: 1_234,
+            })
             .unwrap();
-        started.started_at_ms = Some(1_234);
-        journal.started(&started).unwrap();
         drop(journal);
         let (_, found) = Journal::open(&dir, true).unwrap();
         let record = found[0].as_ref().unwrap();
         assert!(record.outcome.is_none());
         assert_eq!(record.started_at_ms, Some(1_234));
+        assert_eq!(record.submitted_at_ms, 5);
         let _ = fs::remove_dir_all(&dir);
     }
 }

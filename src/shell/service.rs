@@ -102,7 +102,6 @@ impl proto::worker_service_server::WorkerService for WorkerService {
         let state = self
             .driver
             .ask(|reply| Command::Submit {
-                request: Box::new(request),
                 spec: Box::new(spec),
                 reply,
             })

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::event::ExitStatus;
 use super::ids::AttemptKey;
 use super::logs::LogSource;
-use super::spec::Resources;
+use super::spec::{Resources, TaskSpec};
 use super::state::TaskState;
+use super::task::Task;
 use crate::proto;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,21 @@ pub struct TaskReport {
 }
 
 impl TaskReport {
+    /// The report of a task's current state.
+    pub fn of(worker_id: &str, task: &Task) -> TaskReport {
+        TaskReport {
+            worker_id: worker_id.to_string(),
+            task_id: task.task_id.to_string(),
+            job_id: task.job_id.to_string(),
+            task_index: task.task_index,
+            attempt_id: task.attempt_id,
+            state: task.state,
+            exit_code: task.effective_exit_code(),
+            error: task.error.clone().unwrap_or_default(),
+            finished_at_ms: task.finished_at_ms.map_or(0, |t| t as i64),
+        }
+    }
+
     pub fn to_proto(&self) -> proto::controller::ReportTaskStateRequest {
         proto::controller::ReportTaskStateRequest {
             worker_id: self.worker_id.clone(),
@@ -84,8 +101,77 @@ impl TaskReport {
     }
 }
 
+/// What the worker's journal must hold before the core's next effects run: the shell appends
+/// it (one `write`, no user-space buffer) when it executes the effect, in effect order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalEntry {
+    /// An attempt was accepted; comes before any other effect of the attempt.
+    Accepted {
+        spec: Box<TaskSpec>,
+        submitted_at_ms: u64,
+        ports: BTreeMap<String, u16>,
+    },
+    /// The attempt entered BUILDING at `started_at_ms`; comes before its first start, so an
+    /// attempt adopted after a restart keeps its start time (and its timeout counts from it).
+    Started {
+        attempt: AttemptKey,
+        started_at_ms: u64,
+    },
+    /// The attempt ended; comes before its terminal report and the removal of its container.
+    Finished {
+        attempt: AttemptKey,
+        state: TaskState,
+        exit: ExitStatus,
+        error: Option<String>,
+        started_at_ms: Option<u64>,
+        finished_at_ms: u64,
+    },
+    /// The controller acknowledged the attempt's terminal report.
+    ReportAcked { attempt: AttemptKey },
+}
+
+impl JournalEntry {
+    pub fn attempt(&self) -> AttemptKey {
+        match self {
+            JournalEntry::Accepted { spec, .. } => spec.attempt_key(),
+            JournalEntry::Started { attempt, .. }
+            | JournalEntry::Finished { attempt, .. }
+            | JournalEntry::ReportAcked { attempt } => attempt.clone(),
+        }
+    }
+}
+
+impl fmt::Display for JournalEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalEntry::Accepted {
+                spec,
+                submitted_at_ms,
+                ports,
+            } => write!(
+                f,
+                "accepted {} at={submitted_at_ms} ports={ports:?}",
+                spec.attempt_key()
+            ),
+            JournalEntry::Started {
+                attempt,
+                started_at_ms,
+            } => write!(f, "started {attempt} at={started_at_ms}"),
+            JournalEntry::Finished {
+                attempt,
+                state,
+                finished_at_ms,
+                ..
+            } => write!(f, "finished {attempt} {state} at={finished_at_ms}"),
+            JournalEntry::ReportAcked { attempt } => write!(f, "report_acked {attempt}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
+    /// Append to the journal before executing the effects that follow.
+    Journal(JournalEntry),
     /// Create the attempt's workdir and write `files` (name, bytes) into it.
     PrepareWorkdir {
         attempt: AttemptKey,
@@ -150,6 +236,7 @@ impl Effect {
             | Effect::ReleaseResources { attempt }
             | Effect::WriteLog { attempt, .. } => Some(attempt),
             Effect::StartContainer(spec) => Some(&spec.attempt),
+            Effect::Journal(_) => None,
             Effect::RegisterWorker { .. } | Effect::ReportTaskState { .. } => None,
         }
     }
@@ -158,6 +245,7 @@ impl Effect {
 impl fmt::Display for Effect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Effect::Journal(entry) => write!(f, "journal {entry}"),
             Effect::PrepareWorkdir {
                 attempt,
                 workdir,

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use super::attempt::{Attempt, Phase};
 use super::ids::AttemptKey;
 use super::state::{TaskState, is_task_finished};
-use super::worker::{Phase, WorkerCore, attempt_key};
+use super::worker::{WorkerCore, attempt_key};
 
 impl WorkerCore {
     /// Returns the first broken invariant, described.
@@ -39,14 +40,14 @@ impl WorkerCore {
         Ok(())
     }
 
-    fn check_history(&self, attempts: &[super::worker::Attempt]) -> Result<(), String> {
+    fn check_history(&self, attempts: &[Attempt]) -> Result<(), String> {
         let ids: Vec<i32> = attempts.iter().map(|a| a.task.attempt_id).collect();
         if ids.windows(2).any(|w| w[0] >= w[1]) {
             return Err(format!("attempt ids not increasing: {ids:?}"));
         }
         let live_containers = attempts
             .iter()
-            .filter(|a| matches!(a.phase, Phase::Starting | Phase::Running | Phase::Removing))
+            .filter(|a| a.phase.may_have_container())
             .count();
         if live_containers > 1 {
             return Err(format!("{live_containers} containers of one task at once"));
@@ -54,7 +55,7 @@ impl WorkerCore {
         Ok(())
     }
 
-    fn check_attempt(&self, attempt: &super::worker::Attempt) -> Result<(), String> {
+    fn check_attempt(&self, attempt: &Attempt) -> Result<(), String> {
         let task = &attempt.task;
         let key = attempt_key(task);
         let finished = is_task_finished(task.state);
@@ -66,8 +67,9 @@ impl WorkerCore {
         }
         if finished != (attempt.phase == Phase::Done) {
             return Err(format!(
-                "{key}: phase {:?} in {}",
-                attempt.phase, task.state
+                "{key}: phase {} in {}",
+                attempt.phase.name(),
+                task.state
             ));
         }
         let entered_building = matches!(task.state, TaskState::Building | TaskState::Running);
@@ -77,8 +79,8 @@ impl WorkerCore {
         if task.state == TaskState::Pending && task.started_at_ms.is_some() {
             return Err(format!("{key}: PENDING with started_at_ms"));
         }
-        let reported = attempt.terminal_report.is_some() || attempt.report_settled;
-        if finished && self.config.controller_address.is_some() && !reported {
+        let reported = attempt.terminal_report.is_some() || attempt.report_acked;
+        if finished && self.controller.enabled() && !reported {
             return Err(format!("{key}: terminal without a queued report"));
         }
         Ok(())

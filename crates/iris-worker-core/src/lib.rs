@@ -8,6 +8,9 @@
 /// The wire messages the core reads and writes (`iris.cluster`).
 pub use iris_proto::cluster as proto;
 
+mod attempt;
+pub mod config;
+mod controller;
 pub mod effect;
 pub mod env;
 pub mod event;
@@ -16,25 +19,25 @@ mod invariants;
 mod lifecycle;
 pub mod logs;
 pub mod outbox;
-#[cfg(feature = "planted")]
 pub mod planted;
 pub mod ports;
+pub mod recovery;
 pub mod spec;
 pub mod state;
 pub mod task;
 pub mod timers;
 pub mod worker;
 
-pub use effect::{BuildSpec, ContainerSpec, Effect, Signal, TaskReport};
+pub use config::{CoreConfig, DEFAULT_TERM_TIMEOUT_MS, KILL_REPEAT_MS, TERM_TIMEOUT_MAX_MS};
+pub use effect::{BuildSpec, ContainerSpec, Effect, JournalEntry, Signal, TaskReport};
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
 pub use ids::{AttemptKey, IdError, JobId, TaskId};
-pub use lifecycle::{
-    CALLABLE_FILE, CALLABLE_THUNK, LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome,
-};
+pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
 pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
 pub use ports::{AssumeFree, PortAllocator, PortProbe, PortsExhausted};
+pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};
 pub use state::{TaskState, is_legal_transition, is_task_finished};
 pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity};
-pub use worker::{CoreConfig, KillError, SubmitError, WorkerCore};
+pub use worker::{KillError, SubmitError, WorkerCore};

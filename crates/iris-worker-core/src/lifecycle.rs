@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use super::effect::{BuildSpec, ContainerSpec, Effect, Signal};
+use super::attempt::{Attempt, Outcome, Phase, Running, StopReason, StopRequest, Stopping};
+use super::config::KILL_REPEAT_MS;
+use super::effect::{BuildSpec, ContainerSpec, Effect, JournalEntry, Signal};
 use super::env::{EnvContext, build_iris_env};
 use super::event::{Event, ExitStatus};
-use super::ids::AttemptKey;
+use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
+use super::planted::PlantedBug;
+use super::ports::PortsExhausted;
 use super::spec::{Entrypoint, TaskSpec};
 use super::state::{TaskState, is_legal_transition};
 use super::task::{BuildMetrics, ResourceUsage, Task};
 use super::timers::Timer;
-use super::worker::{Attempt, Phase, StopReason, SubmitError, WorkerCore, attempt_key};
+use super::worker::{SubmitError, WorkerCore, attempt_key};
 
 /// The file a callable entrypoint is written to, in the workdir.
 pub const CALLABLE_FILE: &str = "_iris_callable.pkl";
@@ -22,93 +26,6 @@ pub const CALLABLE_FILE: &str = "_iris_callable.pkl";
 pub const CALLABLE_THUNK: &str = "import cloudpickle\n\
 with open('_iris_callable.pkl', 'rb') as f:\n    fn, args, kwargs = cloudpickle.load(f)\n\
 fn(*args, **kwargs)\n";
-
-/// The terminal outcome of an attempt.
-#[derive(Clone, Debug)]
-pub(crate) struct Outcome {
-    state: TaskState,
-    error: Option<String>,
-    exit: ExitStatus,
-}
-
-impl Outcome {
-    fn new(state: TaskState, error: impl Into<Option<String>>) -> Outcome {
-        Outcome {
-            state,
-            error: error.into(),
-            exit: ExitStatus::default(),
-        }
-    }
-}
-
-fn stop_outcome(reason: &StopReason) -> Outcome {
-    match reason {
-        StopReason::Kill => Outcome::new(TaskState::Killed, None),
-        StopReason::Timeout => Outcome::new(TaskState::Failed, "Timeout exceeded".to_string()),
-        StopReason::Superseded(next) => {
-            Outcome::new(TaskState::Killed, format!("Superseded by attempt {next}"))
-        }
-        StopReason::Reset(reason) => Outcome::new(TaskState::Killed, reason.clone()),
-    }
-}
-
-/// What a restarted worker's journal remembers of an attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecoveredAttempt {
-    pub spec: TaskSpec,
-    pub ports: BTreeMap<String, u16>,
-    pub submitted_at_ms: u64,
-    pub started_at_ms: Option<u64>,
-    /// `None`: the attempt was live when the worker died.
-    pub outcome: Option<RecoveredOutcome>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecoveredOutcome {
-    pub state: TaskState,
-    pub exit: ExitStatus,
-    pub error: Option<String>,
-    pub finished_at_ms: u64,
-    /// The controller acknowledged the terminal report before the restart.
-    pub report_acked: bool,
-}
-
-/// The error of an attempt that was live when its worker died and could not be adopted.
-pub const LOST_ON_RESTART: &str = "Worker restarted; the attempt was lost";
-
-fn exit_outcome(stop: Option<&StopReason>, exit: ExitStatus) -> Outcome {
-    let mut outcome = match (stop, exit) {
-        (Some(reason), _) => stop_outcome(reason),
-        (
-            None,
-            ExitStatus {
-                oom_killed: true, ..
-            },
-        ) => Outcome::new(
-            TaskState::Failed,
-            "Out of memory: the task was killed by the OOM killer".to_string(),
-        ),
-        (
-            None,
-            ExitStatus {
-                signal: Some(sig), ..
-            },
-        ) => Outcome::new(TaskState::Failed, format!("Killed by signal {sig}")),
-        (None, ExitStatus { code: Some(0), .. }) => Outcome::new(TaskState::Succeeded, None),
-        (
-            None,
-            ExitStatus {
-                code: Some(code), ..
-            },
-        ) => Outcome::new(TaskState::Failed, format!("Exit code: {code}")),
-        (None, ExitStatus { code: None, .. }) => Outcome::new(
-            TaskState::Failed,
-            "Exited without a code or signal".to_string(),
-        ),
-    };
-    outcome.exit = exit;
-    outcome
-}
 
 impl WorkerCore {
     pub(crate) fn accept(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
@@ -131,10 +48,14 @@ impl WorkerCore {
             .map(|a| attempt_key(&a.task))
             .collect();
         let attempt = self.new_attempt(spec, ports, older_live.last());
-        self.tasks
-            .entry(key.task_id.clone())
-            .or_default()
-            .push(attempt);
+        // The journal knows the attempt before any effect of it (or of its supersession) runs.
+        self.effects
+            .push_back(Effect::Journal(JournalEntry::Accepted {
+                spec: Box::new(attempt.spec.clone()),
+                submitted_at_ms: attempt.task.submitted_at_ms,
+                ports: attempt.task.ports.clone(),
+            }));
+        self.push_attempt(attempt);
         // Every older attempt still alive is stopped; the new one begins once none is left.
         for old in &older_live {
             let term_ms = self.config.default_term_timeout_ms;
@@ -144,126 +65,11 @@ impl WorkerCore {
         Ok(self.attempt(&key).expect("just added").task.state)
     }
 
-    /// Brings back an attempt from the journal after a restart. A finished attempt comes back as
-    /// it was (its terminal report re-sent unless it was acknowledged); a live one could not
-    /// survive and ends WORKER_FAILED, reported. Older than what the core already has: ignored.
-    pub fn recover(&mut self, now_ms: u64, record: RecoveredAttempt) {
-        self.tick(now_ms);
-        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
-        if newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id) {
-            return;
-        }
-        let key = AttemptKey {
-            task_id: record.spec.task_id.clone(),
-            attempt_id: record.spec.attempt_id,
-        };
-        let mut attempt = self.new_attempt(record.spec, record.ports, None);
-        attempt.task.submitted_at_ms = record.submitted_at_ms;
-        attempt.task.started_at_ms = record.started_at_ms;
-        let Some(outcome) = record.outcome else {
-            self.tasks
-                .entry(key.task_id.clone())
-                .or_default()
-                .push(attempt);
-            self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
-            self.finish(
-                &key,
-                Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string()),
-            );
-            return;
-        };
-        let task = &mut attempt.task;
-        task.state = outcome.state;
-        task.error = outcome.error;
-        task.exit_code = outcome.exit.code;
-        task.exit_signal = outcome.exit.signal;
-        task.oom_killed = outcome.exit.oom_killed;
-        task.finished_at_ms = Some(outcome.finished_at_ms);
-        attempt.phase = Phase::Done;
-        attempt.report_settled = outcome.report_acked;
-        self.tasks
-            .entry(key.task_id.clone())
-            .or_default()
-            .push(attempt);
-        if !outcome.report_acked {
-            self.report(&key);
-        }
-    }
-
-    /// An attempt that was live when the worker stopped, whose container is still there but
-    /// cannot be adopted: the container is removed, and the attempt reported WORKER_FAILED once
-    /// the removal is confirmed (never while the container may still run).
-    pub fn recover_leftover(&mut self, now_ms: u64, record: RecoveredAttempt) {
-        self.tick(now_ms);
-        if !self.is_newer_live(&record) {
-            return self.recover(now_ms, record);
-        }
-        let key = self.push_running_again(record, BTreeMap::new());
-        self.write_log(&key, LogSource::Error, LOST_ON_RESTART.to_string());
-        let outcome = Outcome::new(TaskState::WorkerFailed, LOST_ON_RESTART.to_string());
-        self.remove_then_finish(&key, outcome);
-    }
-
-    /// Whether a recovered record is a live attempt newer than any the core has of its task.
-    fn is_newer_live(&self, record: &RecoveredAttempt) -> bool {
-        let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
-        record.outcome.is_none()
-            && newest.is_none_or(|a| a.task.attempt_id < record.spec.attempt_id)
-    }
-
-    /// Puts back a recovered live attempt whose container is still there, as RUNNING.
-    fn push_running_again(
-        &mut self,
-        record: RecoveredAttempt,
-        ports: BTreeMap<String, u16>,
-    ) -> AttemptKey {
-        let key = record.spec.attempt_key();
-        let mut attempt = self.new_attempt(record.spec, ports, None);
-        attempt.task.submitted_at_ms = record.submitted_at_ms;
-        attempt.task.started_at_ms = Some(record.started_at_ms.unwrap_or(self.now_ms));
-        attempt.task.state = TaskState::Running;
-        attempt.container_started = true;
-        self.tasks
-            .entry(key.task_id.clone())
-            .or_default()
-            .push(attempt);
-        key
-    }
-
-    /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
-    /// again with its ports re-reserved, its timeout re-armed and RUNNING re-reported. Refused
-    /// (false, nothing changed) if it is finished, not newer than what the core has, or its ports
-    /// are taken.
-    pub fn adopt(&mut self, now_ms: u64, mut record: RecoveredAttempt) -> bool {
-        self.tick(now_ms);
-        if !self.is_newer_live(&record) {
-            return false;
-        }
-        let ports: Vec<u16> = record.ports.values().copied().collect();
-        if !self.ports.reserve(&record.spec.attempt_key(), &ports) {
-            return false;
-        }
-        let recorded_ports = std::mem::take(&mut record.ports);
-        let key = self.push_running_again(record, recorded_ports);
-        let now = self.now_ms;
-        let attempt = self.attempt_mut(&key).expect("just pushed");
-        attempt.task.status_message = "adopted after a worker restart".to_string();
-        attempt.phase = Phase::Running;
-        let started = attempt.task.started_at_ms.expect("set when pushed");
-        if attempt.spec.timeout_ms > 0 {
-            let deadline = (started + attempt.spec.timeout_ms).max(now);
-            attempt.timeout_at = Some(deadline);
-            self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
-        }
-        self.report(&key);
-        true
-    }
-
     fn allocate_ports(
         &mut self,
         key: &AttemptKey,
         names: &[String],
-    ) -> Result<BTreeMap<String, u16>, super::ports::PortsExhausted> {
+    ) -> Result<BTreeMap<String, u16>, PortsExhausted> {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -271,7 +77,14 @@ impl WorkerCore {
         Ok(names.iter().cloned().zip(numbers).collect())
     }
 
-    fn new_attempt(
+    pub(crate) fn push_attempt(&mut self, attempt: Attempt) {
+        self.tasks
+            .entry(attempt.task.task_id.clone())
+            .or_default()
+            .push(attempt);
+    }
+
+    pub(crate) fn new_attempt(
         &self,
         spec: TaskSpec,
         ports: BTreeMap<String, u16>,
@@ -305,17 +118,11 @@ impl WorkerCore {
             task,
             spec,
             phase: Phase::Waiting,
-            stop: None,
-            term_timeout_ms: self.config.default_term_timeout_ms,
-            escalate_at: None,
-            timeout_at: None,
             start_try: 0,
             image: None,
             container_started: false,
             terminal_report: None,
-            removing: None,
-            sigkilled: false,
-            report_settled: false,
+            report_acked: false,
         }
     }
 
@@ -337,7 +144,7 @@ impl WorkerCore {
     }
 
     /// Once every older attempt of a task is over, its Waiting newest attempt may begin.
-    fn begin_successor(&mut self, task_id: &super::ids::TaskId) {
+    fn begin_successor(&mut self, task_id: &TaskId) {
         let Some(attempts) = self.tasks.get(task_id) else {
             return;
         };
@@ -400,9 +207,15 @@ impl WorkerCore {
         }
     }
 
-    /// Stale events (for an attempt already past that phase) are ignored.
+    /// Stale events (for an attempt already past that phase) are ignored. For the set-up
+    /// phases, which carry no data.
     fn phase_is(&self, key: &AttemptKey, phase: Phase) -> bool {
         self.attempt(key).is_some_and(|a| a.phase == phase)
+    }
+
+    fn is_starting(&self, key: &AttemptKey) -> bool {
+        self.attempt(key)
+            .is_some_and(|a| matches!(a.phase, Phase::Starting { .. }))
     }
 
     /// The workdir exists: the attempt enters BUILDING, which covers fetching the bundle and
@@ -492,8 +305,17 @@ impl WorkerCore {
     fn start_container(&mut self, key: &AttemptKey) {
         let spec = self.container_spec(key);
         let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Starting;
+        attempt.phase = Phase::Starting { stop: None };
         attempt.start_try += 1;
+        if attempt.start_try == 1 {
+            let started_at_ms = attempt.task.started_at_ms.expect("set at BUILDING");
+            self.effects
+                .push_back(Effect::Journal(JournalEntry::Started {
+                    attempt: key.clone(),
+                    started_at_ms,
+                }));
+        }
+        let attempt = self.attempt(key).expect("exists");
         let spec = ContainerSpec {
             start_try: attempt.start_try,
             ..spec
@@ -544,38 +366,46 @@ impl WorkerCore {
     }
 
     fn on_container_started(&mut self, key: &AttemptKey) {
+        let now = self.now_ms;
         let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        if attempt.phase != Phase::Starting {
+        let Phase::Starting { stop } = &mut attempt.phase else {
             return;
-        }
-        attempt.phase = Phase::Running;
+        };
+        let stop = stop.take();
+        attempt.phase = Phase::Running(Running::default());
         attempt.container_started = true;
-        if attempt.stop.is_some() {
+        if let Some(StopRequest {
+            reason,
+            term_timeout_ms,
+        }) = stop
+        {
             // Killed while starting: it never shows as RUNNING, it goes straight to stopping.
-            let term_ms = attempt.term_timeout_ms;
-            self.signal_and_arm_escalation(key, term_ms);
+            self.signal_and_arm_escalation(key, reason, term_timeout_ms);
             return;
         }
         self.set_state(key, TaskState::Running);
-        let now = self.now_ms;
         let attempt = self.attempt_mut(key).expect("exists");
         if attempt.spec.timeout_ms > 0 {
             let deadline = now + attempt.spec.timeout_ms;
-            attempt.timeout_at = Some(deadline);
+            attempt.phase = Phase::Running(Running {
+                timeout_at: Some(deadline),
+                stop: None,
+            });
             self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
         }
         self.report(key);
     }
 
     fn on_start_failed(&mut self, key: &AttemptKey, error: String, port_conflict: bool) {
-        if !self.phase_is(key, Phase::Starting) {
+        if !self.is_starting(key) {
             return;
         }
         let attempt = self.attempt(key).expect("exists");
-        if let Some(reason) = attempt.stop.clone() {
-            self.finish(key, stop_outcome(&reason));
+        if let Some(reason) = attempt.stop_reason() {
+            let outcome = Outcome::of_stop(reason);
+            self.finish(key, outcome);
             return;
         }
         if port_conflict && attempt.start_try < self.config.start_tries_max {
@@ -613,11 +443,11 @@ impl WorkerCore {
         let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        if !matches!(attempt.phase, Phase::Starting | Phase::Running) {
+        if !matches!(attempt.phase, Phase::Starting { .. } | Phase::Running(_)) {
             return;
         }
         attempt.container_started = true;
-        let outcome = exit_outcome(attempt.stop.as_ref(), status);
+        let outcome = Outcome::of_exit(attempt.stop_reason(), status);
         if let Some(error) = &outcome.error {
             self.write_log(key, LogSource::Error, error.clone());
         }
@@ -628,7 +458,7 @@ impl WorkerCore {
         let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        if attempt.phase != Phase::Running {
+        if !matches!(attempt.phase, Phase::Running(_)) {
             return;
         }
         let peak = attempt
@@ -649,11 +479,11 @@ impl WorkerCore {
         };
         if matches!(
             attempt.phase,
-            Phase::Done | Phase::Waiting | Phase::Removing
+            Phase::Done | Phase::Waiting | Phase::Removing(_)
         ) {
             return;
         }
-        let container_may_run = matches!(attempt.phase, Phase::Starting | Phase::Running);
+        let container_may_run = attempt.phase.may_have_container();
         let error = format!("Worker failure: {error}");
         self.write_log(key, LogSource::Error, error.clone());
         let outcome = Outcome::new(TaskState::WorkerFailed, error);
@@ -666,23 +496,22 @@ impl WorkerCore {
 
     /// Whatever the runtime created may still run: remove it, and end the attempt only once the
     /// runtime confirms it is gone.
-    fn remove_then_finish(&mut self, key: &AttemptKey, outcome: Outcome) {
-        let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Removing;
-        attempt.removing = Some(outcome);
-        attempt.task.status_message = "removing the container".to_string();
+    pub(crate) fn remove_then_finish(&mut self, key: &AttemptKey, outcome: Outcome) {
         self.cancel_timers(key);
+        let attempt = self.attempt_mut(key).expect("exists");
+        attempt.phase = Phase::Removing(outcome);
+        attempt.task.status_message = "removing the container".to_string();
         self.effects.push_back(Effect::RemoveContainer {
             attempt: key.clone(),
         });
     }
 
     fn on_container_removed(&mut self, key: &AttemptKey) {
-        let Some(attempt) = self.attempt_mut(key).filter(|a| a.phase == Phase::Removing) else {
+        let Some(Phase::Removing(outcome)) = self.attempt(key).map(|a| &a.phase) else {
             return;
         };
-        attempt.container_started = false;
-        let outcome = attempt.removing.take().expect("set with the phase");
+        let outcome = outcome.clone();
+        self.attempt_mut(key).expect("exists").container_started = false;
         self.finish(key, outcome);
     }
 
@@ -690,66 +519,77 @@ impl WorkerCore {
 
     pub(crate) fn request_stop(&mut self, key: &AttemptKey, reason: StopReason, term_ms: u64) {
         let now = self.now_ms;
-        let Some(attempt) = self.attempt_mut(key).filter(|a| a.phase != Phase::Removing) else {
+        let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        if attempt.sigkilled {
-            return;
-        }
-        if let Some(deadline) = attempt.escalate_at {
-            // Already stopping: a later kill may only shorten the grace period.
-            let shorter = now + term_ms;
-            if shorter < deadline {
-                attempt.escalate_at = Some(shorter);
-                self.timers.cancel(deadline, Timer::Escalate(key.clone()));
-                self.timers.set(shorter, Timer::Escalate(key.clone()));
+        match &mut attempt.phase {
+            Phase::Done | Phase::Removing(_) => {}
+            Phase::Waiting => {
+                attempt.task.status_message = "stopping".to_string();
+                self.finish(key, Outcome::of_stop(&reason));
             }
-            return;
-        }
-        if attempt.stop.is_some() {
-            attempt.term_timeout_ms = attempt.term_timeout_ms.min(term_ms);
-            return;
-        }
-        attempt.term_timeout_ms = term_ms;
-        attempt.task.status_message = "stopping".to_string();
-        match attempt.phase {
-            Phase::Done | Phase::Removing => {}
-            Phase::Waiting => self.finish(key, stop_outcome(&reason)),
             Phase::Preparing | Phase::FetchingBundle | Phase::Building => {
+                attempt.task.status_message = "stopping".to_string();
                 self.effects.push_back(Effect::CancelBuild {
                     attempt: key.clone(),
                 });
-                self.finish(key, stop_outcome(&reason));
+                self.finish(key, Outcome::of_stop(&reason));
             }
             // The container may be coming up: wait for the runtime's answer, then signal it.
-            Phase::Starting => attempt.stop = Some(reason),
-            Phase::Running => {
-                attempt.stop = Some(reason);
-                self.signal_and_arm_escalation(key, term_ms);
+            Phase::Starting { stop: Some(asked) } => {
+                asked.term_timeout_ms = asked.term_timeout_ms.min(term_ms);
+            }
+            Phase::Starting { stop } => {
+                *stop = Some(StopRequest {
+                    reason,
+                    term_timeout_ms: term_ms,
+                });
+                attempt.task.status_message = "stopping".to_string();
+            }
+            // SIGKILL repeats on its own: a later kill changes nothing.
+            Phase::Running(Running {
+                stop: Some(Stopping {
+                    sigkilled: true, ..
+                }),
+                ..
+            }) => {}
+            // Already stopping: a later kill may only shorten the grace period.
+            Phase::Running(Running {
+                stop: Some(stopping),
+                ..
+            }) => {
+                let shorter = now + term_ms;
+                if shorter < stopping.escalate_at {
+                    let old = std::mem::replace(&mut stopping.escalate_at, shorter);
+                    self.timers.cancel(old, Timer::Escalate(key.clone()));
+                    self.timers.set(shorter, Timer::Escalate(key.clone()));
+                }
+            }
+            Phase::Running(Running { stop: None, .. }) => {
+                attempt.task.status_message = "stopping".to_string();
+                self.signal_and_arm_escalation(key, reason, term_ms);
             }
         }
     }
 
-    fn signal_and_arm_escalation(&mut self, key: &AttemptKey, term_ms: u64) {
+    /// SIGTERM now, SIGKILL at the end of the grace period. The attempt must be Running.
+    fn signal_and_arm_escalation(&mut self, key: &AttemptKey, reason: StopReason, term_ms: u64) {
         let deadline = self.now_ms + term_ms;
-        self.attempt_mut(key).expect("exists").escalate_at = Some(deadline);
-        #[cfg(feature = "planted")]
-        if self.planted(super::planted::PlantedBug::PortsReleasedAtKill) {
-            let ports: Vec<u16> = self
-                .attempt(key)
-                .expect("exists")
-                .task
-                .ports
-                .values()
-                .copied()
-                .collect();
+        let attempt = self.attempt_mut(key).expect("exists");
+        let Phase::Running(running) = &mut attempt.phase else {
+            unreachable!("only a running container is signalled");
+        };
+        running.stop = Some(Stopping {
+            reason,
+            escalate_at: deadline,
+            sigkilled: false,
+        });
+        if self.config.planted(PlantedBug::PortsReleasedAtKill) {
+            let attempt = self.attempt(key).expect("exists");
+            let ports: Vec<u16> = attempt.task.ports.values().copied().collect();
             self.ports.release_ports(&ports);
         }
-        #[cfg(feature = "planted")]
-        let escalate = !self.planted(super::planted::PlantedBug::KillWithoutEscalation);
-        #[cfg(not(feature = "planted"))]
-        let escalate = true;
-        if escalate {
+        if !self.config.planted(PlantedBug::KillWithoutEscalation) {
             self.timers.set(deadline, Timer::Escalate(key.clone()));
         }
         self.effects.push_back(Effect::SignalContainer {
@@ -763,13 +603,19 @@ impl WorkerCore {
         let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        let due = attempt.escalate_at.is_some_and(|d| d <= now);
-        if attempt.phase != Phase::Running || !due {
+        let Phase::Running(Running {
+            stop: Some(stopping),
+            ..
+        }) = &mut attempt.phase
+        else {
+            return;
+        };
+        if stopping.escalate_at > now {
             return;
         }
-        let again = now + super::worker::KILL_REPEAT_MS;
-        attempt.escalate_at = Some(again);
-        attempt.sigkilled = true;
+        let again = now + KILL_REPEAT_MS;
+        stopping.escalate_at = again;
+        stopping.sigkilled = true;
         attempt.task.status_message = "killing (SIGKILL)".to_string();
         self.timers.set(again, Timer::Escalate(key.clone()));
         self.effects.push_back(Effect::SignalContainer {
@@ -783,8 +629,14 @@ impl WorkerCore {
         let Some(attempt) = self.attempt(key) else {
             return;
         };
-        let due = attempt.timeout_at.is_some_and(|d| d <= now);
-        if attempt.phase != Phase::Running || attempt.stop.is_some() || !due {
+        let Phase::Running(Running {
+            timeout_at: Some(deadline),
+            stop: None,
+        }) = attempt.phase
+        else {
+            return;
+        };
+        if deadline > now {
             return;
         }
         let line = format!(
@@ -810,8 +662,9 @@ impl WorkerCore {
 
     /// Ends an attempt: terminal state, container removal, resources freed, report queued, and
     /// the task's next attempt (if one waits) begun.
-    fn finish(&mut self, key: &AttemptKey, outcome: Outcome) {
+    pub(crate) fn finish(&mut self, key: &AttemptKey, outcome: Outcome) {
         self.set_state(key, outcome.state);
+        self.cancel_timers(key);
         let now = self.now_ms;
         let attempt = self.attempt_mut(key).expect("exists");
         attempt.phase = Phase::Done;
@@ -831,8 +684,18 @@ impl WorkerCore {
         task.oom_killed = outcome.exit.oom_killed;
         task.status_message.clear();
         task.pending_reason.clear();
+        let entry = JournalEntry::Finished {
+            attempt: key.clone(),
+            state: task.state,
+            exit: outcome.exit,
+            error: task.error.clone(),
+            started_at_ms: task.started_at_ms,
+            finished_at_ms: task.finished_at_ms.expect("just set"),
+        };
         let container = attempt.container_started;
-        self.cancel_timers(key);
+        // Journaled before the report goes out and the container goes away: a restart never
+        // reports an attempt the journal thinks is live.
+        self.effects.push_back(Effect::Journal(entry));
         if container {
             self.effects.push_back(Effect::RemoveContainer {
                 attempt: key.clone(),
@@ -846,17 +709,17 @@ impl WorkerCore {
         self.begin_successor(&key.task_id);
     }
 
-    /// Cancels the attempt's kill escalation and task timeout.
+    /// Cancels the attempt's kill escalation and task timeout, before it leaves Running.
     fn cancel_timers(&mut self, key: &AttemptKey) {
-        let attempt = self.attempt_mut(key).expect("exists");
+        let attempt = self.attempt(key).expect("exists");
+        let Phase::Running(running) = &attempt.phase else {
+            return;
+        };
+        let escalate = running.stop.as_ref().map(|s| s.escalate_at);
         let timers = [
-            attempt
-                .escalate_at
-                .take()
-                .map(|d| (d, Timer::Escalate(key.clone()))),
-            attempt
+            escalate.map(|d| (d, Timer::Escalate(key.clone()))),
+            running
                 .timeout_at
-                .take()
                 .map(|d| (d, Timer::TaskTimeout(key.clone()))),
         ];
         for (deadline, timer) in timers.into_iter().flatten() {
@@ -864,7 +727,7 @@ impl WorkerCore {
         }
     }
 
-    fn write_log(&mut self, key: &AttemptKey, source: LogSource, data: String) {
+    pub(crate) fn write_log(&mut self, key: &AttemptKey, source: LogSource, data: String) {
         self.effects.push_back(Effect::WriteLog {
             attempt: key.clone(),
             source,

@@ -44,19 +44,21 @@ impl Outbox {
         (id, send_now.then_some(report))
     }
 
-    /// Drops an acknowledged report; returns the next report of the same task, to send now.
-    pub fn ack(&mut self, id: u64) -> Option<(u64, TaskReport)> {
+    /// Drops an acknowledged report; returns it, and the next report of the same task to send
+    /// now.
+    #[allow(clippy::type_complexity)]
+    pub fn ack(&mut self, id: u64) -> Option<(TaskReport, Option<(u64, TaskReport)>)> {
         let done = self.pending.remove(&id)?;
         let queue = self.queues.get_mut(&done.task_id).expect("queued");
         debug_assert_eq!(queue.front(), Some(&id), "acks come for the head only");
         queue.retain(|q| *q != id);
         let Some(&next_id) = queue.front() else {
             self.queues.remove(&done.task_id);
-            return None;
+            return Some((done.report, None));
         };
         let next = self.pending.get_mut(&next_id).expect("pending");
         next.in_flight = true;
-        Some((next_id, next.report.clone()))
+        Some((done.report, Some((next_id, next.report.clone()))))
     }
 
     /// Marks a report failed; returns how many times it has failed, or `None` if unknown.

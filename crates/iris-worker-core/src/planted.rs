@@ -1,5 +1,6 @@
-//! Deliberately broken behaviours, compiled only with the `planted` feature, so the simulator
-//! (sim/) can prove that it catches each of them. Never enabled in a real build.
+//! Deliberately broken behaviours, so the simulator (sim/) can prove that it catches each of
+//! them. Only a build with the `planted` feature can choose one (`CoreConfig::planted`); in any
+//! other build `CoreConfig::planted()` is a constant `false` and the branches compile away.
 
 /// Which bug a core plants (`CoreConfig::planted`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

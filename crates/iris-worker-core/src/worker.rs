@@ -1,72 +1,32 @@
-//! `WorkerCore`: the state machine of every task on a worker, quinn-proto style.
+//! `WorkerCore`: the state machine of every task on a worker, quinn-proto style. This file is
+//! the front; the work is done in the files named after it:
 //!
-//! Callers give it commands (`submit`, `kill`, `kill_all`, `handle`) with the current time, then
-//! drain `poll_effect()` and sleep until `poll_timeout()`, calling `handle_timeout()` then. The core
-//! never reads a clock, never does IO and iterates only ordered maps, so the same calls at the same
-//! times give the same effects.
+//! * commands: `submit`, `kill`, `kill_all` (here), `recover`, `recover_leftover`, `adopt`
+//!   (`recovery.rs`);
+//! * inputs: `handle(now, Event)` for outcomes of effects, `handle_timeout(now)` for timers; the
+//!   pipeline of an attempt lives in `lifecycle.rs`, registration and reports in `controller.rs`;
+//! * outputs: `poll_effect()` (drain after every input) and `poll_timeout()` (when to call
+//!   `handle_timeout` next);
+//! * queries: `get_task`, `task_attempts`, `task_status`, `list_tasks`, `live_attempts`, ...
+//!
+//! The core never reads a clock, never does IO and iterates only ordered maps, so the same calls
+//! at the same times give the same effects. In debug builds every command and input ends by
+//! asserting the invariants of `invariants.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::RangeInclusive;
 
-use super::effect::{Effect, TaskReport};
-use super::env::RuntimeFlavour;
+use super::attempt::{Attempt, StopReason};
+use super::config::{CoreConfig, TERM_TIMEOUT_MAX_MS};
+use super::controller::ControllerLink;
+use super::effect::{Effect, JournalEntry};
 use super::event::Event;
 use super::ids::{AttemptKey, TaskId};
-use super::outbox::{Outbox, backoff_ms};
 use super::ports::{PortAllocator, PortProbe, PortsExhausted};
 use super::spec::TaskSpec;
-use super::state::{TaskState, is_task_finished};
-use super::task::{Task, WorkerIdentity};
+use super::state::TaskState;
+use super::task::Task;
 use super::timers::{Timer, Timers};
 use crate::proto;
-
-pub const DEFAULT_TERM_TIMEOUT_MS: u64 = 5_000;
-/// Longest grace period a kill may ask for; longer requests are clamped.
-pub const TERM_TIMEOUT_MAX_MS: u64 = 3_600_000;
-/// SIGKILL is sent again this often until the container is gone: a signal lost to an engine
-/// that did not answer must not leave the container running.
-pub const KILL_REPEAT_MS: u64 = 5_000;
-
-#[derive(Clone, Debug)]
-pub struct CoreConfig {
-    pub identity: WorkerIdentity,
-    /// `None`: no controller; nothing is registered or reported.
-    pub controller_address: Option<String>,
-    pub advertise_host: String,
-    pub flavour: RuntimeFlavour,
-    pub port_range: RangeInclusive<u16>,
-    pub heartbeat_interval_ms: u64,
-    pub default_term_timeout_ms: u64,
-    pub retry_backoff_initial_ms: u64,
-    pub retry_backoff_max_ms: u64,
-    /// Starts tried per attempt when the runtime reports a port conflict.
-    pub start_tries_max: u32,
-    /// Attempts alive at once; a submission beyond it is refused, never queued without bound.
-    pub live_attempts_max: usize,
-    /// A deliberately broken behaviour, for the simulator only.
-    #[cfg(feature = "planted")]
-    pub planted: Option<super::planted::PlantedBug>,
-}
-
-impl Default for CoreConfig {
-    fn default() -> Self {
-        CoreConfig {
-            identity: WorkerIdentity::default(),
-            controller_address: None,
-            advertise_host: "127.0.0.1".to_string(),
-            flavour: RuntimeFlavour::Process,
-            port_range: 30000..=40000,
-            heartbeat_interval_ms: 10_000,
-            default_term_timeout_ms: DEFAULT_TERM_TIMEOUT_MS,
-            retry_backoff_initial_ms: 100,
-            retry_backoff_max_ms: 5_000,
-            start_tries_max: 3,
-            live_attempts_max: 1024,
-            #[cfg(feature = "planted")]
-            planted: None,
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -99,62 +59,6 @@ pub enum KillError {
     NegativeTermTimeout,
 }
 
-/// Where an attempt is in its pipeline. The user-visible `TaskState` is derived from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Superseding an attempt that has not stopped yet.
-    Waiting,
-    Preparing,
-    FetchingBundle,
-    Building,
-    /// StartContainer sent, no answer yet.
-    Starting,
-    Running,
-    /// The runtime lost track of a container that may still run: the outcome is held back until
-    /// the container's removal is confirmed, so no terminal report precedes a live container and
-    /// its ports stay held until then.
-    Removing,
-    Done,
-}
-
-/// Why an attempt is being stopped; decides its terminal state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    Kill,
-    Timeout,
-    Superseded(i32),
-    Reset(String),
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct Attempt {
-    pub task: Task,
-    pub spec: TaskSpec,
-    pub phase: Phase,
-    pub stop: Option<StopReason>,
-    pub term_timeout_ms: u64,
-    pub escalate_at: Option<u64>,
-    pub timeout_at: Option<u64>,
-    pub start_try: u32,
-    pub image: Option<String>,
-    /// A StartContainer was answered with ContainerStarted: there is something to remove.
-    pub container_started: bool,
-    pub terminal_report: Option<u64>,
-    /// SIGKILL has been sent; it repeats on its own, so later kill requests change nothing.
-    pub sigkilled: bool,
-    /// The outcome waiting for the container's removal (phase `Removing`).
-    pub removing: Option<super::lifecycle::Outcome>,
-    /// Recovered after a restart with its terminal report already acknowledged.
-    pub report_settled: bool,
-}
-
-#[derive(Debug)]
-pub(crate) enum Registration {
-    Disabled,
-    Idle { failures: u32 },
-    InFlight { failures: u32 },
-}
-
 pub struct WorkerCore {
     pub(crate) config: CoreConfig,
     pub(crate) now_ms: u64,
@@ -163,19 +67,13 @@ pub struct WorkerCore {
     pub(crate) probe: Box<dyn PortProbe>,
     pub(crate) effects: VecDeque<Effect>,
     pub(crate) timers: Timers,
-    pub(crate) outbox: Outbox,
-    pub(crate) registration: Registration,
+    pub(crate) controller: ControllerLink,
 }
 
 impl WorkerCore {
     pub fn new(config: CoreConfig, now_ms: u64, probe: Box<dyn PortProbe>) -> WorkerCore {
         let mut timers = Timers::default();
-        let registration = if config.controller_address.is_some() {
-            timers.set(now_ms, Timer::Register);
-            Registration::Idle { failures: 0 }
-        } else {
-            Registration::Disabled
-        };
+        let controller = ControllerLink::new(&config, now_ms, &mut timers);
         WorkerCore {
             ports: PortAllocator::new(config.port_range.clone()),
             config,
@@ -184,8 +82,7 @@ impl WorkerCore {
             probe,
             effects: VecDeque::new(),
             timers,
-            outbox: Outbox::default(),
-            registration,
+            controller,
         }
     }
 
@@ -198,12 +95,27 @@ impl WorkerCore {
         self.now_ms = self.now_ms.max(now_ms);
     }
 
+    /// Every public command and input ends here: a broken invariant shows at the step that broke
+    /// it (debug builds; tests, the fuzzer and the simulator also call `check_invariants`).
+    pub(crate) fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.check_invariants() {
+            panic!("core invariant broken: {broken}");
+        }
+    }
+
     // ---- commands -------------------------------------------------------------------------
 
     /// Accepts a task attempt. The same attempt again returns its state and does nothing; a
     /// higher attempt supersedes the current one; a lower one is refused.
     pub fn submit(&mut self, now_ms: u64, spec: TaskSpec) -> Result<TaskState, SubmitError> {
         self.tick(now_ms);
+        let result = self.try_submit(spec);
+        self.debug_check();
+        result
+    }
+
+    fn try_submit(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
         if let Some(current) = self.tasks.get(&spec.task_id).and_then(|a| a.last()) {
             let current_id = current.task.attempt_id;
             if spec.attempt_id == current_id {
@@ -257,12 +169,19 @@ impl WorkerCore {
         }
         let key = attempt_key(&current.task);
         self.request_stop(&key, StopReason::Kill, term_ms);
+        self.debug_check();
         Ok(())
     }
 
     /// Stops every live attempt (controller reset, worker shutdown). Returns how many.
     pub fn kill_all(&mut self, now_ms: u64, reason: &str) -> usize {
         self.tick(now_ms);
+        let stopped = self.stop_all(reason);
+        self.debug_check();
+        stopped
+    }
+
+    fn stop_all(&mut self, reason: &str) -> usize {
         let live = self.live_attempts();
         for key in &live {
             let term_ms = self.config.default_term_timeout_ms;
@@ -271,16 +190,34 @@ impl WorkerCore {
         live.len()
     }
 
+    // ---- inputs ---------------------------------------------------------------------------
+
     /// Feeds back the outcome of an effect.
     pub fn handle(&mut self, now_ms: u64, event: Event) {
         self.tick(now_ms);
+        let now = self.now_ms;
         match event {
-            Event::RegisterAccepted { should_reset } => self.on_register_accepted(should_reset),
-            Event::RegisterFailed { .. } => self.on_register_failed(),
+            Event::RegisterAccepted { should_reset } => {
+                if self
+                    .controller
+                    .on_register_accepted(now, should_reset, &mut self.timers)
+                {
+                    self.stop_all("Worker reset by controller");
+                }
+            }
+            Event::RegisterFailed { .. } => {
+                self.controller.on_register_failed(now, &mut self.timers)
+            }
             Event::ReportAcked { report_id } => self.on_report_acked(report_id),
-            Event::ReportFailed { report_id, .. } => self.on_report_failed(report_id),
+            Event::ReportFailed { report_id, .. } => self.controller.on_report_failed(
+                now,
+                report_id,
+                &mut self.timers,
+                &mut self.effects,
+            ),
             runtime => self.on_runtime_event(runtime),
         }
+        self.debug_check();
     }
 
     /// Fires every timer due at `now_ms`.
@@ -288,13 +225,19 @@ impl WorkerCore {
         self.tick(now_ms);
         while let Some(timer) = self.timers.pop_due(self.now_ms) {
             match timer {
-                Timer::Register => self.send_register(),
-                Timer::ReportRetry(id) => self.retry_report(id),
+                Timer::Register => {
+                    let running = self.running_task_ids();
+                    self.controller.send_register(running, &mut self.effects);
+                }
+                Timer::ReportRetry(id) => self.controller.retry_report(id, &mut self.effects),
                 Timer::Escalate(key) => self.escalate(&key),
                 Timer::TaskTimeout(key) => self.on_task_timeout(&key),
             }
         }
+        self.debug_check();
     }
+
+    // ---- outputs --------------------------------------------------------------------------
 
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
@@ -305,122 +248,60 @@ impl WorkerCore {
         self.timers.next_deadline()
     }
 
-    // ---- controller -----------------------------------------------------------------------
+    // ---- reports --------------------------------------------------------------------------
 
-    fn send_register(&mut self) {
-        let failures = match self.registration {
-            Registration::Idle { failures } => failures,
-            Registration::Disabled | Registration::InFlight { .. } => return,
+    /// Queues a report of the attempt's current state (nothing without a controller).
+    pub(crate) fn report(&mut self, key: &AttemptKey) {
+        // Split borrows: the task is read while the link and the effects are written.
+        let (tasks, controller, effects) = (&self.tasks, &mut self.controller, &mut self.effects);
+        let task = tasks
+            .get(&key.task_id)
+            .and_then(|a| a.iter().find(|a| a.task.attempt_id == key.attempt_id))
+            .map(|a| &a.task)
+            .expect("reported attempt exists");
+        let terminal = task.is_finished();
+        let Some(report_id) = controller.report(task, effects) else {
+            return;
         };
-        self.registration = Registration::InFlight { failures };
-        // A task being superseded has two live attempts; the controller wants each task once.
-        let mut running_task_ids: Vec<String> = self
+        if terminal {
+            self.attempt_mut(key).expect("exists").terminal_report = Some(report_id);
+        }
+    }
+
+    /// An acknowledged terminal report settles its attempt, and the journal says so.
+    fn on_report_acked(&mut self, report_id: u64) {
+        let Some(acked) = self
+            .controller
+            .on_report_acked(report_id, &mut self.effects)
+        else {
+            return;
+        };
+        let Ok(task_id) = TaskId::new(acked.task_id) else {
+            return;
+        };
+        let key = AttemptKey {
+            task_id,
+            attempt_id: acked.attempt_id,
+        };
+        let Some(attempt) = self.attempt_mut(&key) else {
+            return;
+        };
+        if attempt.terminal_report == Some(report_id) {
+            attempt.report_acked = true;
+            self.effects
+                .push_back(Effect::Journal(JournalEntry::ReportAcked { attempt: key }));
+        }
+    }
+
+    /// The tasks with a live attempt, each once (a task being superseded has two).
+    fn running_task_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
             .live_attempts()
             .into_iter()
             .map(|k| k.task_id.to_string())
             .collect();
-        running_task_ids.dedup();
-        self.effects
-            .push_back(Effect::RegisterWorker { running_task_ids });
-    }
-
-    fn on_register_accepted(&mut self, should_reset: bool) {
-        if !matches!(self.registration, Registration::InFlight { .. }) {
-            return;
-        }
-        self.registration = Registration::Idle { failures: 0 };
-        if should_reset {
-            self.kill_all(self.now_ms, "Worker reset by controller");
-            self.timers.set(self.now_ms, Timer::Register);
-        } else {
-            let next = self.now_ms + self.config.heartbeat_interval_ms;
-            self.timers.set(next, Timer::Register);
-        }
-    }
-
-    fn on_register_failed(&mut self) {
-        let Registration::InFlight { failures } = self.registration else {
-            return;
-        };
-        let failures = failures + 1;
-        self.registration = Registration::Idle { failures };
-        let delay = self.retry_backoff(failures);
-        self.timers.set(self.now_ms + delay, Timer::Register);
-    }
-
-    fn retry_backoff(&self, failures: u32) -> u64 {
-        backoff_ms(
-            failures,
-            self.config.retry_backoff_initial_ms,
-            self.config.retry_backoff_max_ms,
-        )
-    }
-
-    pub(crate) fn report(&mut self, key: &AttemptKey) {
-        if self.config.controller_address.is_none() {
-            return;
-        }
-        let attempt = self.attempt(key).expect("reported attempt exists");
-        let task = &attempt.task;
-        let report = TaskReport {
-            worker_id: self.config.identity.worker_id.clone(),
-            task_id: task.task_id.to_string(),
-            job_id: task.job_id.to_string(),
-            task_index: task.task_index,
-            attempt_id: task.attempt_id,
-            state: task.state,
-            exit_code: task.effective_exit_code(),
-            error: task.error.clone().unwrap_or_default(),
-            finished_at_ms: task.finished_at_ms.map_or(0, |t| t as i64),
-        };
-        let terminal = is_task_finished(task.state);
-        let (report_id, send_now) = self.outbox.push(key.task_id.clone(), report);
-        if terminal {
-            self.attempt_mut(key).expect("exists").terminal_report = Some(report_id);
-        }
-        if let Some(report) = send_now {
-            self.effects
-                .push_back(Effect::ReportTaskState { report_id, report });
-        }
-    }
-
-    fn on_report_acked(&mut self, report_id: u64) {
-        if let Some((next_id, report)) = self.outbox.ack(report_id) {
-            self.effects.push_back(Effect::ReportTaskState {
-                report_id: next_id,
-                report,
-            });
-        }
-    }
-
-    fn on_report_failed(&mut self, report_id: u64) {
-        #[cfg(feature = "planted")]
-        if self.planted(super::planted::PlantedBug::ReportNotRetried) {
-            if let Some((next_id, report)) = self.outbox.ack(report_id) {
-                self.effects.push_back(Effect::ReportTaskState {
-                    report_id: next_id,
-                    report,
-                });
-            }
-            return;
-        }
-        if let Some(failures) = self.outbox.fail(report_id) {
-            let delay = self.retry_backoff(failures);
-            self.timers
-                .set(self.now_ms + delay, Timer::ReportRetry(report_id));
-        }
-    }
-
-    fn retry_report(&mut self, report_id: u64) {
-        if let Some(report) = self.outbox.retry(report_id) {
-            self.effects
-                .push_back(Effect::ReportTaskState { report_id, report });
-        }
-    }
-
-    #[cfg(feature = "planted")]
-    pub(crate) fn planted(&self, bug: super::planted::PlantedBug) -> bool {
-        self.config.planted == Some(bug)
+        ids.dedup();
+        ids
     }
 
     // ---- queries --------------------------------------------------------------------------
@@ -495,7 +376,7 @@ impl WorkerCore {
     }
 
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.controller.outbox_len()
     }
 
     pub fn held_ports(&self) -> Vec<(u16, AttemptKey)> {
@@ -505,7 +386,14 @@ impl WorkerCore {
     /// The id of the terminal report of an attempt and whether it still waits for an ack.
     pub fn terminal_report(&self, key: &AttemptKey) -> Option<(u64, bool)> {
         let id = self.attempt(key)?.terminal_report?;
-        Some((id, self.outbox.contains(id)))
+        Some((id, self.controller.is_waiting(id)))
+    }
+
+    /// Whether an attempt is finished and the controller has acknowledged its terminal report
+    /// (or there is no controller to tell).
+    pub fn is_settled(&self, key: &AttemptKey) -> bool {
+        self.attempt(key)
+            .is_some_and(|a| a.task.is_finished() && (a.report_acked || !self.controller.enabled()))
     }
 
     pub fn now_ms(&self) -> u64 {

@@ -1,0 +1,69 @@
+//! `CoreConfig` and the timing constants of kills: what a worker is told at start-up.
+
+use std::ops::RangeInclusive;
+
+use super::env::RuntimeFlavour;
+use super::planted::PlantedBug;
+use super::task::WorkerIdentity;
+
+pub const DEFAULT_TERM_TIMEOUT_MS: u64 = 5_000;
+/// Longest grace period a kill may ask for; longer requests are clamped.
+pub const TERM_TIMEOUT_MAX_MS: u64 = 3_600_000;
+/// SIGKILL is sent again this often until the container is gone: a signal lost to an engine
+/// that did not answer must not leave the container running.
+pub const KILL_REPEAT_MS: u64 = 5_000;
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub identity: WorkerIdentity,
+    /// `None`: no controller; nothing is registered or reported.
+    pub controller_address: Option<String>,
+    pub advertise_host: String,
+    pub flavour: RuntimeFlavour,
+    pub port_range: RangeInclusive<u16>,
+    pub heartbeat_interval_ms: u64,
+    pub default_term_timeout_ms: u64,
+    pub retry_backoff_initial_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// Starts tried per attempt when the runtime reports a port conflict.
+    pub start_tries_max: u32,
+    /// Attempts alive at once; a submission beyond it is refused, never queued without bound.
+    pub live_attempts_max: usize,
+    /// A deliberately broken behaviour, for the simulator only.
+    #[cfg(feature = "planted")]
+    pub planted: Option<PlantedBug>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            identity: WorkerIdentity::default(),
+            controller_address: None,
+            advertise_host: "127.0.0.1".to_string(),
+            flavour: RuntimeFlavour::Process,
+            port_range: 30000..=40000,
+            heartbeat_interval_ms: 10_000,
+            default_term_timeout_ms: DEFAULT_TERM_TIMEOUT_MS,
+            retry_backoff_initial_ms: 100,
+            retry_backoff_max_ms: 5_000,
+            start_tries_max: 3,
+            live_attempts_max: 1024,
+            #[cfg(feature = "planted")]
+            planted: None,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Whether this core plants `bug`. A constant `false` without the `planted` feature, so a
+    /// real build compiles every planted branch away.
+    #[cfg(feature = "planted")]
+    pub fn planted(&self, bug: PlantedBug) -> bool {
+        self.planted == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted"))]
+    pub const fn planted(&self, _bug: PlantedBug) -> bool {
+        false
+    }
+}
