@@ -194,6 +194,35 @@ print("bound")
     assert!(out.contains(&"bound".to_string()));
 }
 
+/// A port another program holds is never handed to a task: the start fails with a port conflict
+/// and the worker retries with the next port, saying so in the task's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_taken_on_the_host_is_skipped_by_a_retry() {
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let range = format!("{taken}-{}", taken + 1);
+    let worker = WorkerProcess::start(&temp_dir("squat"), &["--port-range", &range]);
+    let mut c = worker.client().await;
+    let mut req = command_request("squat/task-0", &["true"]);
+    req.ports = vec!["http".into()];
+    c.run_task(req).await.unwrap();
+    let done = wait_for(&mut c, "squat/task-0", LIMIT, finished).await;
+    let lines = logs(&mut c, "squat/task-0").await;
+    assert_eq!(
+        done.state,
+        TaskState::Succeeded as i32,
+        "{done:?} {lines:?}"
+    );
+    assert_eq!(done.ports.get("http"), Some(&i32::from(taken + 1)));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.source == "error" && l.data.contains("Port conflict")),
+        "{lines:?}"
+    );
+    drop(squatter);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn term_ignoring_group_is_killed_after_the_term_timeout() {
     let worker = WorkerProcess::start(&temp_dir("term"), &[]);

@@ -20,7 +20,7 @@ use iris_worker::shell::runtime::Runtime;
 use crate::net;
 use crate::plan::worker_host;
 use crate::runtime::SimRuntime;
-use crate::shared::{Shared, lock};
+use crate::shared::Shared;
 
 pub const PORT: u16 = 9000;
 /// Per attempt; far above what a simulated task prints, so no line may be lost.
@@ -93,20 +93,12 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     } else {
         ControllerClient::with_channel(net::channel(controller::endpoint(&authority)?), me, None)
     };
-    let probe_shared = shared.clone();
     let setup = WorkerSetup {
         config,
         cache_dir: shared.cache_dirs[worker].clone(),
         log_memory: LogLimits::default(),
         log_disk_bytes_max: LOG_DISK_BYTES_MAX,
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
-        // Only other programs' ports are visible to a bind probe; the containers' own are the
-        // worker's bookkeeping to get right.
-        probe: Box::new(move |port| {
-            !lock(&probe_shared.machines[worker])
-                .squatted
-                .contains(&port)
-        }),
         controller: Some(controller),
         deadlines: deadlines(),
     };

@@ -120,7 +120,7 @@ struct World {
 impl World {
     fn new() -> World {
         World {
-            core: WorkerCore::new(config(), 0, Box::new(AssumeFree)),
+            core: WorkerCore::new(config(), 0),
             now: 0,
             setup: Vec::new(),
             alive: BTreeSet::new(),

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 use crate::core::{
-    AssumeFree, CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskLogs, TaskSpec,
-    WorkerCore,
+    CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskLogs, TaskSpec, WorkerCore,
 };
 use crate::proto;
 use crate::shell::bundle;
@@ -141,7 +140,7 @@ fn check_submission(request: &proto::worker::RunTaskRequest) {
         "one component under tasks/: {workdir}"
     );
     assert!(!key.file_stem().starts_with('.'), "{workdir}");
-    let mut core = WorkerCore::new(CoreConfig::default(), 0, Box::new(AssumeFree));
+    let mut core = WorkerCore::new(CoreConfig::default(), 0);
     let _ = core.submit(1, spec.clone());
     let _ = core.submit(2, spec);
     core.check_invariants().expect("invariants after submit");

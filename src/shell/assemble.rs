@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, PortProbe, TaskId, WorkerCore};
+use crate::core::{AttemptKey, CoreConfig, LogLimits, TaskId, WorkerCore};
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
 use crate::shell::journal::{Journal, Recovered};
@@ -27,7 +27,6 @@ pub struct WorkerSetup {
     pub log_memory: LogLimits,
     pub log_disk_bytes_max: u64,
     pub clock: Clock,
-    pub probe: Box<dyn PortProbe>,
     pub controller: Option<ControllerClient>,
     pub deadlines: CallDeadlines,
 }
@@ -73,7 +72,7 @@ where
     #[cfg(feature = "planted")]
     let planted_buffering =
         setup.config.planted == Some(crate::core::planted::PlantedBug::BufferedLogs);
-    let core = WorkerCore::new(setup.config, setup.clock.now_ms(), setup.probe);
+    let core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
     let logs = LogStore::new(LogStoreConfig {
         root: setup.cache_dir.join("logs"),

@@ -190,6 +190,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {
+        check_ports_free(&spec.ports)?;
         let mut child = self
             .command(spec)
             .spawn()
@@ -294,4 +295,18 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for handle in handles {
         let _ = handle.await;
     }
+}
+
+/// A process binds its ports itself, so a port another program holds would fail the task: the
+/// start fails with `port_conflict` instead, and the core retries with fresh ports (as the
+/// engine's own bind error does for containers). The port is free again when this returns.
+fn check_ports_free(ports: &std::collections::BTreeMap<String, u16>) -> Result<(), RuntimeError> {
+    for (name, &port) in ports {
+        if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            return Err(RuntimeError::port_conflict(format!(
+                "port {port} ({name}) is taken on the host: {e}"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -32,6 +32,14 @@ impl RuntimeError {
         }
     }
 
+    /// A host port of the attempt is taken: the core retries with fresh ports.
+    pub fn port_conflict(message: impl Into<String>) -> RuntimeError {
+        RuntimeError {
+            port_conflict: true,
+            ..RuntimeError::new(message)
+        }
+    }
+
     pub fn infrastructure(message: impl Into<String>) -> RuntimeError {
         RuntimeError {
             infrastructure: true,

@@ -65,10 +65,6 @@ pub struct ServeOptions {
     pub container_init: bool,
 }
 
-fn can_bind(port: u16) -> bool {
-    std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-}
-
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -211,7 +207,6 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         log_memory: opts.log_memory,
         log_disk_bytes_max: opts.log_disk_bytes_max,
         clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
-        probe: Box::new(can_bind),
         controller,
         deadlines: CallDeadlines::default(),
     };

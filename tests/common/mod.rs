@@ -45,7 +45,7 @@ pub struct Harness {
 impl Harness {
     pub fn new(config: CoreConfig) -> Harness {
         let mut h = Harness {
-            core: WorkerCore::new(config, 0, Box::new(AssumeFree)),
+            core: WorkerCore::new(config, 0),
             now: 0,
             trace: Vec::new(),
             effects: Vec::new(),

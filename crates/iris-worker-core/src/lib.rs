@@ -35,7 +35,7 @@ pub use event::{Event, ExitStatus};
 pub use ids::{AttemptKey, IdError, JobId, TaskId};
 pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
 pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
-pub use ports::{AssumeFree, PortAllocator, PortProbe, PortsExhausted};
+pub use ports::{PortAllocator, PortsExhausted};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};
 pub use state::{TaskState, is_legal_transition, is_task_finished};

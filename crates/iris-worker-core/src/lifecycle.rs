@@ -73,7 +73,7 @@ impl WorkerCore {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let numbers = self.ports.allocate(key, names.len(), self.probe.as_mut())?;
+        let numbers = self.ports.allocate(key, names.len())?;
         Ok(names.iter().cloned().zip(numbers).collect())
     }
 

@@ -1,32 +1,13 @@
 //! `PortAllocator`: hands out host ports from a range, never the same port to two live owners.
 //!
-//! The allocator does no IO: whether a port can really be bound is asked of a probe the caller
-//! passes in (the shell tries a bind; tests and the simulator answer from a model).
+//! The allocator knows only its own bookkeeping. Whether a port can really be bound is the
+//! runtime's to find out when it starts the attempt: a taken port fails the start with
+//! `port_conflict`, and the core retries with fresh ports (`CoreConfig::start_tries_max`).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use super::ids::AttemptKey;
-
-/// Asks the world whether a port is free to bind right now.
-pub trait PortProbe: Send {
-    fn can_bind(&mut self, port: u16) -> bool;
-}
-
-/// A probe that trusts the allocator's own bookkeeping.
-pub struct AssumeFree;
-
-impl PortProbe for AssumeFree {
-    fn can_bind(&mut self, _port: u16) -> bool {
-        true
-    }
-}
-
-impl<F: FnMut(u16) -> bool + Send> PortProbe for F {
-    fn can_bind(&mut self, port: u16) -> bool {
-        self(port)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("no free port: {wanted} wanted, {range_len} in range {first}-{last}, {held} held")]
@@ -78,7 +59,6 @@ impl PortAllocator {
         &mut self,
         owner: &AttemptKey,
         count: usize,
-        probe: &mut dyn PortProbe,
     ) -> Result<Vec<u16>, PortsExhausted> {
         let mut chosen = Vec::with_capacity(count);
         let mut port = self.cursor;
@@ -86,7 +66,7 @@ impl PortAllocator {
             if chosen.len() == count {
                 break;
             }
-            if !self.held.contains_key(&port) && probe.can_bind(port) {
+            if !self.held.contains_key(&port) {
                 chosen.push(port);
             }
             port = self.advance(port);
@@ -157,53 +137,36 @@ mod tests {
     #[test]
     fn never_hands_one_port_to_two_owners() {
         let mut ports = PortAllocator::new(30000..=30003);
-        let a = ports.allocate(&key(1), 2, &mut AssumeFree).unwrap();
-        let b = ports.allocate(&key(2), 2, &mut AssumeFree).unwrap();
+        let a = ports.allocate(&key(1), 2).unwrap();
+        let b = ports.allocate(&key(2), 2).unwrap();
         assert!(a.iter().all(|p| !b.contains(p)));
-        let err = ports.allocate(&key(3), 1, &mut AssumeFree).unwrap_err();
+        let err = ports.allocate(&key(3), 1).unwrap_err();
         assert_eq!(err.held, 4);
         ports.release(&key(1));
-        let c = ports.allocate(&key(3), 2, &mut AssumeFree).unwrap();
+        let c = ports.allocate(&key(3), 2).unwrap();
         assert_eq!(c, a);
     }
 
     #[test]
     fn exhaustion_holds_nothing() {
         let mut ports = PortAllocator::new(30000..=30002);
-        assert!(ports.allocate(&key(1), 4, &mut AssumeFree).is_err());
+        assert!(ports.allocate(&key(1), 4).is_err());
         assert_eq!(ports.held().count(), 0);
-    }
-
-    #[test]
-    fn skips_ports_the_probe_says_are_busy() {
-        let mut ports = PortAllocator::new(30000..=30009);
-        let mut probe = |p: u16| p % 2 == 1;
-        let got = ports.allocate(&key(1), 3, &mut probe).unwrap();
-        assert_eq!(got, vec![30001, 30003, 30005]);
     }
 
     #[test]
     fn wraps_round_robin_at_range_end() {
         let mut ports = PortAllocator::new(65534..=65535);
-        assert_eq!(
-            ports.allocate(&key(1), 1, &mut AssumeFree).unwrap(),
-            vec![65534]
-        );
-        assert_eq!(
-            ports.allocate(&key(2), 1, &mut AssumeFree).unwrap(),
-            vec![65535]
-        );
+        assert_eq!(ports.allocate(&key(1), 1).unwrap(), vec![65534]);
+        assert_eq!(ports.allocate(&key(2), 1).unwrap(), vec![65535]);
         ports.release(&key(1));
-        assert_eq!(
-            ports.allocate(&key(3), 1, &mut AssumeFree).unwrap(),
-            vec![65534]
-        );
+        assert_eq!(ports.allocate(&key(3), 1).unwrap(), vec![65534]);
     }
 
     #[test]
     fn reserve_refuses_held_ports() {
         let mut ports = PortAllocator::new(30000..=30009);
-        let a = ports.allocate(&key(1), 1, &mut AssumeFree).unwrap();
+        let a = ports.allocate(&key(1), 1).unwrap();
         assert!(!ports.reserve(&key(2), &a));
         assert!(ports.reserve(&key(2), &[30005]));
         assert_eq!(ports.holder(30005), Some(&key(2)));

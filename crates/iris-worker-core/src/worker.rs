@@ -21,7 +21,7 @@ use super::controller::ControllerLink;
 use super::effect::{Effect, JournalEntry};
 use super::event::Event;
 use super::ids::{AttemptKey, TaskId};
-use super::ports::{PortAllocator, PortProbe, PortsExhausted};
+use super::ports::{PortAllocator, PortsExhausted};
 use super::spec::TaskSpec;
 use super::state::TaskState;
 use super::task::Task;
@@ -64,14 +64,13 @@ pub struct WorkerCore {
     pub(crate) now_ms: u64,
     pub(crate) tasks: BTreeMap<TaskId, Vec<Attempt>>,
     pub(crate) ports: PortAllocator,
-    pub(crate) probe: Box<dyn PortProbe>,
     pub(crate) effects: VecDeque<Effect>,
     pub(crate) timers: Timers,
     pub(crate) controller: ControllerLink,
 }
 
 impl WorkerCore {
-    pub fn new(config: CoreConfig, now_ms: u64, probe: Box<dyn PortProbe>) -> WorkerCore {
+    pub fn new(config: CoreConfig, now_ms: u64) -> WorkerCore {
         let mut timers = Timers::default();
         let controller = ControllerLink::new(&config, now_ms, &mut timers);
         WorkerCore {
@@ -79,7 +78,6 @@ impl WorkerCore {
             config,
             now_ms,
             tasks: BTreeMap::new(),
-            probe,
             effects: VecDeque::new(),
             timers,
             controller,
