@@ -6,11 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use iris_worker::cli::render::status_json;
 use iris_worker::core::{LogLine, LogSource};
 use iris_worker::proto;
 use iris_worker::proto::TaskState;
 use iris_worker::shell::dashboard::html;
+use iris_worker::shell::view::status_json;
 use support::*;
 
 fn fixture_tasks() -> Vec<proto::TaskStatus> {

@@ -22,95 +22,14 @@ use iris_worker::shell::connect::client::ConnectClient;
 use iris_worker::shell::connect::front::FrontLayer;
 use iris_worker::shell::connect::server;
 
+use crate::db::{CtlTask, Db};
 use crate::net;
-use crate::plan::{KillPlan, TaskPlan, worker_host};
+use crate::plan::{CONTROLLER_PORT, KillPlan, WORKER_PORT, worker_host};
 use crate::shared::{Shared, lock};
 
-pub const PORT: u16 = 9100;
-/// Attempts per task, the first included.
-const ATTEMPTS_MAX: usize = 3;
 /// A kill not answered by a terminal report is sent again after this long.
 const KILL_RESEND_MS: u64 = 10_000;
 const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Debug)]
-pub struct CtlAttempt {
-    pub worker: usize,
-    pub acked: bool,
-    next_send_ms: u64,
-    pub reports: Vec<TaskState>,
-    pub terminal: Option<TaskState>,
-}
-
-#[derive(Debug)]
-pub struct CtlTask {
-    pub job_id: String,
-    pub num_tasks: i32,
-    pub plan: TaskPlan,
-    pub attempts: BTreeMap<i32, CtlAttempt>,
-    first_ack_ms: Option<u64>,
-    kill_sent_ms: Option<u64>,
-    duplicated: bool,
-    superseded: bool,
-}
-
-impl CtlTask {
-    pub fn current(&self) -> (i32, &CtlAttempt) {
-        let (id, a) = self
-            .attempts
-            .last_key_value()
-            .expect("a task has an attempt");
-        (*id, a)
-    }
-
-    /// Failed, lost, or killed by something other than this controller's kill (a reset).
-    fn wants_retry(&self) -> bool {
-        let (_, current) = self.current();
-        matches!(
-            current.terminal,
-            Some(TaskState::Failed | TaskState::WorkerFailed | TaskState::Killed)
-        ) && self.attempts.len() < ATTEMPTS_MAX
-            && self.kill_sent_ms.is_none()
-    }
-
-    /// Every attempt terminal, and no retry to come.
-    pub fn done(&self) -> bool {
-        self.attempts.values().all(|a| a.terminal.is_some()) && !self.wants_retry()
-    }
-
-    fn dispatch(&mut self, attempt_id: i32, worker: usize) {
-        self.attempts.insert(
-            attempt_id,
-            CtlAttempt {
-                worker,
-                acked: false,
-                next_send_ms: 0,
-                reports: Vec::new(),
-                terminal: None,
-            },
-        );
-    }
-}
-
-/// A worker's answer to ListTasks: task id -> (attempt, state).
-pub type Listing = BTreeMap<String, (i32, TaskState)>;
-
-#[derive(Debug, Default)]
-pub struct Db {
-    pub tasks: BTreeMap<String, CtlTask>,
-    pub submitted: BTreeSet<String>,
-    /// Once set, the dispatcher lists every worker's tasks (the end-of-run agreement check).
-    pub audit_from_ms: Option<u64>,
-    pub audits: BTreeMap<usize, (u64, Listing)>,
-    /// Workers whose next registration is answered with `should_reset`.
-    pub resets: BTreeSet<usize>,
-}
-
-impl Db {
-    pub fn all_done(&self) -> bool {
-        self.tasks.values().all(CtlTask::done)
-    }
-}
 
 enum Action {
     Run {
@@ -282,7 +201,7 @@ impl WorkerLink {
 }
 
 fn worker_client(worker: usize) -> WorkerLink {
-    let authority = format!("{}:{}", worker_host(worker), crate::worker::PORT);
+    let authority = format!("{}:{}", worker_host(worker), WORKER_PORT);
     if net::speaks_connect(worker) {
         return WorkerLink::Connect(ConnectClient::new(&authority, net::dialer(), None));
     }
@@ -610,7 +529,7 @@ pub async fn host(shared: Arc<Shared>) -> Result<(), Box<dyn std::error::Error>>
         .accept_http1(true)
         .layer(FrontLayer::new(connect))
         .add_service(ControllerServiceServer::from_arc(service))
-        .serve_with_incoming(net::incoming(PORT).await?)
+        .serve_with_incoming(net::incoming(CONTROLLER_PORT).await?)
         .await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod controller;
+pub mod db;
 pub mod machine;
 pub mod net;
 pub mod oracle;

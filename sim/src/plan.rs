@@ -6,6 +6,14 @@ use std::fmt;
 
 use crate::rng::Rng;
 
+/// The worker's RPC port on every simulated host.
+pub const WORKER_PORT: u16 = 9000;
+/// The controller's port on its host.
+pub const CONTROLLER_PORT: u16 = 9100;
+/// Wall-clock time at the simulation's start (2026-01-01T00:00:00Z), so core timestamps are the
+/// same in every run.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+
 /// How a task's container behaves; sent to the simulated runtime in the task's argv.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Behaviour {

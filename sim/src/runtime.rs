@@ -12,9 +12,9 @@ use iris_worker::shell::output_mark::{OutputMark, ResumeFilter};
 use iris_worker::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
 
 use crate::plan::Behaviour;
+use crate::plan::EPOCH_MS;
 use crate::rng::{Rng, fnv1a};
 use crate::shared::Shared;
-use crate::worker::EPOCH_MS;
 
 /// How often a watcher looks at its container.
 const WATCH_INTERVAL: Duration = Duration::from_millis(25);

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use iris_worker::core::AttemptKey;
 
-use crate::controller::Db;
+use crate::db::Db;
 use crate::machine::Machine;
 use crate::oracle::Oracle;
 use crate::plan::Plan;

@@ -18,19 +18,14 @@ use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
 use iris_worker::shell::runtime::Runtime;
 
 use crate::net;
-use crate::plan::worker_host;
+use crate::plan::{CONTROLLER_PORT, EPOCH_MS, WORKER_PORT, worker_host};
 use crate::runtime::SimRuntime;
 use crate::shared::Shared;
 
-pub const PORT: u16 = 9000;
 /// Per attempt; far above what a simulated task prints, so no line may be lost.
 pub const LOG_DISK_BYTES_MAX: u64 = 1 << 20;
 /// As `--shutdown-grace-ms` defaults.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-
-/// Wall-clock time at the simulation's start (2026-01-01T00:00:00Z), so core timestamps are the
-/// same in every run.
-pub const EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// Shorter than production's, so a hung call costs seconds of simulated time, not minutes.
 fn deadlines() -> CallDeadlines {
@@ -51,7 +46,7 @@ fn config(shared: &Shared, worker: usize) -> CoreConfig {
     CoreConfig {
         identity: WorkerIdentity {
             worker_id: name.clone(),
-            address: format!("{name}:{PORT}"),
+            address: format!("{name}:{WORKER_PORT}"),
         },
         // As an operator would write it: a bare address is Connect, grpc:// is gRPC.
         controller_address: Some(if net::speaks_connect(worker) {
@@ -69,7 +64,7 @@ fn config(shared: &Shared, worker: usize) -> CoreConfig {
 }
 
 fn controller_authority() -> String {
-    format!("controller:{}", crate::controller::PORT)
+    format!("controller:{}", CONTROLLER_PORT)
 }
 
 pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std::error::Error>> {
@@ -118,7 +113,10 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         .accept_http1(true)
         .layer(FrontLayer::new(connect))
         .add_service(WorkerServiceServer::from_arc(service))
-        .serve_with_incoming_shutdown(net::incoming(PORT).await?, stop_requested(&shared, worker))
+        .serve_with_incoming_shutdown(
+            net::incoming(WORKER_PORT).await?,
+            stop_requested(&shared, worker),
+        )
         .await?;
     // What `serve` does on SIGTERM.
     let kill_tasks = shared.machine(worker).stop_requested.unwrap_or(true);

@@ -404,7 +404,7 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
     let shared = Arc::new(Shared::new(plan.clone(), variant, cache_dirs));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(crate::worker::EPOCH_MS))
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(crate::plan::EPOCH_MS))
         .tick_duration(TICK)
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(BASE_LATENCY_MS))

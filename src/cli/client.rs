@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::render::{status_json, task_detail, task_table};
+use super::render::{task_detail, task_table};
 use super::{RunArgs, Target, TaskCommand};
 use crate::core::{LogSource, TaskState, is_task_finished};
 use crate::proto;
@@ -15,6 +15,7 @@ use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusR
 use crate::proto::worker_service_client::WorkerServiceClient;
 use crate::requests::command_request;
 use crate::shell::auth::{SendToken, read_token};
+use crate::shell::view::status_json;
 
 type Client = WorkerServiceClient<InterceptedService<Channel, SendToken>>;
 
@@ -191,7 +192,7 @@ async fn run(client: &mut Client, target: &Target, args: RunArgs) -> anyhow::Res
         if target.json {
             print_json(&serde_json::json!({
                 "task_id": response.task_id,
-                "status": super::render::state_name(response.state),
+                "status": crate::core::state_name(response.state),
             }));
         } else {
             println!("submitted {task_id}");

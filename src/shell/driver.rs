@@ -19,6 +19,7 @@ use crate::core::{
     TaskSpec, TaskState, WorkerCore,
 };
 use crate::proto;
+pub use crate::shell::clock::Clock;
 use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
 use crate::shell::logstore::LogStore;
@@ -46,35 +47,6 @@ impl Default for CallDeadlines {
             signal: Duration::from_secs(10),
             remove: Duration::from_secs(60),
         }
-    }
-}
-
-/// Milliseconds for the core: wall-clock at start plus monotonic time since, so core time never
-/// jumps backwards while staying comparable to wall-clock timestamps.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    start: Instant,
-    epoch_ms: u64,
-}
-
-impl Clock {
-    pub fn new(epoch_ms: u64) -> Clock {
-        Clock {
-            start: Instant::now(),
-            epoch_ms,
-        }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.epoch_ms + self.start.elapsed().as_millis() as u64
-    }
-
-    pub fn instant_of(&self, deadline_ms: u64) -> Instant {
-        self.start + Duration::from_millis(deadline_ms.saturating_sub(self.epoch_ms))
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.start.elapsed()
     }
 }
 

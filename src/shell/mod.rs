@@ -1,6 +1,7 @@
 pub mod assemble;
 pub mod auth;
 pub mod bundle;
+pub mod clock;
 pub mod connect;
 pub mod controller;
 pub mod dashboard;
@@ -15,7 +16,9 @@ pub mod probe;
 pub mod process;
 pub mod procstats;
 pub mod runtime;
+pub mod runtime_error;
 pub mod serve;
 pub mod service;
 pub mod shim;
+pub mod view;
 pub mod workdir;

@@ -8,51 +8,10 @@ use tokio::sync::mpsc;
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, Event, ExitStatus, LogSource, ResourceUsage, Signal,
 };
-use crate::shell::driver::Clock;
+use crate::shell::clock::Clock;
 use crate::shell::logstore::{AttemptLogHandle, LogStore};
 use crate::shell::output_mark::OutputMark;
-
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RuntimeError {
-    pub message: String,
-    /// The start failed because a host port was taken; the core retries with fresh ports.
-    pub port_conflict: bool,
-    /// The fault is the machine's (engine unreachable, a call timed out), not the task's: the
-    /// attempt ends WORKER_FAILED rather than FAILED.
-    pub infrastructure: bool,
-}
-
-impl RuntimeError {
-    pub fn new(message: impl Into<String>) -> RuntimeError {
-        RuntimeError {
-            message: message.into(),
-            port_conflict: false,
-            infrastructure: false,
-        }
-    }
-
-    /// A host port of the attempt is taken: the core retries with fresh ports.
-    pub fn port_conflict(message: impl Into<String>) -> RuntimeError {
-        RuntimeError {
-            port_conflict: true,
-            ..RuntimeError::new(message)
-        }
-    }
-
-    pub fn infrastructure(message: impl Into<String>) -> RuntimeError {
-        RuntimeError {
-            infrastructure: true,
-            ..RuntimeError::new(message)
-        }
-    }
-}
-
-impl From<std::io::Error> for RuntimeError {
-    fn from(e: std::io::Error) -> Self {
-        RuntimeError::new(e.to_string())
-    }
-}
+pub use crate::shell::runtime_error::RuntimeError;
 
 /// The image a build resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

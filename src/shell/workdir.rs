@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::core::AttemptKey;
 use crate::shell::bundle;
-use crate::shell::runtime::RuntimeError;
+use crate::shell::runtime_error::RuntimeError;
 
 fn blocking_error(e: tokio::task::JoinError) -> RuntimeError {
     RuntimeError::new(format!("worker thread failed: {e}"))

@@ -38,6 +38,6 @@ pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSour
 pub use ports::{PortAllocator, PortsExhausted};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};
-pub use state::{TaskState, is_legal_transition, is_task_finished};
+pub use state::{TaskState, is_legal_transition, is_task_finished, short_state_name, state_name};
 pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity};
 pub use worker::{KillError, SubmitError, WorkerCore};

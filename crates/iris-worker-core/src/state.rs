@@ -76,6 +76,16 @@ impl TaskState {
 }
 
 /// Terminal states (SUCCEEDED..UNSCHEDULABLE) are absorbing: nothing leaves them.
+/// The proto name of a wire state value (`TASK_STATE_RUNNING`), for views of a `TaskStatus`.
+pub fn state_name(state: i32) -> &'static str {
+    TaskState::from_proto(state).map_or("TASK_STATE_UNSPECIFIED", TaskState::name)
+}
+
+/// The short name of a wire state value (`running`), for tables and pages.
+pub fn short_state_name(state: i32) -> &'static str {
+    TaskState::from_proto(state).map_or("unspecified", TaskState::short_name)
+}
+
 pub fn is_task_finished(state: TaskState) -> bool {
     matches!(
         state,

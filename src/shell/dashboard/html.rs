@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::cli::render::state_name;
+use crate::core::state_name;
 use crate::core::{LogLine, LogSource, TaskState};
 use crate::proto;
 

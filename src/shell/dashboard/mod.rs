@@ -15,13 +15,14 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::render::{state_name, status_json};
+use crate::core::state_name;
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLine, LogSource, TaskId, TaskState};
 use crate::proto;
 use crate::shell::auth::RequireToken;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::{Metrics, StateLabel};
+use crate::shell::view::status_json;
 
 /// Lines a task page shows; the JSON API's default tail.
 pub const PAGE_LINES: u64 = 500;
