@@ -1,0 +1,53 @@
+//! The body of an attempt's container: image, command, env, labels, the workdir mount, port
+//! bindings, limits and hardening.
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+
+use super::{DockerRuntime, PIDS_MAX};
+use crate::core::ContainerSpec;
+
+impl DockerRuntime {
+    pub(super) fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
+        let port_bindings = spec
+            .ports
+            .values()
+            .map(|port| {
+                let binding = PortBinding {
+                    host_ip: Some("0.0.0.0".to_string()),
+                    host_port: Some(port.to_string()),
+                };
+                (format!("{port}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let workdir = self.config.cache_dir.join(&spec.workdir);
+        let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{}:/workdir", workdir.display())]),
+            port_bindings: Some(port_bindings),
+            memory: (memory > 0).then_some(memory),
+            memory_swap: (memory > 0).then_some(memory),
+            nano_cpus: (spec.resources.cpu_millicores > 0)
+                .then(|| i64::from(spec.resources.cpu_millicores) * 1_000_000),
+            pids_limit: Some(PIDS_MAX),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
+            init: Some(self.config.init),
+            ..HostConfig::default()
+        };
+        ContainerCreateBody {
+            image: Some(
+                spec.image
+                    .clone()
+                    .unwrap_or_else(|| self.config.default_image.clone()),
+            ),
+            cmd: Some(spec.argv.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            working_dir: Some("/workdir".to_string()),
+            exposed_ports: Some(spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        }
+    }
+}

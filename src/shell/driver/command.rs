@@ -1,0 +1,84 @@
+//! What RPC handlers ask of the driver: `Command`s with a oneshot for the answer, sent through a
+//! bounded queue (`DriverHandle`).
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{AttemptKey, KillError, SubmitError, TaskId, TaskSpec, TaskState};
+use crate::proto;
+
+/// Commands waiting for the driver; beyond this, RPC handlers wait (backpressure, not memory).
+pub(super) const COMMAND_QUEUE_MAX: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitRefusal {
+    #[error(transparent)]
+    Core(#[from] SubmitError),
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Health {
+    pub uptime: Duration,
+    pub running_tasks: usize,
+}
+
+pub enum Command {
+    Submit {
+        spec: Box<TaskSpec>,
+        reply: oneshot::Sender<Result<TaskState, SubmitRefusal>>,
+    },
+    Kill {
+        task_id: TaskId,
+        term_timeout_ms: i64,
+        reply: oneshot::Sender<Result<(), KillError>>,
+    },
+    Status {
+        task_id: TaskId,
+        reply: oneshot::Sender<Option<proto::TaskStatus>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<proto::TaskStatus>>,
+    },
+    CurrentAttempt {
+        task_id: TaskId,
+        reply: oneshot::Sender<Option<AttemptKey>>,
+    },
+    Health {
+        reply: oneshot::Sender<Health>,
+    },
+    /// Kill every task (unless `kill_tasks` is false: a rolling restart keeps containers for
+    /// the next run to adopt), deliver the reports (within `grace`), then stop.
+    Shutdown {
+        grace: Duration,
+        kill_tasks: bool,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The handle RPC handlers hold.
+#[derive(Clone)]
+pub struct DriverHandle {
+    pub(super) commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the worker's driver has stopped")]
+pub struct DriverGone;
+
+impl DriverHandle {
+    /// Sends a command built around a fresh oneshot and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        build: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DriverGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(build(tx))
+            .await
+            .map_err(|_| DriverGone)?;
+        rx.await.map_err(|_| DriverGone)
+    }
+}
