@@ -9,8 +9,7 @@
 //! - protocols: RunTask (an idempotent resubmission) + GetTaskStatus round trips over Connect
 //!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use iris_worker::proto;
@@ -23,57 +22,22 @@ type Client = WorkerServiceClient<Channel>;
 use iris_worker::shell::connect::client::{ConnectClient, tcp_dialer};
 use iris_worker::shell::connect::codec::Codec;
 
-struct Worker {
-    child: Child,
-    addr: String,
-    _dir: std::path::PathBuf,
-}
+/// The benches start the worker as the tests do (`tests/support`), with production's stats
+/// interval and no dashboard.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
+use support::WorkerProcess as Worker;
 
 fn start_worker() -> Worker {
     start_worker_with(&[])
 }
 
 fn start_worker_with(extra: &[&str]) -> Worker {
-    let exe = std::env::var("IRIS_WORKER_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/iris-worker").into()
-    });
-    let dir =
-        std::env::temp_dir().join(format!("iris-bench-{}-{}", std::process::id(), extra.len()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(&exe)
-        .args([
-            "serve",
-            "--no-dashboard",
-            "--port",
-            "0",
-            "--port-range",
-            "24000-24999",
-            "--cache-dir",
-        ])
-        .arg(&dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{exe}: {e} (build it: cargo build --release)"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.split_whitespace().nth(3).unwrap().to_string();
-    Worker {
-        child,
-        addr,
-        _dir: dir,
-    }
+    let dir = support::temp_dir("bench");
+    let mut args = vec!["--no-dashboard", "--stats-interval-ms", "1000"];
+    args.extend_from_slice(extra);
+    Worker::start(&dir, &args)
 }
 
 fn request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
@@ -370,7 +334,7 @@ async fn main() {
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("protocols") {
-        print_protocols(&worker.addr).await;
+        print_protocols(&worker.addr.to_string()).await;
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
@@ -407,7 +371,7 @@ async fn main() {
         ing / ing_base
     );
     println!("| worker peak RSS (whole run) | {peak_mb} MiB | - | - | < 64 MiB |");
-    print_protocols(&worker.addr).await;
+    print_protocols(&worker.addr.to_string()).await;
     drop(c);
     drop(worker);
     if let Some((to_running, cli, rate)) = docker_numbers().await {

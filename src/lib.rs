@@ -4,6 +4,7 @@
 //! world (RPC, processes, containers, disk, the controller); `cli` is the command line.
 
 pub mod cli;
+pub mod fixtures;
 pub mod fuzzing;
 pub mod requests;
 pub mod shell;

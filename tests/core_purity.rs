@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+/// What Cargo cannot keep out: the standard library's IO, clocks and hash-ordered collections.
 const FORBIDDEN: &[&str] = &[
-    "tokio",
     "std::fs",
     "std::process",
     "std::net",
@@ -14,12 +14,9 @@ const FORBIDDEN: &[&str] = &[
     "std::env",
     "SystemTime",
     "Instant",
-    "rand::",
     "HashSet",
     "HashMap",
     "std::time",
-    "tonic::",
-    "bollard",
 ];
 
 /// Names the core may mention although they contain a forbidden word.
@@ -97,6 +94,6 @@ fn core_has_no_io_clock_or_randomness() {
 
 #[test]
 fn the_check_bites() {
-    let sample = "use tokio::time::Instant;";
+    let sample = "use std::time::Instant;";
     assert!(FORBIDDEN.iter().any(|w| sample.contains(w)));
 }

@@ -28,7 +28,7 @@ pub const LOG_DISK_BYTES_MAX: u64 = 1 << 20;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Shorter than production's, so a hung call costs seconds of simulated time, not minutes.
-fn deadlines() -> CallDeadlines {
+pub fn deadlines() -> CallDeadlines {
     CallDeadlines {
         prepare: Duration::from_secs(5),
         fetch: Duration::from_secs(5),

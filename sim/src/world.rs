@@ -23,8 +23,6 @@ const KILL_BOUND_MS: u64 = 15_000;
 /// A container whose task's timeout has passed is gone this long after it (the default term
 /// timeout, 5 s, plus slack), counted from when its worker is up and its engine answers.
 const TIMEOUT_BOUND_MS: u64 = 6_000;
-/// The longest call deadline of a simulated worker: a call an engine swallowed ends by then.
-const STUCK_CALL_MS: u64 = 5_000;
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -213,7 +211,7 @@ impl Runner<'_> {
                 continue;
             }
             // A call the hung engine swallowed ends at its deadline (at most 5 s here).
-            let since = m.up_since_ms.max(m.hang_ended_ms + STUCK_CALL_MS);
+            let since = m.up_since_ms.max(m.hang_ended_ms + stuck_call_ms());
             let live: Vec<(AttemptKey, u64)> =
                 m.live().map(|(k, c)| (k.clone(), c.started_ms)).collect();
             drop(m);
@@ -337,7 +335,6 @@ fn check_logs(shared: &Shared) {
             memory: LogLimits::default(),
             disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
             ingested: Default::default(),
-            #[cfg(feature = "planted")]
             planted_buffering: false,
         });
         let printed = shared.machine(w).removed_output.clone();
@@ -478,4 +475,9 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
         faults: plan.faults.clone(),
         tail: oracle.tail().cloned().collect(),
     }
+}
+
+/// The longest call deadline of a simulated worker: a call an engine swallowed ends by then.
+fn stuck_call_ms() -> u64 {
+    crate::worker::deadlines().longest().as_millis() as u64
 }

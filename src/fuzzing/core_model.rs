@@ -6,24 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::*;
 
-fn config() -> CoreConfig {
-    CoreConfig {
-        identity: WorkerIdentity {
-            worker_id: "worker-1".to_string(),
-            address: "10.1.2.3:10001".to_string(),
-        },
-        controller_address: Some("http://127.0.0.1:10000".to_string()),
-        port_range: 30000..=30007,
-        ..CoreConfig::default()
-    }
-}
-
+use crate::fixtures::key;
 use crate::requests::command_request as request;
 
-fn key(task_id: &str, attempt_id: i32) -> AttemptKey {
-    AttemptKey {
-        task_id: TaskId::new(task_id).expect("model ids are valid"),
-        attempt_id,
+/// Few ports, so attempts compete for them.
+fn config() -> CoreConfig {
+    CoreConfig {
+        port_range: 30000..=30007,
+        ..crate::fixtures::config()
     }
 }
 

@@ -69,9 +69,9 @@ where
     F: FnOnce(BTreeSet<AttemptKey>) -> Fut,
     Fut: Future<Output = anyhow::Result<RuntimeAndAdopted>>,
 {
-    #[cfg(feature = "planted")]
-    let planted_buffering =
-        setup.config.planted == Some(crate::core::planted::PlantedBug::BufferedLogs);
+    let planted_buffering = setup
+        .config
+        .planted(crate::core::planted::PlantedBug::BufferedLogs);
     let core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
     let logs = LogStore::new(LogStoreConfig {
@@ -79,7 +79,6 @@ where
         memory: setup.log_memory,
         disk_bytes_max: setup.log_disk_bytes_max,
         ingested: metrics.log_bytes.clone(),
-        #[cfg(feature = "planted")]
         planted_buffering,
     });
     let (journal, recovered) = Journal::open(&setup.cache_dir, setup.controller.is_some())

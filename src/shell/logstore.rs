@@ -31,13 +31,11 @@ pub struct LogStoreConfig {
     pub disk_bytes_max: u64,
     /// Counts every byte of output taken in (exported as a metric).
     pub ingested: prometheus_client::metrics::counter::Counter,
-    /// The planted `BufferedLogs` bug (simulator only).
-    #[cfg(feature = "planted")]
+    /// The planted `BufferedLogs` bug (simulator only; always false in a real build).
     pub planted_buffering: bool,
 }
 
 /// What a planted buffering log holds back before it writes (as the old `BufWriter` did).
-#[cfg(feature = "planted")]
 const PLANTED_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
@@ -75,7 +73,6 @@ pub struct AttemptLog {
     disk_error: Option<String>,
     /// Where the container's output left off (see `output_mark`).
     output_mark: Option<OutputMark>,
-    #[cfg(feature = "planted")]
     planted_buffering: bool,
 }
 
@@ -190,7 +187,6 @@ impl AttemptLog {
             uncounted_bytes: 0,
             ingested: config.ingested.clone(),
             disk_error: None,
-            #[cfg(feature = "planted")]
             planted_buffering: config.planted_buffering,
         }
     }
@@ -241,11 +237,9 @@ impl AttemptLog {
         if self.pending.is_empty() {
             return;
         }
-        #[cfg(feature = "planted")]
         if self.planted_buffering && !force && self.pending.len() < PLANTED_BUFFER_BYTES {
             return;
         }
-        let _ = force;
         if let Some(file) = self.writer.as_mut()
             && let Err(e) = file.write_all(&self.pending)
         {
@@ -546,7 +540,6 @@ mod tests {
             },
             disk_bytes_max: disk,
             ingested: Default::default(),
-            #[cfg(feature = "planted")]
             planted_buffering: false,
         })
     }

@@ -149,107 +149,29 @@ fn shim_path() -> Option<PathBuf> {
 }
 
 pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
-    if opts.auth_token.is_none() && !opts.insecure && !is_loopback_host(&opts.host) {
-        anyhow::bail!(
-            "refusing to serve on {} without --auth-token-file: anyone who reaches the port could \
-             run commands here (pass --insecure to do it anyway)",
-            opts.host
-        );
-    }
+    refuse_open_exposure(&opts)?;
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
         .await
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
-    let advertise = opts
-        .advertise_host
-        .clone()
-        .unwrap_or_else(|| match local.ip() {
-            ip if ip.is_unspecified() => hostname(),
-            ip => ip.to_string(),
-        });
-    opts.advertise_host = Some(advertise.clone());
-    let worker_id = opts
-        .worker_id
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), local.port()));
-    let address = format!("{advertise}:{}", local.port());
-    let config = CoreConfig {
-        identity: WorkerIdentity {
-            worker_id: worker_id.clone(),
-            address: address.clone(),
-        },
-        controller_address: opts.controller_address.clone(),
-        advertise_host: advertise.clone(),
-        flavour: opts.flavour,
-        port_range: opts.port_range.clone(),
-        heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
-        live_attempts_max: opts.live_attempts_max,
-        ..CoreConfig::default()
-    };
-    let controller = match &opts.controller_address {
-        Some(addr) => {
-            let me = Registration {
-                worker_id: worker_id.clone(),
-                address: address.clone(),
-                metadata: probe(&advertise, &opts.cache_dir).await,
-            };
-            let client = ControllerClient::new(addr, me, opts.auth_token.as_deref())
-                .with_context(|| format!("--controller-address {addr}"))?;
-            Some(client)
-        }
-        None => None,
-    };
+    let identity = identify(&mut opts, local);
     let setup = WorkerSetup {
-        config,
+        config: core_config(&opts, &identity),
         cache_dir: opts.cache_dir.clone(),
         log_memory: opts.log_memory,
         log_disk_bytes_max: opts.log_disk_bytes_max,
         clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
-        controller,
+        controller: controller_client(&opts, &identity).await?,
         deadlines: CallDeadlines::default(),
     };
-    let AssembledWorker {
-        driver,
-        driver_task,
-        service,
-        logs,
-        metrics,
-    } = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
-    let token = RequireToken::new(opts.auth_token.as_deref());
-    let service = Arc::new(service);
-    let grpc = proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
-    let grpc = InterceptedService::new(grpc, token.clone());
+    let worker_id = identity.worker_id.clone();
+    let worker = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
-    let dashboard = Dashboard {
-        driver: driver.clone(),
-        logs,
-        metrics,
-        worker_id: worker_id.clone(),
-        token: token.clone(),
-    };
-    if let Some(port) = opts.dashboard_port {
-        serve_dashboard(&opts.host, port, dashboard.clone()).await?;
-    }
-    let mut http = connect::server::worker_router(service, token);
-    if opts.dashboard {
-        http = http.merge(dashboard::router(dashboard));
-    }
-    info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
-    tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(FrontLayer::new(http))
-        .add_service(grpc)
-        .serve_with_incoming_shutdown(
-            // Small RPCs must not wait on Nagle's algorithm.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown_signal(),
-        )
-        .await
-        .context("RPC server")?;
+    let driver = worker.driver.clone();
+    let driver_task = serve_rpcs(&opts, listener, worker, &worker_id).await?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
     let kill_tasks = !opts.preserve_containers_on_stop;
@@ -263,4 +185,117 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     let _ = driver_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// Anyone who reaches the port could run commands: off loopback, a token is required.
+fn refuse_open_exposure(opts: &ServeOptions) -> anyhow::Result<()> {
+    if opts.auth_token.is_none() && !opts.insecure && !is_loopback_host(&opts.host) {
+        anyhow::bail!(
+            "refusing to serve on {} without --auth-token-file: anyone who reaches the port could \
+             run commands here (pass --insecure to do it anyway)",
+            opts.host
+        );
+    }
+    Ok(())
+}
+
+/// The advertised host (the bound address, or the hostname when bound to all interfaces), the
+/// worker id and the address the controller is told.
+fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
+    let advertise = opts
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| match local.ip() {
+            ip if ip.is_unspecified() => hostname(),
+            ip => ip.to_string(),
+        });
+    opts.advertise_host = Some(advertise.clone());
+    WorkerIdentity {
+        worker_id: opts
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), local.port())),
+        address: format!("{advertise}:{}", local.port()),
+    }
+}
+
+fn core_config(opts: &ServeOptions, identity: &WorkerIdentity) -> CoreConfig {
+    CoreConfig {
+        identity: identity.clone(),
+        controller_address: opts.controller_address.clone(),
+        advertise_host: opts.advertise_host.clone().unwrap_or_default(),
+        flavour: opts.flavour,
+        port_range: opts.port_range.clone(),
+        heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
+        live_attempts_max: opts.live_attempts_max,
+        ..CoreConfig::default()
+    }
+}
+
+async fn controller_client(
+    opts: &ServeOptions,
+    identity: &WorkerIdentity,
+) -> anyhow::Result<Option<ControllerClient>> {
+    let Some(addr) = &opts.controller_address else {
+        return Ok(None);
+    };
+    let advertise = opts.advertise_host.as_deref().unwrap_or_default();
+    let me = Registration {
+        worker_id: identity.worker_id.clone(),
+        address: identity.address.clone(),
+        metadata: probe(advertise, &opts.cache_dir).await,
+    };
+    let client = ControllerClient::new(addr, me, opts.auth_token.as_deref())
+        .with_context(|| format!("--controller-address {addr}"))?;
+    Ok(Some(client))
+}
+
+/// Serves gRPC, Connect and the dashboard on one port (and the dashboard on its own port if
+/// asked) until SIGTERM or Ctrl-C; returns the driver's task, still running.
+async fn serve_rpcs(
+    opts: &ServeOptions,
+    listener: tokio::net::TcpListener,
+    worker: AssembledWorker,
+    worker_id: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let AssembledWorker {
+        driver,
+        driver_task,
+        service,
+        logs,
+        metrics,
+    } = worker;
+    let token = RequireToken::new(opts.auth_token.as_deref());
+    let service = Arc::new(service);
+    let grpc = proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
+        .max_decoding_message_size(REQUEST_BYTES_MAX);
+    let grpc = InterceptedService::new(grpc, token.clone());
+    let dashboard = Dashboard {
+        driver,
+        logs,
+        metrics,
+        worker_id: worker_id.to_string(),
+        token: token.clone(),
+    };
+    if let Some(port) = opts.dashboard_port {
+        serve_dashboard(&opts.host, port, dashboard.clone()).await?;
+    }
+    let mut http = connect::server::worker_router(service, token);
+    if opts.dashboard {
+        http = http.merge(dashboard::router(dashboard));
+    }
+    let local = listener.local_addr()?;
+    info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(FrontLayer::new(http))
+        .add_service(grpc)
+        .serve_with_incoming_shutdown(
+            // Small RPCs must not wait on Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown_signal(),
+        )
+        .await
+        .context("RPC server")?;
+    Ok(driver_task)
 }

@@ -14,25 +14,8 @@ pub fn spec_with(req: proto::worker::RunTaskRequest) -> TaskSpec {
     TaskSpec::from_request(&req).unwrap()
 }
 
-pub fn key(task_id: &str, attempt_id: i32) -> AttemptKey {
-    AttemptKey {
-        task_id: TaskId::new(task_id).unwrap(),
-        attempt_id,
-    }
-}
-
-pub fn config() -> CoreConfig {
-    CoreConfig {
-        identity: WorkerIdentity {
-            worker_id: "worker-1".to_string(),
-            address: "10.1.2.3:10001".to_string(),
-        },
-        controller_address: Some("http://127.0.0.1:10000".to_string()),
-        advertise_host: "10.1.2.3".to_string(),
-        port_range: 30000..=30099,
-        ..CoreConfig::default()
-    }
-}
+#[allow(unused_imports)]
+pub use iris_worker::fixtures::{config, key};
 
 /// Drives a core and keeps a one-line-per-effect trace, stamped with the time it appeared.
 pub struct Harness {

@@ -57,7 +57,11 @@ impl WorkerProcess {
         let mut child = Command::new(BIN)
             .args(["serve", "--port", "0", "--cache-dir"])
             .arg(cache_dir)
-            .args(["--stats-interval-ms", "200"])
+            .args(if extra.contains(&"--stats-interval-ms") {
+                vec![]
+            } else {
+                vec!["--stats-interval-ms", "200"]
+            })
             .args(if extra.contains(&"--port-range") {
                 vec![]
             } else {

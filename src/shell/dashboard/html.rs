@@ -147,17 +147,30 @@ pub fn index(tasks: &[proto::TaskStatus], worker_id: &str, only: Option<TaskStat
 
 /// `/task/{id}`: the task's status, attempts, ports, usage, build, and its logs.
 pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) -> String {
+    let mut body = format!(
+        "<p><a href=\"/\">all tasks</a></p>\n<h1>{}</h1>\n",
+        escape(&t.task_id)
+    );
+    task_summary(&mut body, t);
+    attempts_table(&mut body, t);
+    log_view(&mut body, t, lines, tab);
+    let finished = TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished);
+    page(&t.task_id, if finished { 30 } else { 2 }, &body)
+}
+
+/// State, exit, times, usage, ports and build of the current attempt.
+fn task_summary(body: &mut String, t: &proto::TaskStatus) {
     let usage = t.resource_usage.unwrap_or_default();
     let state = short(t.state);
-    let mut body = format!(
-        "<p><a href=\"/\">all tasks</a></p>\n<h1>{}</h1>\n<table>\n\
+    let _ = write!(
+        body,
+        "<table>\n\
 <tr><th>state</th><td class=\"state {state}\">{}</td></tr>\n\
 <tr><th>job</th><td>{} (index {}/{})</td></tr>\n<tr><th>attempt</th><td>{}</td></tr>\n\
 <tr><th>exit</th><td>{}</td></tr>\n<tr><th>error</th><td>{}</td></tr>\n\
 <tr><th>message</th><td>{}</td></tr>\n<tr><th>started / finished</th><td>{} / {}</td></tr>\n\
 <tr><th>memory MB (peak)</th><td>{} ({})</td></tr>\n<tr><th>cpu millicores</th><td>{}</td></tr>\n\
 <tr><th>processes</th><td>{}</td></tr>\n<tr><th>disk MB</th><td>{}</td></tr>\n",
-        escape(&t.task_id),
         state_name(t.state),
         escape(&t.job_id),
         t.task_index,
@@ -197,8 +210,13 @@ pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) ->
             b.from_cache
         );
     }
+    body.push_str("</table>\n");
+}
+
+/// Every attempt of the task, oldest first.
+fn attempts_table(body: &mut String, t: &proto::TaskStatus) {
     body.push_str(
-        "</table>\n<h2>attempts</h2>\n<table>\n<tr><th>attempt</th><th>state</th>\
+        "<h2>attempts</h2>\n<table>\n<tr><th>attempt</th><th>state</th>\
 <th>exit</th><th>started</th><th>finished</th><th>error</th></tr>\n",
     );
     for a in &t.attempts {
@@ -213,7 +231,12 @@ pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) ->
             escape(&a.error)
         );
     }
-    body.push_str("</table>\n<h2>logs</h2>\n<nav>");
+    body.push_str("</table>\n");
+}
+
+/// The source tabs and the newest lines of the chosen source.
+fn log_view(body: &mut String, t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) {
+    body.push_str("<h2>logs</h2>\n<nav>");
     let base = format!("/task/{}", url_path(&t.task_id));
     let _ = write!(body, "<a href=\"{base}\">all</a>");
     for source in [LogSource::Stdout, LogSource::Stderr, LogSource::Build] {
@@ -235,8 +258,6 @@ pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) ->
         );
     }
     body.push_str("</pre>\n");
-    let finished = TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished);
-    page(&t.task_id, if finished { 30 } else { 2 }, &body)
 }
 
 #[cfg(test)]

@@ -33,6 +33,23 @@ impl Default for CallDeadlines {
     }
 }
 
+impl CallDeadlines {
+    /// The longest of them: a call an engine swallowed has ended by then.
+    pub fn longest(&self) -> Duration {
+        [
+            self.prepare,
+            self.fetch,
+            self.build,
+            self.start,
+            self.signal,
+            self.remove,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+    }
+}
+
 pub(super) const REMOVE_RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// As often as SIGKILL repeats: once the engine answers again, a container being removed is gone
 /// within a call deadline plus this.
