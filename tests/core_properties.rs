@@ -22,6 +22,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), prop::bool::weighted(0.6)).prop_map(|(pick, ack)| Op::Report { pick, ack }),
         1 => (any::<bool>(), prop::bool::weighted(0.15)).prop_map(|(accept, reset)| Op::Register { accept, reset }),
         1 => (0..TASKS, 0..3i32, 0..8u8).prop_map(|(task, attempt, kind)| Op::Stray { task, attempt, kind }),
+        1 => any::<bool>().prop_map(|over| Op::Disk { over }),
     ]
 }
 

@@ -391,3 +391,107 @@ fn leftover_container_is_removed_before_the_lost_report() {
     assert_eq!(reports(&h.effects), vec![TaskState::WorkerFailed]);
     assert_eq!(h.state("job/task-0"), TaskState::WorkerFailed);
 }
+
+fn retention_harness() -> Harness {
+    let mut h = Harness::new(CoreConfig {
+        heartbeat_interval_ms: 1_000_000,
+        retention: Retention {
+            finished_tasks_max: 2,
+            finished_for_ms: 60_000,
+            ..Retention::default()
+        },
+        ..config()
+    });
+    h.event(Event::RegisterAccepted {
+        should_reset: false,
+    });
+    h
+}
+
+/// Runs a task to its exit at `at_ms`, leaving its reports unanswered.
+fn finish_unreported(h: &mut Harness, task_id: &str, at_ms: u64) {
+    h.submit(spec(task_id, 0)).unwrap();
+    let attempt = key(task_id, 0);
+    h.start(&attempt);
+    h.now = at_ms;
+    h.event(Event::Exited {
+        attempt,
+        status: ExitStatus::code(0),
+    });
+}
+
+fn known(h: &Harness, task_id: &str) -> bool {
+    h.core.get_task(&TaskId::new(task_id).unwrap()).is_some()
+}
+
+/// Count, then age: the oldest settled task goes first, an unacknowledged one never, and what
+/// goes is journaled removed before its files are deleted.
+#[test]
+fn trace_retention_by_count_and_age() {
+    let mut h = retention_harness();
+    for (i, at) in [(0, 1_000), (1, 2_000), (2, 3_000)] {
+        finish_unreported(&mut h, &format!("job/task-{i}"), at);
+        h.ack_reports();
+    }
+    assert!(!known(&h, "job/task-0"), "the oldest of three went");
+    assert!(known(&h, "job/task-1") && known(&h, "job/task-2"));
+    // Its reports never answered, task-3 stays whatever the limits say.
+    finish_unreported(&mut h, "job/task-3", 4_000);
+    h.advance(200_000);
+    assert!(
+        !known(&h, "job/task-1") && !known(&h, "job/task-2"),
+        "aged out"
+    );
+    assert!(known(&h, "job/task-3"), "unacknowledged: kept");
+    h.now = 300_000;
+    h.ack_reports();
+    h.advance(300_000);
+    assert!(!known(&h, "job/task-3"), "acked and past its age: gone");
+    insta::assert_snapshot!(h.render());
+}
+
+#[test]
+fn a_full_disk_removes_the_oldest_settled_tasks_first() {
+    let mut h = Harness::new(CoreConfig {
+        retention: Retention {
+            finished_tasks_max: 100,
+            ..Retention::default()
+        },
+        controller_address: None,
+        ..config()
+    });
+    for i in 0..20 {
+        finish_unreported(&mut h, &format!("job/task-{i:02}"), 1_000 + i);
+    }
+    h.event(Event::DiskUsage {
+        bytes_percent: 50,
+        inodes_percent: 79,
+    });
+    assert_eq!(h.core.list_tasks().len(), 20, "under the thresholds");
+    h.event(Event::DiskUsage {
+        bytes_percent: 95,
+        inodes_percent: 10,
+    });
+    // A tenth per measurement, oldest first.
+    assert!(!known(&h, "job/task-00") && !known(&h, "job/task-01"));
+    assert!(known(&h, "job/task-02"));
+    h.event(Event::DiskUsage {
+        bytes_percent: 10,
+        inodes_percent: 81,
+    });
+    assert!(!known(&h, "job/task-02") && known(&h, "job/task-03"));
+    let reasons: Vec<&Effect> = h
+        .effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::RemoveTask {
+                    reason: RemovalReason::Disk,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3);
+}

@@ -213,6 +213,9 @@ pub struct Plan {
     pub shape: Shape,
     pub jobs: Vec<JobPlan>,
     pub faults: Vec<Fault>,
+    /// Finished tasks each worker keeps: small in some seeds, so retention removes tasks while
+    /// others run, reports wait and faults strike.
+    pub retain_finished_tasks: Option<usize>,
 }
 
 impl Plan {
@@ -244,11 +247,14 @@ impl Plan {
             });
         }
         faults.sort_by_key(|f| (f.start_ms, f.end_ms));
+        let mut retention = Rng::fork(seed, "retention");
+        let retain_finished_tasks = retention.chance(30).then(|| retention.range(1, 4) as usize);
         Plan {
             seed,
             shape,
             jobs,
             faults,
+            retain_finished_tasks,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iris_worker::core::{CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
+use iris_worker::core::{CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::worker_service_server::WorkerServiceServer;
 use iris_worker::shell::assemble::{WorkerSetup, assemble};
@@ -57,6 +57,13 @@ fn config(shared: &Shared, worker: usize) -> CoreConfig {
         advertise_host: name,
         flavour: RuntimeFlavour::Docker,
         port_range: first..=first + shape.ports_per_worker - 1,
+        retention: Retention {
+            finished_tasks_max: shared
+                .plan
+                .retain_finished_tasks
+                .unwrap_or(Retention::default().finished_tasks_max),
+            ..Retention::default()
+        },
         #[cfg(feature = "planted")]
         planted: shared.variant.planted,
         ..CoreConfig::default()
@@ -96,6 +103,8 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
         controller: Some(controller),
         deadlines: deadlines(),
+        // The host's disk is not the simulation's: no measurement, so runs replay.
+        disk_sample_every: None,
     };
     let runtime_shared = shared.clone();
     let worker_parts = assemble(setup, |live| async move {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use iris_worker::core::{AttemptKey, LogFilter, LogLimits, LogSource, TaskState};
 use iris_worker::shell::logstore::{LogStore, LogStoreConfig};
 
+use crate::db::CtlTask;
 use crate::plan::{Fault, FaultKind, Node, Plan, Shape};
 use crate::rng::Rng;
 use crate::shared::{Shared, Variant, lock};
@@ -295,6 +296,13 @@ fn unsettled(shared: &Shared) -> Option<String> {
                 continue;
             };
             let expected = (*attempt_id, a.terminal.expect("done"));
+            // Retention may have removed it, and only once every report of it had landed.
+            if listing.get(task_id).is_none()
+                && shared.plan.retain_finished_tasks.is_some()
+                && reported_on(task, w)
+            {
+                continue;
+            }
             if listing.get(task_id) != Some(&expected) {
                 return Some(format!(
                     "worker-{w} says {task_id} is {:?}, the controller {expected:?}",
@@ -339,6 +347,9 @@ fn check_logs(shared: &Shared) {
         });
         let printed = shared.machine(w).removed_output.clone();
         for (key, output) in printed {
+            if removed_by_retention(shared, w, &key) {
+                continue;
+            }
             let lines = match store.fetch(&key, &LogFilter::default()) {
                 Ok(lines) => lines,
                 Err(e) => {
@@ -372,6 +383,9 @@ fn check_logs(shared: &Shared) {
 fn check_served(shared: &Shared, w: usize, store: &LogStore) {
     let served = lock(&shared.served).clone();
     for ((_, key), lines) in served.iter().filter(|((worker, _), _)| *worker == w) {
+        if removed_by_retention(shared, w, key) {
+            continue;
+        }
         let on_disk: BTreeMap<i64, String> = store
             .fetch(key, &LogFilter::default())
             .unwrap_or_default()
@@ -480,4 +494,36 @@ pub fn run_seed(seed: u64, shape: Shape, variant: Variant) -> Outcome {
 /// The longest call deadline of a simulated worker: a call an engine swallowed ends by then.
 fn stuck_call_ms() -> u64 {
     crate::worker::deadlines().longest().as_millis() as u64
+}
+
+/// Whether every attempt of a task on worker `w` had its terminal report land at the controller:
+/// only then may retention remove the task.
+fn reported_on(task: &CtlTask, w: usize) -> bool {
+    task.attempts
+        .values()
+        .filter(|a| a.worker == w)
+        .all(|a| a.terminal.is_some())
+}
+
+/// An attempt's log is gone from disk because retention removed its task. A log file missing
+/// for any other reason (or before the reports landed) is still a violation.
+fn removed_by_retention(shared: &Shared, w: usize, key: &AttemptKey) -> bool {
+    let log = shared.cache_dirs[w]
+        .join("logs")
+        .join(format!("{}.log", key.file_stem()));
+    if log.exists() || shared.plan.retain_finished_tasks.is_none() {
+        return false;
+    }
+    let db = lock(&shared.db);
+    let reported = db
+        .tasks
+        .get(key.task_id.as_str())
+        .is_some_and(|task| reported_on(task, w));
+    if !reported {
+        drop(db);
+        shared.violation(format!(
+            "worker-{w}: the log of {key} is gone before the controller had its reports"
+        ));
+    }
+    true
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::core::LogLimits;
+use crate::core::{LogLimits, Retention};
 use crate::shell::serve::ServeOptions;
 
 #[derive(Parser, Debug)]
@@ -175,6 +175,17 @@ pub struct ServeArgs {
     /// default signal actions; `--container-init=false` for images with their own init.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub container_init: bool,
+    /// Finished tasks kept (their status and logs); the oldest go first. A task goes only once
+    /// the controller has acknowledged its terminal report.
+    #[arg(long, default_value_t = 1_000)]
+    pub retain_finished_tasks: usize,
+    /// How long a finished task is kept (e.g. 24h, 90m, 7d).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retain_finished_for: Duration,
+    /// Above this share of the cache dir's file system in use (bytes or inodes, in percent),
+    /// the oldest finished tasks go early.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub retain_disk_percent: u8,
 }
 
 impl ServeArgs {
@@ -211,6 +222,13 @@ impl ServeArgs {
             default_image: self.default_image.clone(),
             preserve_containers_on_stop: self.preserve_containers_on_stop,
             container_init: self.container_init,
+            retention: Retention {
+                finished_tasks_max: self.retain_finished_tasks,
+                finished_for_ms: u64::try_from(self.retain_finished_for.as_millis())
+                    .unwrap_or(u64::MAX),
+                disk_used_percent_max: self.retain_disk_percent,
+                inodes_used_percent_max: self.retain_disk_percent,
+            },
         })
     }
 }

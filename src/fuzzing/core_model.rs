@@ -9,10 +9,16 @@ use crate::core::*;
 use crate::fixtures::key;
 use crate::requests::command_request as request;
 
-/// Few ports, so attempts compete for them.
+/// Few ports, so attempts compete for them; a small retention, so tasks are removed while others
+/// run and their reports wait.
 fn config() -> CoreConfig {
     CoreConfig {
         port_range: 30000..=30007,
+        retention: Retention {
+            finished_tasks_max: 2,
+            finished_for_ms: 60_000,
+            ..Retention::default()
+        },
         ..crate::fixtures::config()
     }
 }
@@ -64,6 +70,10 @@ pub enum Op {
         accept: bool,
         reset: bool,
     },
+    /// The shell's measurement of the cache dir: over the retention threshold or not.
+    Disk {
+        over: bool,
+    },
     Stray {
         task: usize,
         attempt: i32,
@@ -91,6 +101,7 @@ struct Seen {
     terminal_acked: bool,
     /// The journal entries of the attempt, in the order the core emitted them.
     journal: Vec<&'static str>,
+    finished_at: Option<u64>,
 }
 
 /// The runtime and controller as the core sees them, plus the checker.
@@ -104,6 +115,9 @@ struct World {
     /// RemoveContainer calls not yet answered; answered when time passes.
     removals: BTreeSet<AttemptKey>,
     seen: BTreeMap<AttemptKey, Seen>,
+    /// Tasks retention removed, and the newest attempt each had then. The controller never
+    /// sends such an attempt again.
+    removed: BTreeMap<TaskId, i32>,
     trace: Vec<(u64, Effect)>,
 }
 
@@ -118,6 +132,7 @@ impl World {
             register_in_flight: false,
             removals: BTreeSet::new(),
             seen: BTreeMap::new(),
+            removed: BTreeMap::new(),
             trace: Vec::new(),
         }
     }
@@ -151,6 +166,14 @@ impl World {
                 req.timeout_seconds = timeout_s;
                 if bundle {
                     req.bundle_gcs_path = "file:///b.zip".into();
+                }
+                let id = TaskId::new(task_name(task)).unwrap();
+                if self
+                    .removed
+                    .get(&id)
+                    .is_some_and(|newest| attempt <= *newest)
+                {
+                    return;
                 }
                 let previous = self.current(task);
                 let result = self
@@ -262,6 +285,13 @@ impl World {
                     };
                     self.core.handle(self.now, event);
                 }
+            }
+            Op::Disk { over } => {
+                let event = Event::DiskUsage {
+                    bytes_percent: if over { 95 } else { 10 },
+                    inodes_percent: 10,
+                };
+                self.core.handle(self.now, event);
             }
             Op::Stray {
                 task,
@@ -390,6 +420,9 @@ impl World {
     fn collect(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
             self.trace.push((self.now, effect.clone()));
+            if std::env::var_os("MODEL_TRACE").is_some() {
+                eprintln!("{:>6} {effect}", self.now);
+            }
             self.observe(effect);
         }
     }
@@ -397,6 +430,7 @@ impl World {
     fn observe(&mut self, effect: Effect) {
         let now = self.now;
         self.check_journal_order(&effect);
+        self.check_removal(&effect);
         match &effect {
             Effect::PrepareWorkdir { .. }
             | Effect::FetchBundle { .. }
@@ -485,7 +519,8 @@ impl World {
             Effect::CancelBuild { .. }
             | Effect::ReleaseResources { .. }
             | Effect::WriteLog { .. }
-            | Effect::Journal(_) => {}
+            | Effect::Journal(_)
+            | Effect::RemoveTask { .. } => {}
         }
     }
 
@@ -507,6 +542,7 @@ impl World {
                     );
                     ("report_acked", Some("finished"))
                 }
+                JournalEntry::Removed { .. } => ("removed", Some("report_acked")),
             };
             assert!(
                 !seen.journal.contains(&name),
@@ -538,6 +574,66 @@ impl World {
             journaled.is_some_and(|j| j.contains(&needs)),
             "{attempt}: {effect} before the journal had it {needs}"
         );
+    }
+
+    /// Retention removes only settled tasks (every attempt finished, its terminal report acked)
+    /// and, once it has, nothing of the task is ever reported or run again.
+    fn check_removal(&mut self, effect: &Effect) {
+        if let Effect::RemoveTask {
+            task_id, attempts, ..
+        } = effect
+        {
+            for attempt in attempts {
+                let seen = self.seen.get(attempt);
+                assert!(
+                    seen.is_some_and(|s| s.terminal_acked && !self.alive.contains(attempt)),
+                    "{attempt}: removed before its terminal report was acknowledged"
+                );
+            }
+            let newest = attempts.iter().map(|a| a.attempt_id).max().unwrap_or(0);
+            self.removed.insert(task_id.clone(), newest);
+            self.check_oldest_first(attempts);
+            return;
+        }
+        let attempt = match effect {
+            Effect::ReportTaskState { report, .. } => key(&report.task_id, report.attempt_id),
+            Effect::Journal(entry) if !matches!(entry, JournalEntry::Removed { .. }) => {
+                entry.attempt()
+            }
+            other => match other.attempt() {
+                Some(attempt) => attempt.clone(),
+                None => return,
+            },
+        };
+        let removed = self.removed.get(&attempt.task_id);
+        assert!(
+            removed.is_none_or(|newest| attempt.attempt_id > *newest),
+            "{attempt}: {effect} after its task was removed"
+        );
+    }
+
+    /// No settled task the core still keeps finished before one it removed.
+    fn check_oldest_first(&self, removed: &[AttemptKey]) {
+        let finished = |key: &AttemptKey| self.seen.get(key).and_then(|s| s.finished_at);
+        let Some(removed_at) = removed.iter().filter_map(finished).max() else {
+            return;
+        };
+        for t in 0..TASKS {
+            let id = TaskId::new(task_name(t)).unwrap();
+            let attempts = self.core.task_attempts(&id);
+            let settled = !attempts.is_empty()
+                && attempts.iter().all(|a| {
+                    let k = key(a.task_id.as_str(), a.attempt_id);
+                    a.is_finished() && self.seen.get(&k).is_some_and(|s| s.terminal_acked)
+                });
+            let kept_at = attempts.iter().filter_map(|a| a.finished_at_ms).max();
+            if let (true, Some(kept_at)) = (settled, kept_at) {
+                assert!(
+                    kept_at >= removed_at,
+                    "{id} (finished at {kept_at}) kept while {removed:?} (at {removed_at}) went"
+                );
+            }
+        }
     }
 
     /// Checks the per-attempt history against the core's state.
@@ -572,6 +668,7 @@ impl World {
             }
             seen.state = Some(task.state);
             seen.started_at = task.started_at_ms;
+            seen.finished_at = task.finished_at_ms;
         }
     }
 

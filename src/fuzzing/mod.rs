@@ -55,7 +55,7 @@ impl Bytes<'_> {
 
 fn decode_op(b: &mut Bytes<'_>) -> Op {
     let task = usize::from(b.u8()) % TASKS;
-    match b.u8() % 11 {
+    match b.u8() % 12 {
         0 => Op::Submit {
             task,
             attempt: i32::from(b.u8() % 3),
@@ -95,6 +95,9 @@ fn decode_op(b: &mut Bytes<'_>) -> Op {
         9 => Op::Register {
             accept: b.u8() & 1 == 1,
             reset: b.u8().is_multiple_of(7),
+        },
+        10 => Op::Disk {
+            over: b.u8() & 1 == 1,
         },
         _ => Op::Stray {
             task,

@@ -17,6 +17,7 @@ use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverPar
 use crate::shell::journal::{Journal, Recovered};
 use crate::shell::logstore::{LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
+use crate::shell::retention::sweep_orphans;
 use crate::shell::runtime::Runtime;
 use crate::shell::service::WorkerService;
 
@@ -29,6 +30,8 @@ pub struct WorkerSetup {
     pub clock: Clock,
     pub controller: Option<ControllerClient>,
     pub deadlines: CallDeadlines,
+    /// How often the cache dir's file system is measured for retention (`None`: never).
+    pub disk_sample_every: Option<std::time::Duration>,
 }
 
 pub struct AssembledWorker {
@@ -81,8 +84,14 @@ where
         ingested: metrics.log_bytes.clone(),
         planted_buffering,
     });
-    let (journal, recovered) = Journal::open(&setup.cache_dir, setup.controller.is_some())
-        .context("opening the journal")?;
+    let (journal, recovered) = Journal::open(&setup.cache_dir).context("opening the journal")?;
+    // Files of attempts the journal does not hold: a crash between a removal's tombstone and
+    // the deletion of its files, or files from outside.
+    let orphans =
+        sweep_orphans(&setup.cache_dir, journal.attempts()).context("sweeping the cache dir")?;
+    if orphans > 0 {
+        tracing::info!(orphans, "removed files no attempt owns");
+    }
     let live = adoptable(&recovered);
     let (runtime, adoptable) = make_runtime(live).await?;
     let (adopted, recovered): (Vec<_>, Vec<_>) = recovered.into_iter().partition(|r| {
@@ -97,6 +106,7 @@ where
         clock: setup.clock,
         deadlines: setup.deadlines,
         metrics: metrics.clone(),
+        disk_sample_every: setup.disk_sample_every,
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);

@@ -5,8 +5,11 @@
 //! wins. A restarted worker reads it back so no attempt is silently forgotten.
 //!
 //! Records are trimmed: no env values (they may hold secrets) and no entrypoint payload, only
-//! what recovery needs. The file is compacted at start-up and whenever it has grown well past
-//! the live set; finished, reported attempts beyond `FINISHED_KEPT_MAX` are dropped then.
+//! what recovery needs. A task that retention removed leaves a tombstone per attempt, so a
+//! restart does not bring it back. The file is compacted at start-up and whenever it has grown
+//! past a size bound: the live and retained attempts are written to a new file, which is
+//! fsynced, renamed over the old one, and the directory fsynced; a crash at any moment leaves
+//! the old journal or the new one, both whole.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -23,8 +26,10 @@ use crate::core::{
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
 
-/// Finished attempts whose reports landed, kept for `GetTaskStatus` after a restart.
-pub const FINISHED_KEPT_MAX: usize = 10_000;
+/// The journal is compacted once it is this much larger than after its last compaction (and
+/// at least `COMPACT_MIN_BYTES`), so appends stay amortised O(1).
+const COMPACT_GROWTH: u64 = 4;
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
 /// What replay yields: each attempt found, or why a record could not be used.
 pub type Recovered = Vec<Result<RecoveredAttempt, String>>;
@@ -33,9 +38,9 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: BTreeMap<AttemptKey, AttemptRecord>,
-    appended_since_compaction: usize,
-    /// Without a controller there is nothing to acknowledge: finished is settled.
-    reports_expected: bool,
+    /// The file's size, and what it was right after the last compaction.
+    bytes: u64,
+    compacted_bytes: u64,
 }
 
 fn key_of(record: &AttemptRecord) -> Option<AttemptKey> {
@@ -76,9 +81,11 @@ fn trimmed(spec: &TaskSpec) -> proto::worker::RunTaskRequest {
 impl Journal {
     /// Opens the journal, compacting what is there. Returns it with the recovered attempts and
     /// a description of every record it could not use.
-    pub fn open(cache_dir: &Path, reports_expected: bool) -> io::Result<(Journal, Recovered)> {
+    pub fn open(cache_dir: &Path) -> io::Result<(Journal, Recovered)> {
         fs::create_dir_all(cache_dir)?;
         let path = cache_dir.join("journal.log");
+        // A compaction a crash cut short left its new file unrenamed: the old one is whole.
+        let _ = fs::remove_file(tmp_path(&path));
         let (records, mut problems) = read_records(&path)?;
         let recovered = records.values().map(recover).collect::<Vec<_>>();
         problems.extend(recovered);
@@ -87,22 +94,53 @@ impl Journal {
             path,
             file,
             records,
-            appended_since_compaction: 0,
-            reports_expected,
+            bytes: 0,
+            compacted_bytes: 0,
         };
         journal.compact()?;
         Ok((journal, problems))
     }
 
-    fn append(&mut self, key: AttemptKey, record: AttemptRecord) -> io::Result<()> {
-        self.file
-            .write_all(&record.encode_length_delimited_to_vec())?;
-        self.records.insert(key, record);
-        self.appended_since_compaction += 1;
-        if self.appended_since_compaction > 2 * self.records.len() + 1000 {
+    /// The attempts the journal holds (live, finished, retained).
+    pub fn attempts(&self) -> impl Iterator<Item = &AttemptKey> {
+        self.records.keys()
+    }
+
+    /// The file's size now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn write_record(&mut self, record: &AttemptRecord) -> io::Result<()> {
+        // One `write` per record: what was written survives a crash of the process.
+        let bytes = record.encode_length_delimited_to_vec();
+        self.file.write_all(&bytes)?;
+        self.bytes += bytes.len() as u64;
+        let bound = (COMPACT_GROWTH * self.compacted_bytes).max(COMPACT_MIN_BYTES);
+        if self.bytes > bound {
             self.compact()?;
         }
         Ok(())
+    }
+
+    fn append(&mut self, key: AttemptKey, record: AttemptRecord) -> io::Result<()> {
+        self.records.insert(key, record.clone());
+        self.write_record(&record)
+    }
+
+    /// Forgets an attempt: a tombstone, so replay drops every earlier record of it.
+    fn tombstone(&mut self, key: &AttemptKey) -> io::Result<()> {
+        self.records.remove(key);
+        let record = AttemptRecord {
+            request: Some(proto::worker::RunTaskRequest {
+                task_id: key.task_id.to_string(),
+                attempt_id: key.attempt_id,
+                ..Default::default()
+            }),
+            removed: true,
+            ..AttemptRecord::default()
+        };
+        self.write_record(&record)
     }
 
     fn update(
@@ -164,42 +202,57 @@ impl Journal {
             JournalEntry::ReportAcked { attempt } => {
                 self.update(attempt, |record| record.report_acked = true)
             }
+            JournalEntry::Removed { attempt } => self.tombstone(attempt),
         }
     }
 
-    fn settled(&self, record: &AttemptRecord) -> bool {
-        let finished = TaskState::from_proto(record.state).is_some_and(is_task_finished);
-        finished && (record.report_acked || !self.reports_expected)
-    }
-
-    /// Rewrites the file with one record per attempt, dropping the oldest settled ones past the
-    /// retention limit. Write-then-rename: a crash leaves the old file or the new.
+    /// Rewrites the file with one record per attempt it holds.
     fn compact(&mut self) -> io::Result<()> {
-        let settled: Vec<(i64, AttemptKey)> = self
-            .records
-            .iter()
-            .filter(|(_, r)| self.settled(r))
-            .map(|(k, r)| (r.finished_at_ms, k.clone()))
-            .collect();
-        if settled.len() > FINISHED_KEPT_MAX {
-            let mut by_age = settled;
-            by_age.sort();
-            for (_, key) in by_age.iter().take(by_age.len() - FINISHED_KEPT_MAX) {
-                self.records.remove(key);
-            }
-        }
-        let tmp = self.path.with_extension("log.tmp");
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        self.compact_until(None)
+    }
+
+    /// The compaction, stoppable at a crash point (tests): write the new file, fsync it, rename
+    /// it over the old one, fsync the directory.
+    fn compact_until(&mut self, crash: Option<CrashPoint>) -> io::Result<()> {
+        let tmp = tmp_path(&self.path);
+        let mut bytes = Vec::new();
         for record in self.records.values() {
-            out.write_all(&record.encode_length_delimited_to_vec())?;
+            bytes.extend_from_slice(&record.encode_length_delimited_to_vec());
         }
-        out.flush()?;
-        drop(out);
+        let mut file = File::create(&tmp)?;
+        if let Some(CrashPoint::Writing(n)) = crash {
+            file.write_all(&bytes[..n.min(bytes.len())])?;
+            return Ok(());
+        }
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        if crash == Some(CrashPoint::BeforeRename) {
+            return Ok(());
+        }
         fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.appended_since_compaction = 0;
+        self.bytes = bytes.len() as u64;
+        self.compacted_bytes = self.bytes;
         Ok(())
     }
+}
+
+/// Where a simulated crash stops a compaction (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum CrashPoint {
+    /// After this many bytes of the new file.
+    Writing(usize),
+    /// The new file is whole and synced, not yet renamed.
+    BeforeRename,
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension("log.tmp")
 }
 
 /// Reads every record; a torn record at the end (a crash mid-write) ends the read.
@@ -215,6 +268,9 @@ fn read_records(path: &Path) -> io::Result<(BTreeMap<AttemptKey, AttemptRecord>,
     while !rest.is_empty() {
         match AttemptRecord::decode_length_delimited(&mut rest) {
             Ok(record) => match key_of(&record) {
+                Some(key) if record.removed => {
+                    records.remove(&key);
+                }
                 Some(key) => {
                     records.insert(key, record);
                 }
@@ -303,7 +359,7 @@ mod tests {
     fn replays_live_finished_and_torn_records() {
         let dir = std::env::temp_dir().join(format!("iris-journal-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let (mut journal, found) = Journal::open(&dir, true).unwrap();
+        let (mut journal, found) = Journal::open(&dir).unwrap();
         assert!(found.is_empty());
         let live = spec("job/task-0", 0);
         let done = spec("job/task-1", 3);
@@ -336,7 +392,7 @@ mod tests {
             "arguments never reach disk"
         );
 
-        let (_, found) = Journal::open(&dir, true).unwrap();
+        let (_, found) = Journal::open(&dir).unwrap();
         let ok: Vec<_> = found.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(
             found.iter().filter(|r| r.is_err()).count(),
@@ -358,7 +414,7 @@ mod tests {
     fn a_live_attempt_keeps_its_start_time_across_a_restart() {
         let dir = std::env::temp_dir().join(format!("iris-journal-start-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let (mut journal, _) = Journal::open(&dir, true).unwrap();
+        let (mut journal, _) = Journal::open(&dir).unwrap();
         let spec = spec("job/task-0", 0);
         journal.record(&accepted(&spec)).unwrap();
         journal
@@ -368,11 +424,80 @@ mod tests {
             })
             .unwrap();
         drop(journal);
-        let (_, found) = Journal::open(&dir, true).unwrap();
+        let (_, found) = Journal::open(&dir).unwrap();
         let record = found[0].as_ref().unwrap();
         assert!(record.outcome.is_none());
         assert_eq!(record.started_at_ms, Some(1_234));
         assert_eq!(record.submitted_at_ms, 5);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// What a restart would recover: each attempt's key and outcome.
+    fn recovered(dir: &Path) -> Vec<(AttemptKey, Option<TaskState>, bool)> {
+        let (_, found) = Journal::open(dir).unwrap();
+        found
+            .into_iter()
+            .map(|r| {
+                let r = r.expect("every record whole");
+                let outcome = r.outcome.as_ref();
+                (
+                    r.spec.attempt_key(),
+                    outcome.map(|o| o.state),
+                    outcome.is_some_and(|o| o.report_acked),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_compaction_leaves_a_whole_journal() {
+        let dir = std::env::temp_dir().join(format!("iris-journal-crash-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut journal, _) = Journal::open(&dir).unwrap();
+        for i in 0..40 {
+            let spec = spec(&format!("job/task-{i}"), i % 3);
+            let attempt = spec.attempt_key();
+            journal.record(&accepted(&spec)).unwrap();
+            if i % 4 == 0 {
+                continue; // live
+            }
+            journal
+                .record(&JournalEntry::Finished {
+                    attempt: attempt.clone(),
+                    state: TaskState::Succeeded,
+                    exit: ExitStatus::code(0),
+                    error: None,
+                    started_at_ms: Some(6),
+                    finished_at_ms: 9,
+                })
+                .unwrap();
+            if i % 4 >= 2 {
+                journal
+                    .record(&JournalEntry::ReportAcked {
+                        attempt: attempt.clone(),
+                    })
+                    .unwrap();
+            }
+            if i % 4 == 3 {
+                journal.record(&JournalEntry::Removed { attempt }).unwrap();
+            }
+        }
+        let before = recovered(&dir);
+        assert_eq!(before.len(), 30, "ten removed: {before:?}");
+        let (mut journal, _) = Journal::open(&dir).unwrap();
+        let size = journal.bytes() as usize;
+        // A few dozen kill points across the new file, and one after it is whole.
+        let mut points: Vec<CrashPoint> = (0..36)
+            .map(|k| CrashPoint::Writing(k * size / 35))
+            .collect();
+        points.push(CrashPoint::BeforeRename);
+        for point in points {
+            journal.compact_until(Some(point)).unwrap();
+            assert_eq!(recovered(&dir), before, "crash at {point:?}");
+            journal = Journal::open(&dir).unwrap().0;
+        }
+        journal.compact().unwrap();
+        assert_eq!(recovered(&dir), before, "after a whole compaction");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -28,6 +28,12 @@ pub struct MethodLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `count`, `age` or `disk`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabel {
     pub call: String,
 }
@@ -50,6 +56,12 @@ pub struct Metrics {
     pub runtime_latency: Latencies<CallLabel>,
     pub runtime_errors: Family<CallLabel, Counter>,
     pub log_bytes: Counter,
+    pub tasks_removed: Family<ReasonLabel, Counter>,
+    pub cache_fs_used_bytes: Gauge,
+    pub cache_fs_used_inodes: Gauge,
+    pub cache_fs_used_percent: Gauge,
+    pub journal_bytes: Gauge,
+    pub stats_samples_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -72,6 +84,12 @@ impl Metrics {
             runtime_latency: Family::new_with_constructor(latency_histogram),
             runtime_errors: Family::default(),
             log_bytes: Counter::default(),
+            tasks_removed: Family::default(),
+            cache_fs_used_bytes: Gauge::default(),
+            cache_fs_used_inodes: Gauge::default(),
+            cache_fs_used_percent: Gauge::default(),
+            journal_bytes: Gauge::default(),
+            stats_samples_dropped: Counter::default(),
         };
         registry.register("tasks", "Tasks by current state", m.tasks.clone());
         registry.register(
@@ -113,6 +131,36 @@ impl Metrics {
             "log_bytes_ingested",
             "Bytes of task output taken into the logs",
             m.log_bytes.clone(),
+        );
+        registry.register(
+            "tasks_removed",
+            "Finished tasks retention removed, by reason (count, age, disk)",
+            m.tasks_removed.clone(),
+        );
+        registry.register(
+            "cache_fs_used_bytes",
+            "Bytes in use on the cache dir's file system",
+            m.cache_fs_used_bytes.clone(),
+        );
+        registry.register(
+            "cache_fs_used_inodes",
+            "Inodes in use on the cache dir's file system",
+            m.cache_fs_used_inodes.clone(),
+        );
+        registry.register(
+            "cache_fs_used_percent",
+            "Share of the cache dir's file system in use, bytes or inodes, whichever is higher",
+            m.cache_fs_used_percent.clone(),
+        );
+        registry.register(
+            "journal_bytes",
+            "Size of the journal file",
+            m.journal_bytes.clone(),
+        );
+        registry.register(
+            "stats_samples_dropped",
+            "Resource samples dropped because the driver had not taken the previous ones",
+            m.stats_samples_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -15,6 +15,7 @@ pub mod output_mark;
 pub mod probe;
 pub mod process;
 pub mod procstats;
+pub mod retention;
 pub mod runtime;
 pub mod runtime_error;
 pub mod serve;

@@ -27,12 +27,26 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The driver's two inboxes. Outcomes (a call's answer, a start, an exit) go to an unbounded
+/// channel: each is one message per call in flight or per attempt step, so the calls in flight
+/// (bounded by the live attempts) bound it. Resource samples go to a bounded one and are dropped
+/// when it is full (the driver has not taken the previous ones); the peak travels with the next
+/// sample, so a dropped sample loses no peak.
+#[derive(Clone)]
+pub struct DriverInbox {
+    pub events: mpsc::UnboundedSender<Event>,
+    pub stats: mpsc::Sender<Event>,
+    pub stats_dropped: prometheus_client::metrics::counter::Counter,
+}
+
 /// How a started attempt talks back: log lines straight to the log store, everything else to
 /// the driver as events. Cheap to clone.
 #[derive(Clone)]
 pub struct AttemptSink {
     pub attempt: AttemptKey,
-    events: mpsc::UnboundedSender<Event>,
+    inbox: DriverInbox,
+    /// The highest memory any sample of this sink saw.
+    peak_mb: std::sync::Arc<std::sync::atomic::AtomicI64>,
     log: AttemptLogHandle,
     /// Stamps the lines the runtime does not stamp itself: the worker's one clock, so a
     /// simulation's timestamps are simulated too.
@@ -49,16 +63,12 @@ fn text_of(line: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 impl AttemptSink {
-    pub fn new(
-        attempt: AttemptKey,
-        events: mpsc::UnboundedSender<Event>,
-        logs: &LogStore,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(attempt: AttemptKey, inbox: DriverInbox, logs: &LogStore, clock: Clock) -> Self {
         let log = logs.open(&attempt);
         AttemptSink {
             attempt,
-            events,
+            inbox,
+            peak_mb: Default::default(),
             log,
             clock,
         }
@@ -103,7 +113,7 @@ impl AttemptSink {
 
     fn send(&self, event: Event) {
         // The driver only goes away at shutdown, when nobody waits for this answer.
-        let _ = self.events.send(event);
+        let _ = self.inbox.events.send(event);
     }
 
     pub fn started(&self) {
@@ -120,10 +130,21 @@ impl AttemptSink {
     }
 
     pub fn stats(&self, usage: ResourceUsage) {
-        self.send(Event::Stats {
+        let sample_peak = usage.memory_peak_mb.max(usage.memory_mb);
+        let peak = self
+            .peak_mb
+            .fetch_max(sample_peak, std::sync::atomic::Ordering::Relaxed)
+            .max(sample_peak);
+        let event = Event::Stats {
             attempt: self.attempt.clone(),
-            usage,
-        });
+            usage: ResourceUsage {
+                memory_peak_mb: peak,
+                ..usage
+            },
+        };
+        if self.inbox.stats.try_send(event).is_err() {
+            self.inbox.stats_dropped.inc();
+        }
     }
 
     pub fn lost(&self, error: String) {

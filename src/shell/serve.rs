@@ -13,7 +13,7 @@ use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, RuntimeFlavour, WorkerIdentity};
+use crate::core::{AttemptKey, CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use crate::proto;
 use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
@@ -63,7 +63,11 @@ pub struct ServeOptions {
     pub preserve_containers_on_stop: bool,
     /// docker-init as PID 1 of every container (docker only).
     pub container_init: bool,
+    pub retention: Retention,
 }
+
+/// How often the cache dir's file system is measured for the retention thresholds.
+const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -165,6 +169,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
         controller: controller_client(&opts, &identity).await?,
         deadlines: CallDeadlines::default(),
+        disk_sample_every: Some(DISK_SAMPLE_EVERY),
     };
     let worker_id = identity.worker_id.clone();
     let worker = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
@@ -228,6 +233,7 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity) -> CoreConfig {
         port_range: opts.port_range.clone(),
         heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
         live_attempts_max: opts.live_attempts_max,
+        retention: opts.retention.clone(),
         ..CoreConfig::default()
     }
 }

@@ -4,6 +4,7 @@ use std::ops::RangeInclusive;
 
 use super::env::RuntimeFlavour;
 use super::planted::PlantedBug;
+use super::retention::Retention;
 use super::task::WorkerIdentity;
 
 pub const DEFAULT_TERM_TIMEOUT_MS: u64 = 5_000;
@@ -29,6 +30,8 @@ pub struct CoreConfig {
     pub start_tries_max: u32,
     /// Attempts alive at once; a submission beyond it is refused, never queued without bound.
     pub live_attempts_max: usize,
+    /// Which finished tasks are forgotten, and when.
+    pub retention: Retention,
     /// A deliberately broken behaviour, for the simulator only.
     #[cfg(feature = "planted")]
     pub planted: Option<PlantedBug>,
@@ -48,6 +51,7 @@ impl Default for CoreConfig {
             retry_backoff_max_ms: 5_000,
             start_tries_max: 3,
             live_attempts_max: 1024,
+            retention: Retention::default(),
             #[cfg(feature = "planted")]
             planted: None,
         }

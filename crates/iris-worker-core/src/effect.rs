@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::event::ExitStatus;
-use super::ids::AttemptKey;
+use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
+use super::retention::RemovalReason;
 use super::spec::{Resources, TaskSpec};
 use super::state::TaskState;
 use super::task::Task;
@@ -128,6 +129,8 @@ pub enum JournalEntry {
     },
     /// The controller acknowledged the attempt's terminal report.
     ReportAcked { attempt: AttemptKey },
+    /// Retention removed the attempt's task: a restart must not bring it back.
+    Removed { attempt: AttemptKey },
 }
 
 impl JournalEntry {
@@ -136,7 +139,8 @@ impl JournalEntry {
             JournalEntry::Accepted { spec, .. } => spec.attempt_key(),
             JournalEntry::Started { attempt, .. }
             | JournalEntry::Finished { attempt, .. }
-            | JournalEntry::ReportAcked { attempt } => attempt.clone(),
+            | JournalEntry::ReportAcked { attempt }
+            | JournalEntry::Removed { attempt } => attempt.clone(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl fmt::Display for JournalEntry {
                 ..
             } => write!(f, "finished {attempt} {state} at={finished_at_ms}"),
             JournalEntry::ReportAcked { attempt } => write!(f, "report_acked {attempt}"),
+            JournalEntry::Removed { attempt } => write!(f, "removed {attempt}"),
         }
     }
 }
@@ -213,6 +218,13 @@ pub enum Effect {
         source: LogSource,
         data: String,
     },
+    /// Retention forgot a settled task: delete its attempts' log files and whatever is left of
+    /// their workdirs. It answers NOT_FOUND from now on.
+    RemoveTask {
+        task_id: TaskId,
+        attempts: Vec<AttemptKey>,
+        reason: RemovalReason,
+    },
     /// Register with the controller, or heartbeat: the same call.
     RegisterWorker {
         running_task_ids: Vec<String>,
@@ -236,7 +248,7 @@ impl Effect {
             | Effect::ReleaseResources { attempt }
             | Effect::WriteLog { attempt, .. } => Some(attempt),
             Effect::StartContainer(spec) => Some(&spec.attempt),
-            Effect::Journal(_) => None,
+            Effect::Journal(_) | Effect::RemoveTask { .. } => None,
             Effect::RegisterWorker { .. } | Effect::ReportTaskState { .. } => None,
         }
     }
@@ -280,6 +292,18 @@ impl fmt::Display for Effect {
                 source,
                 data,
             } => write!(f, "write_log {attempt} {source} {data:?}"),
+            Effect::RemoveTask {
+                task_id,
+                attempts,
+                reason,
+            } => {
+                let ids: Vec<i32> = attempts.iter().map(|a| a.attempt_id).collect();
+                write!(
+                    f,
+                    "remove_task {task_id} attempts={ids:?} reason={}",
+                    reason.name()
+                )
+            }
             Effect::RegisterWorker { running_task_ids } => {
                 write!(f, "register_worker running={running_task_ids:?}")
             }

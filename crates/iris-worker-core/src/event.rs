@@ -79,6 +79,11 @@ pub enum Event {
         attempt: AttemptKey,
         usage: ResourceUsage,
     },
+    /// The shell's measurement of the cache dir's file system, in percent used.
+    DiskUsage {
+        bytes_percent: u8,
+        inodes_percent: u8,
+    },
     /// The runtime lost the attempt (engine died, container vanished): an infrastructure fault.
     RuntimeLost {
         attempt: AttemptKey,
@@ -155,6 +160,13 @@ impl std::fmt::Display for Event {
                 write!(f, "stats {attempt} mem={}MB", usage.memory_mb)
             }
             Event::RuntimeLost { attempt, error } => write!(f, "runtime_lost {attempt} {error:?}"),
+            Event::DiskUsage {
+                bytes_percent,
+                inodes_percent,
+            } => write!(
+                f,
+                "disk_usage bytes={bytes_percent}% inodes={inodes_percent}%"
+            ),
             Event::ContainerRemoved { attempt } => write!(f, "container_removed {attempt}"),
             Event::RegisterAccepted { should_reset } => {
                 write!(f, "register_accepted should_reset={should_reset}")

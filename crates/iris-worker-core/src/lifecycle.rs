@@ -203,7 +203,8 @@ impl WorkerCore {
             Event::RegisterAccepted { .. }
             | Event::RegisterFailed { .. }
             | Event::ReportAcked { .. }
-            | Event::ReportFailed { .. } => unreachable!("controller events are handled apart"),
+            | Event::ReportFailed { .. }
+            | Event::DiskUsage { .. } => unreachable!("worker-wide events are handled apart"),
         }
     }
 
@@ -684,6 +685,8 @@ impl WorkerCore {
         task.oom_killed = outcome.exit.oom_killed;
         task.status_message.clear();
         task.pending_reason.clear();
+        // A finished attempt keeps what it shows, not what it ran: no payload, no env values.
+        attempt.spec.forget_payload();
         let entry = JournalEntry::Finished {
             attempt: key.clone(),
             state: task.state,
@@ -706,6 +709,7 @@ impl WorkerCore {
             attempt: key.clone(),
         });
         self.report(key);
+        self.retention_due = true;
         self.begin_successor(&key.task_id);
     }
 

@@ -73,6 +73,8 @@ impl WorkerCore {
         task.finished_at_ms = Some(outcome.finished_at_ms);
         attempt.phase = Phase::Done;
         attempt.report_acked = outcome.report_acked;
+        attempt.spec.forget_payload();
+        self.retention_due = true;
         self.push_attempt(attempt);
         if !outcome.report_acked {
             self.report(&key);

@@ -85,6 +85,15 @@ impl TaskSpec {
         }
     }
 
+    /// Drops what only running needs (the entrypoint's payload, env values, packages), so a
+    /// finished attempt kept for months costs a few hundred bytes whatever it was sent.
+    pub fn forget_payload(&mut self) {
+        self.entrypoint = Entrypoint::Command(Vec::new());
+        self.environment.env_vars.clear();
+        self.environment.pip_packages.clear();
+        self.environment.extras.clear();
+    }
+
     pub fn from_request(req: &proto::worker::RunTaskRequest) -> Result<TaskSpec, ValidationError> {
         let task_id = TaskId::new(req.task_id.clone()).map_err(id_error("task_id"))?;
         let job_id = JobId::new(req.job_id.clone()).map_err(id_error("job_id"))?;

@@ -15,6 +15,8 @@ pub enum Timer {
     Escalate(AttemptKey),
     /// The attempt ran past its `timeout_seconds`.
     TaskTimeout(AttemptKey),
+    /// The oldest settled task reaches its retention age.
+    Retention,
 }
 
 #[derive(Debug, Default)]

@@ -67,6 +67,10 @@ pub struct WorkerCore {
     pub(crate) effects: VecDeque<Effect>,
     pub(crate) timers: Timers,
     pub(crate) controller: ControllerLink,
+    /// A task became settled this step: retention runs before the step ends.
+    pub(crate) retention_due: bool,
+    /// When `Timer::Retention` is armed for.
+    pub(crate) retention_timer: Option<u64>,
 }
 
 impl WorkerCore {
@@ -81,6 +85,8 @@ impl WorkerCore {
             effects: VecDeque::new(),
             timers,
             controller,
+            retention_due: false,
+            retention_timer: None,
         }
     }
 
@@ -93,9 +99,13 @@ impl WorkerCore {
         self.now_ms = self.now_ms.max(now_ms);
     }
 
-    /// Every public command and input ends here: a broken invariant shows at the step that broke
-    /// it (debug builds; tests, the fuzzer and the simulator also call `check_invariants`).
-    pub(crate) fn debug_check(&self) {
+    /// Every public command and input ends here: retention runs if a task became settled, and a
+    /// broken invariant shows at the step that broke it (debug builds; tests, the fuzzer and the
+    /// simulator also call `check_invariants`).
+    pub(crate) fn debug_check(&mut self) {
+        if self.retention_due {
+            self.enforce_retention();
+        }
         #[cfg(debug_assertions)]
         if let Err(broken) = self.check_invariants() {
             panic!("core invariant broken: {broken}");
@@ -207,6 +217,10 @@ impl WorkerCore {
                 self.controller.on_register_failed(now, &mut self.timers)
             }
             Event::ReportAcked { report_id } => self.on_report_acked(report_id),
+            Event::DiskUsage {
+                bytes_percent,
+                inodes_percent,
+            } => self.on_disk_usage(bytes_percent, inodes_percent),
             Event::ReportFailed { report_id, .. } => self.controller.on_report_failed(
                 now,
                 report_id,
@@ -230,6 +244,7 @@ impl WorkerCore {
                 Timer::ReportRetry(id) => self.controller.retry_report(id, &mut self.effects),
                 Timer::Escalate(key) => self.escalate(&key),
                 Timer::TaskTimeout(key) => self.on_task_timeout(&key),
+                Timer::Retention => self.on_retention_timer(),
             }
         }
         self.debug_check();
@@ -286,6 +301,7 @@ impl WorkerCore {
         };
         if attempt.terminal_report == Some(report_id) {
             attempt.report_acked = true;
+            self.retention_due = true;
             self.effects
                 .push_back(Effect::Journal(JournalEntry::ReportAcked { attempt: key }));
         }

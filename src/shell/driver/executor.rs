@@ -9,7 +9,11 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use super::Driver;
 use super::deadlines::{REMOVE_RETRY_INITIAL, REMOVE_RETRY_MAX, timed};
-use crate::core::{AttemptKey, ContainerSpec, Effect, Event, JournalEntry, TaskReport};
+use crate::core::{
+    AttemptKey, ContainerSpec, Effect, Event, JournalEntry, RemovalReason, TaskId, TaskReport,
+};
+use crate::shell::metrics::ReasonLabel;
+use crate::shell::retention::remove_attempt_files;
 use crate::shell::runtime::{AttemptSink, RuntimeError};
 
 impl Driver {
@@ -91,6 +95,11 @@ impl Driver {
                 }
             }
             Effect::Journal(entry) => self.journal(&entry),
+            Effect::RemoveTask {
+                task_id,
+                attempts,
+                reason,
+            } => self.remove_task(task_id, attempts, reason),
             Effect::StartContainer(spec) => {
                 self.parts.metrics.task_starts.inc();
                 self.start(*spec, deadlines.start)
@@ -123,7 +132,7 @@ impl Driver {
     pub(super) fn sink(&self, attempt: &AttemptKey) -> AttemptSink {
         AttemptSink::new(
             attempt.clone(),
-            self.events_tx.clone(),
+            self.inbox.clone(),
             &self.parts.logs,
             self.parts.clock,
         )
@@ -137,7 +146,7 @@ impl Driver {
         what: &'static str,
         call: impl Future<Output = Event> + Send + 'static,
     ) {
-        let events = self.events_tx.clone();
+        let events = self.inbox.events.clone();
         let key = attempt.clone();
         let span = self.span(attempt);
         let metrics = self.parts.metrics.clone();
@@ -179,7 +188,7 @@ impl Driver {
     fn spawn_remove(&self, span: Span, limit: Duration, attempt: AttemptKey) {
         let metrics = self.parts.metrics.clone();
         let runtime = self.parts.runtime.clone();
-        let events = self.events_tx.clone();
+        let events = self.inbox.events.clone();
         tokio::spawn(
             async move {
                 let mut backoff = REMOVE_RETRY_INITIAL;
@@ -205,7 +214,7 @@ impl Driver {
     fn start(&mut self, spec: ContainerSpec, limit: Duration) {
         let runtime = self.parts.runtime.clone();
         let sink = self.sink(&spec.attempt);
-        let events = self.events_tx.clone();
+        let events = self.inbox.events.clone();
         let span = self.span(&spec.attempt);
         let metrics = self.parts.metrics.clone();
         info!(parent: &span, argv = ?spec.argv, try_number = spec.start_try, "starting");
@@ -259,7 +268,7 @@ impl Driver {
         let Some(controller) = self.parts.controller.clone() else {
             return;
         };
-        let events = self.events_tx.clone();
+        let events = self.inbox.events.clone();
         tokio::spawn(async move {
             let event = match controller.register(running_task_ids).await {
                 Ok(should_reset) => Event::RegisterAccepted { should_reset },
@@ -276,18 +285,42 @@ impl Driver {
     /// cannot be written is logged loudly: the worker keeps running, but a restart would not
     /// know the attempt.
     fn journal(&mut self, entry: &JournalEntry) {
-        if let Some(journal) = &mut self.parts.journal
-            && let Err(e) = journal.record(entry)
-        {
+        let Some(journal) = &mut self.parts.journal else {
+            return;
+        };
+        if let Err(e) = journal.record(entry) {
             error!(attempt = %entry.attempt(), error = %e, "cannot journal {entry}");
         }
+        let bytes = i64::try_from(journal.bytes()).unwrap_or(i64::MAX);
+        self.parts.metrics.journal_bytes.set(bytes);
+    }
+
+    /// Retention forgot a task: its files go, off the driver. The journal tombstones came first.
+    fn remove_task(&mut self, task_id: TaskId, attempts: Vec<AttemptKey>, reason: RemovalReason) {
+        self.parts
+            .metrics
+            .tasks_removed
+            .get_or_create(&ReasonLabel {
+                reason: reason.name().to_string(),
+            })
+            .inc();
+        for attempt in &attempts {
+            self.parts.logs.close(attempt);
+            self.spans.remove(attempt);
+        }
+        let cache_dir = self.parts.runtime.cache_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = remove_attempt_files(&cache_dir, &attempts) {
+                warn!(%task_id, error = %e, "cannot delete the files of a removed task");
+            }
+        });
     }
 
     fn report(&mut self, report_id: u64, report: TaskReport) {
         let Some(controller) = self.parts.controller.clone() else {
             return;
         };
-        let events = self.events_tx.clone();
+        let events = self.inbox.events.clone();
         tokio::spawn(async move {
             let event = match controller.report(&report).await {
                 Ok(()) => Event::ReportAcked { report_id },

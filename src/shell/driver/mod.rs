@@ -14,7 +14,9 @@ mod executor;
 mod recovery;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -30,7 +32,8 @@ use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::Metrics;
-use crate::shell::runtime::Runtime;
+use crate::shell::retention::FsUsage;
+use crate::shell::runtime::{DriverInbox, Runtime};
 
 /// What the driver needs besides the core.
 pub struct DriverParts {
@@ -41,12 +44,18 @@ pub struct DriverParts {
     pub clock: Clock,
     pub deadlines: CallDeadlines,
     pub metrics: Arc<Metrics>,
+    /// How often the cache dir's file system is measured for retention (`None`: never, as in
+    /// the simulator, whose disk is the host's).
+    pub disk_sample_every: Option<Duration>,
 }
+
+/// Resource samples waiting for the driver; beyond this they are dropped (see `DriverInbox`).
+const STATS_QUEUE_MAX: usize = 1024;
 
 pub struct Driver {
     core: WorkerCore,
     parts: DriverParts,
-    events_tx: mpsc::UnboundedSender<Event>,
+    inbox: DriverInbox,
     setup: BTreeMap<AttemptKey, AbortHandle>,
     spans: BTreeMap<AttemptKey, Span>,
     shutdown: Option<(Instant, oneshot::Sender<()>)>,
@@ -63,19 +72,33 @@ impl Driver {
         adopted: Vec<RecoveredAttempt>,
     ) -> (DriverHandle, tokio::task::JoinHandle<()>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (stats_tx, stats_rx) = mpsc::channel(STATS_QUEUE_MAX);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         recovery::recover(&mut core, recovered, parts.clock.now_ms());
+        let inbox = DriverInbox {
+            events: events_tx,
+            stats: stats_tx,
+            stats_dropped: parts.metrics.stats_samples_dropped.clone(),
+        };
+        if let Some(every) = parts.disk_sample_every {
+            spawn_disk_sampler(
+                parts.runtime.cache_dir().to_path_buf(),
+                every,
+                inbox.events.clone(),
+                parts.metrics.clone(),
+            );
+        }
         let mut driver = Driver {
             core,
             parts,
-            events_tx,
+            inbox,
             setup: BTreeMap::new(),
             spans: BTreeMap::new(),
             shutdown: None,
             preserving: false,
         };
         driver.adopt(adopted);
-        let task = tokio::spawn(driver.run(commands_rx, events_rx));
+        let task = tokio::spawn(driver.run(commands_rx, events_rx, stats_rx));
         (
             DriverHandle {
                 commands: commands_tx,
@@ -84,8 +107,6 @@ impl Driver {
         )
     }
 
-    /// Takes back attempts whose containers survived the last run. One the core refuses (its
-    /// ports are taken) has its container removed and is reported lost.
     fn now_ms(&self) -> u64 {
         self.parts.clock.now_ms()
     }
@@ -94,6 +115,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::UnboundedReceiver<Event>,
+        mut stats: mpsc::Receiver<Event>,
     ) {
         self.execute_effects();
         loop {
@@ -109,6 +131,10 @@ impl Driver {
                         self.parts.metrics.report_retries.inc();
                     }
                     self.core.handle(now, event);
+                }
+                Some(sample) = stats.recv() => {
+                    let now = self.now_ms();
+                    self.core.handle(now, sample);
                 }
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -218,4 +244,41 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Measures the cache dir's file system now and then: the gauges, and the core's disk
+/// thresholds. Off the driver (statvfs may block on a sick disk).
+fn spawn_disk_sampler(
+    cache_dir: PathBuf,
+    every: Duration,
+    events: mpsc::UnboundedSender<Event>,
+    metrics: Arc<Metrics>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let dir = cache_dir.clone();
+            let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || FsUsage::of(&dir)).await else {
+                continue;
+            };
+            let (bytes_percent, inodes_percent) = (usage.bytes_percent(), usage.inodes_percent());
+            metrics
+                .cache_fs_used_bytes
+                .set(i64::try_from(usage.used_bytes).unwrap_or(i64::MAX));
+            metrics
+                .cache_fs_used_inodes
+                .set(i64::try_from(usage.used_inodes).unwrap_or(i64::MAX));
+            metrics
+                .cache_fs_used_percent
+                .set(i64::from(bytes_percent.max(inodes_percent)));
+            let event = Event::DiskUsage {
+                bytes_percent,
+                inodes_percent,
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    });
 }

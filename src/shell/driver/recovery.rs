@@ -18,7 +18,7 @@ impl Driver {
             if self.core.adopt(now, record.clone()) {
                 info!(attempt = %key, "adopted a running container");
                 let sink = self.sink(&key);
-                let events = self.events_tx.clone();
+                let events = self.inbox.events.clone();
                 // An engine that never answers must not leave the attempt unwatched for good.
                 let limit = self.parts.deadlines.start;
                 tokio::spawn(async move {

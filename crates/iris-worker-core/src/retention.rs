@@ -1,0 +1,158 @@
+//! Retention: which finished tasks a long-running worker forgets, and when. A task may go once
+//! every attempt of it is settled (finished, and its terminal report acknowledged, or there is no
+//! controller to tell); then the oldest go first, when there are more than
+//! `finished_tasks_max`, when they finished more than `finished_for_ms` ago, or when the cache
+//! dir's file system is fuller than the thresholds (the shell measures, the core decides). The
+//! outbox decides, never the clock: a live attempt or an unacknowledged report is never removed.
+//! Removing journals a tombstone per attempt before the shell deletes the files.
+
+use super::effect::{Effect, JournalEntry};
+use super::ids::TaskId;
+use super::timers::Timer;
+use super::worker::{WorkerCore, attempt_key};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Settled tasks kept at most; beyond it the oldest go.
+    pub finished_tasks_max: usize,
+    /// A settled task goes this long after it finished.
+    pub finished_for_ms: u64,
+    /// Above this share of the cache dir's file system in use (bytes or inodes), the oldest
+    /// settled tasks go, a batch per measurement.
+    pub disk_used_percent_max: u8,
+    pub inodes_used_percent_max: u8,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            finished_tasks_max: 1_000,
+            finished_for_ms: 24 * 3_600_000,
+            disk_used_percent_max: 80,
+            inodes_used_percent_max: 80,
+        }
+    }
+}
+
+/// Why a task was removed; the label of `iris_worker_tasks_removed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RemovalReason {
+    Count,
+    Age,
+    Disk,
+}
+
+impl RemovalReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemovalReason::Count => "count",
+            RemovalReason::Age => "age",
+            RemovalReason::Disk => "disk",
+        }
+    }
+}
+
+/// Share of the settled tasks removed per measurement over a disk threshold (at least one).
+const DISK_BATCH_DIVISOR: usize = 10;
+
+impl WorkerCore {
+    /// Tasks that may be removed, oldest first: (when the last attempt finished, task).
+    pub(crate) fn settled_tasks(&self) -> Vec<(u64, TaskId)> {
+        let mut settled: Vec<(u64, TaskId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, attempts)| {
+                attempts
+                    .iter()
+                    .all(|a| self.is_settled(&attempt_key(&a.task)))
+            })
+            .filter_map(|(id, attempts)| {
+                // The task ended when its last attempt did (an older one may end after a newer
+                // one that never started).
+                let finished = attempts
+                    .iter()
+                    .filter_map(|a| a.task.finished_at_ms)
+                    .max()?;
+                Some((finished, id.clone()))
+            })
+            .collect();
+        settled.sort();
+        settled
+    }
+
+    /// Removes what the count and age limits say must go, and arms the timer of the next age
+    /// removal. Runs at the end of a step in which a task became settled, and at that timer.
+    pub(crate) fn enforce_retention(&mut self) {
+        self.retention_due = false;
+        let settled = self.settled_tasks();
+        let limits = self.config.retention.clone();
+        let excess = settled.len().saturating_sub(limits.finished_tasks_max);
+        let now = self.now_ms;
+        let mut kept = Vec::new();
+        for (i, (finished, task_id)) in settled.into_iter().enumerate() {
+            if i < excess {
+                self.remove_task(&task_id, RemovalReason::Count);
+            } else if finished.saturating_add(limits.finished_for_ms) <= now {
+                self.remove_task(&task_id, RemovalReason::Age);
+            } else {
+                kept.push(finished);
+            }
+        }
+        if let Some(oldest) = kept.first() {
+            let at = oldest.saturating_add(limits.finished_for_ms);
+            if self.retention_timer.is_none_or(|armed| at < armed) {
+                if let Some(armed) = self.retention_timer {
+                    self.timers.cancel(armed, Timer::Retention);
+                }
+                self.retention_timer = Some(at);
+                self.timers.set(at, Timer::Retention);
+            }
+        }
+    }
+
+    pub(crate) fn on_retention_timer(&mut self) {
+        self.retention_timer = None;
+        self.enforce_retention();
+    }
+
+    /// The shell's measurement of the cache dir's file system: over a threshold, a batch of the
+    /// oldest settled tasks goes.
+    pub(crate) fn on_disk_usage(&mut self, bytes_percent: u8, inodes_percent: u8) {
+        let limits = &self.config.retention;
+        let over = bytes_percent > limits.disk_used_percent_max
+            || inodes_percent > limits.inodes_used_percent_max;
+        if !over {
+            return;
+        }
+        let settled = self.settled_tasks();
+        let batch = (settled.len() / DISK_BATCH_DIVISOR).max(1);
+        for (_, task_id) in settled.into_iter().take(batch) {
+            self.remove_task(&task_id, RemovalReason::Disk);
+        }
+    }
+
+    /// Forgets a settled task: a journal tombstone per attempt, then its files.
+    fn remove_task(&mut self, task_id: &TaskId, reason: RemovalReason) {
+        let Some(attempts) = self.tasks.remove(task_id) else {
+            return;
+        };
+        debug_assert!(
+            attempts
+                .iter()
+                .all(|a| a.task.is_finished() && (a.report_acked || !self.controller.enabled())),
+            "{task_id}: removed while not settled"
+        );
+        let keys: Vec<_> = attempts.iter().map(|a| attempt_key(&a.task)).collect();
+        for key in &keys {
+            self.effects
+                .push_back(Effect::Journal(JournalEntry::Removed {
+                    attempt: key.clone(),
+                }));
+        }
+        self.effects.push_back(Effect::RemoveTask {
+            task_id: task_id.clone(),
+            attempts: keys,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,146 @@
+//! The shell's side of retention: the core decides which tasks go; this deletes their files,
+//! sweeps files no journal record owns (a crash between the tombstone and the deletion), and
+//! measures the cache dir's file system for the core's disk thresholds.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::core::AttemptKey;
+
+/// What an attempt leaves in the cache dir: its log segments and its workdir.
+fn attempt_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 3] {
+    let log = cache_dir
+        .join("logs")
+        .join(format!("{}.log", key.file_stem()));
+    let mut rotated = log.clone().into_os_string();
+    rotated.push(".1");
+    [log, PathBuf::from(rotated), cache_dir.join(key.workdir())]
+}
+
+fn remove_path(path: &Path) -> io::Result<()> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes the files of removed attempts (blocking: run it off the driver).
+pub fn remove_attempt_files(cache_dir: &Path, attempts: &[AttemptKey]) -> io::Result<()> {
+    for key in attempts {
+        for path in attempt_paths(cache_dir, key) {
+            remove_path(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes log files and workdirs of attempts the journal does not hold; returns how many.
+/// Called at start-up, before any attempt runs.
+pub fn sweep_orphans<'a>(
+    cache_dir: &Path,
+    known: impl Iterator<Item = &'a AttemptKey>,
+) -> io::Result<usize> {
+    let owned: BTreeSet<PathBuf> = known
+        .flat_map(|key| attempt_paths(cache_dir, key))
+        .collect();
+    let mut removed = 0;
+    for dir in [cache_dir.join("logs"), cache_dir.join("tasks")] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if !owned.contains(&path) {
+                remove_path(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// How full the file system holding a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsUsage {
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub used_inodes: u64,
+    pub total_inodes: u64,
+}
+
+impl FsUsage {
+    pub fn of(path: &Path) -> io::Result<FsUsage> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a statvfs the call fills in.
+        if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let block = stat.f_frsize as u64;
+        Ok(FsUsage {
+            used_bytes: (stat.f_blocks as u64).saturating_sub(stat.f_bfree as u64) * block,
+            // What an unprivileged writer can reach: used plus available.
+            total_bytes: ((stat.f_blocks as u64).saturating_sub(stat.f_bfree as u64)
+                + stat.f_bavail as u64)
+                * block,
+            used_inodes: (stat.f_files as u64).saturating_sub(stat.f_ffree as u64),
+            total_inodes: stat.f_files as u64,
+        })
+    }
+
+    pub fn bytes_percent(&self) -> u8 {
+        percent(self.used_bytes, self.total_bytes)
+    }
+
+    /// 0 on file systems without an inode count (some report none).
+    pub fn inodes_percent(&self) -> u8 {
+        percent(self.used_inodes, self.total_inodes)
+    }
+}
+
+fn percent(used: u64, total: u64) -> u8 {
+    if total == 0 {
+        return 0;
+    }
+    (used.saturating_mul(100) / total).min(100) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::key;
+
+    #[test]
+    fn orphans_go_and_known_attempts_stay() {
+        let dir = std::env::temp_dir().join(format!("iris-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kept = key("job/task-0", 0);
+        let orphan = key("job/task-1", 2);
+        for k in [&kept, &orphan] {
+            let [log, rotated, workdir] = attempt_paths(&dir, k);
+            std::fs::create_dir_all(workdir.join("sub")).unwrap();
+            std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+            std::fs::write(&log, "x").unwrap();
+            std::fs::write(&rotated, "x").unwrap();
+        }
+        assert_eq!(sweep_orphans(&dir, [&kept].into_iter()).unwrap(), 3);
+        assert!(attempt_paths(&dir, &kept).iter().all(|p| p.exists()));
+        assert!(attempt_paths(&dir, &orphan).iter().all(|p| !p.exists()));
+        remove_attempt_files(&dir, std::slice::from_ref(&kept)).unwrap();
+        assert!(attempt_paths(&dir, &kept).iter().all(|p| !p.exists()));
+        let usage = FsUsage::of(&dir).unwrap();
+        assert!(usage.used_bytes > 0 && usage.used_bytes <= usage.total_bytes);
+        assert!(usage.bytes_percent() <= 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
