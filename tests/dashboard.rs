@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use iris_worker::core::{LogLine, LogSource};
+use iris_worker::core::{LogLine, LogSource, Retention};
 use iris_worker::proto;
 use iris_worker::proto::TaskState;
 use iris_worker::shell::dashboard::html;
@@ -86,7 +86,12 @@ fn fixture_lines() -> Vec<LogLine> {
 
 #[test]
 fn index_page_snapshot() {
-    insta::assert_snapshot!(html::index(&fixture_tasks(), "w1", None));
+    insta::assert_snapshot!(html::index(
+        &fixture_tasks(),
+        "w1",
+        None,
+        &Retention::default()
+    ));
 }
 
 #[test]
@@ -95,6 +100,7 @@ fn index_filtered_by_state() {
         &fixture_tasks(),
         "w1",
         Some(iris_worker::core::TaskState::Failed),
+        &Retention::default(),
     );
     assert!(page.contains("train/task-1"));
     assert!(!page.contains(">serve/task-0<"));
@@ -126,7 +132,7 @@ fn everything_a_task_controls_is_escaped() {
         task_id: "j/<img src=x onerror=alert(1)>".into(),
         ..tasks[0].clone()
     };
-    let index = html::index(&[weird], "w1\"><script>", None);
+    let index = html::index(&[weird], "w1\"><script>", None, &Retention::default());
     assert!(!index.contains("<img") && !index.contains("\"><script>"));
 }
 

@@ -282,6 +282,7 @@ async fn serve_rpcs(
         metrics,
         worker_id: worker_id.to_string(),
         token: token.clone(),
+        retention: opts.retention.clone(),
     };
     if let Some(port) = opts.dashboard_port {
         serve_dashboard(&opts.host, port, dashboard.clone()).await?;

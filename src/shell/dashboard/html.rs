@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::core::state_name;
-use crate::core::{LogLine, LogSource, TaskState};
+use crate::core::{LogLine, LogSource, Retention, TaskState};
 use crate::proto;
 
 pub fn escape(text: &str) -> String {
@@ -97,7 +97,12 @@ pub fn sort_newest_first(tasks: &mut [proto::TaskStatus]) {
 }
 
 /// `/`: counts by state, then the tasks, newest first, optionally only one state.
-pub fn index(tasks: &[proto::TaskStatus], worker_id: &str, only: Option<TaskState>) -> String {
+pub fn index(
+    tasks: &[proto::TaskStatus],
+    worker_id: &str,
+    only: Option<TaskState>,
+    retention: &Retention,
+) -> String {
     let mut body = format!("<h1>iris-worker {}</h1>\n<nav>", escape(worker_id));
     let _ = write!(body, "<a href=\"/\">all ({})</a>", tasks.len());
     for state in TaskState::ALL {
@@ -142,7 +147,27 @@ pub fn index(tasks: &[proto::TaskStatus], worker_id: &str, only: Option<TaskStat
         );
     }
     body.push_str("</table>\n");
+    retention_note(&mut body, tasks, retention);
     page(&format!("iris-worker {worker_id}"), 5, &body)
+}
+
+/// How many finished tasks are kept, and the settings that decide it.
+fn retention_note(body: &mut String, tasks: &[proto::TaskStatus], retention: &Retention) {
+    let finished = tasks
+        .iter()
+        .filter(|t| TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished))
+        .count();
+    let age =
+        humantime::format_duration(std::time::Duration::from_millis(retention.finished_for_ms));
+    let _ = writeln!(
+        body,
+        "<p class=\"retention\">{finished} finished tasks kept. Retention: at most {} finished \
+tasks, each for at most {age}, fewer above {}% of the cache dir's disk or {}% of its inodes in \
+use; a task goes only once the controller has its terminal report.</p>",
+        retention.finished_tasks_max,
+        retention.disk_used_percent_max,
+        retention.inodes_used_percent_max,
+    );
 }
 
 /// `/task/{id}`: the task's status, attempts, ports, usage, build, and its logs.

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::core::state_name;
-use crate::core::{AttemptKey, LineStart, LogFilter, LogLine, LogSource, TaskId, TaskState};
+use crate::core::{
+    AttemptKey, LineStart, LogFilter, LogLine, LogSource, Retention, TaskId, TaskState,
+};
 use crate::proto;
 use crate::shell::auth::RequireToken;
 use crate::shell::driver::{Command, DriverHandle};
@@ -34,6 +36,8 @@ pub struct Dashboard {
     pub metrics: Arc<Metrics>,
     pub worker_id: String,
     pub token: RequireToken,
+    /// Shown on the front page.
+    pub retention: Retention,
 }
 
 pub fn router(dashboard: Dashboard) -> Router {
@@ -93,7 +97,7 @@ async fn index(State(d): State<Dashboard>, Query(q): Query<StateQuery>) -> Respo
         .state
         .as_deref()
         .and_then(|name| TaskState::ALL.into_iter().find(|s| s.short_name() == name));
-    Html(html::index(&tasks, &d.worker_id, only)).into_response()
+    Html(html::index(&tasks, &d.worker_id, only, &d.retention)).into_response()
 }
 
 /// The status and current attempt of a task, or the 404 to answer.
