@@ -157,8 +157,11 @@ fn retention_note(body: &mut String, tasks: &[proto::TaskStatus], retention: &Re
         .iter()
         .filter(|t| TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished))
         .count();
-    let age =
-        humantime::format_duration(std::time::Duration::from_millis(retention.finished_for_ms));
+    let age = match retention.finished_for_ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms => format!("{}s", ms / 1000),
+    };
     let _ = writeln!(
         body,
         "<p class=\"retention\">{finished} finished tasks kept. Retention: at most {} finished \
