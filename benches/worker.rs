@@ -7,7 +7,9 @@
 //! - ingest: a task printing 1 GiB of lines vs the same pipeline into `cat > /dev/null`, and the
 //!   worker's peak RSS;
 //! - protocols: RunTask (an idempotent resubmission) + GetTaskStatus round trips over Connect
-//!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds.
+//!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds;
+//! - soak (`BENCH_ONLY=soak`, `SOAK_TASKS`, default 100,000): short tasks through one worker
+//!   with default retention; RSS, cache dir, journal, ListTasks latency and tasks/s per tenth.
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -337,6 +339,14 @@ async fn main() {
         print_protocols(&worker.addr.to_string()).await;
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("soak") {
+        let tasks = std::env::var("SOAK_TASKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        soak(&mut c, &worker, tasks).await;
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let (tp, base) = throughput(&mut c, 1000).await;
         println!(
@@ -381,6 +391,103 @@ async fn main() {
         );
         println!("| docker: 100 short containers end to end | {rate:.1} tasks/s | - | - | - |");
     }
+}
+
+/// Bytes and files under a directory.
+fn dir_usage(dir: &std::path::Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            let (b, f) = dir_usage(&entry.path());
+            total = (total.0 + b, total.1 + f);
+        } else {
+            total = (total.0 + meta.len(), total.1 + 1);
+        }
+    }
+    total
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// `soak`: many short tasks through one worker with default retention, a row every tenth:
+/// RSS, cache dir, journal, ListTasks latency and tasks/s. Flat after the retention limit is
+/// the target; the first window's rate is the baseline of the last.
+async fn soak(c: &mut Client, worker: &Worker, n: usize) {
+    const IN_FLIGHT: usize = 500;
+    let window = (n / 10).max(1);
+    println!(
+        "| tasks | RSS MiB | cache dir MiB | files | journal KiB | ListTasks ms (tasks) | tasks/s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut first_rate = None;
+    let mut rate = 0.0;
+    let mut started = Instant::now();
+    for chunk_start in (0..n).step_by(IN_FLIGHT) {
+        let ids: Vec<String> = (chunk_start..(chunk_start + IN_FLIGHT).min(n))
+            .map(|i| format!("soak/task-{i}"))
+            .collect();
+        for id in &ids {
+            let argv = ["sh", "-c", "echo line one; echo line two"];
+            c.run_task(request(id, &argv)).await.unwrap();
+        }
+        for id in &ids {
+            loop {
+                let status = c
+                    .get_task_status(proto::worker::GetTaskStatusRequest {
+                        task_id: id.clone(),
+                        include_result: false,
+                    })
+                    .await;
+                match status {
+                    // Removed by retention: it finished first.
+                    Err(e) if e.code() == tonic::Code::NotFound => break,
+                    Ok(s) if s.get_ref().finished_at_ms > 0 => break,
+                    _ => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+        }
+        let done = chunk_start + ids.len();
+        if done % window != 0 && done != n {
+            continue;
+        }
+        rate = window as f64 / started.elapsed().as_secs_f64();
+        first_rate.get_or_insert(rate);
+        let list_start = Instant::now();
+        let listed = c
+            .list_tasks(proto::worker::ListTasksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+            .len();
+        let list_ms = list_start.elapsed().as_secs_f64() * 1000.0;
+        let (bytes, files) = dir_usage(&worker.cache_dir);
+        let journal =
+            std::fs::metadata(worker.cache_dir.join("journal.log")).map_or(0, |m| m.len());
+        println!(
+            "| {done} | {:.1} | {:.1} | {files} | {:.0} | {list_ms:.1} ({listed}) | {rate:.0} |",
+            rss_mib(worker.child.id()),
+            bytes as f64 / (1 << 20) as f64,
+            journal as f64 / 1024.0,
+        );
+        started = Instant::now();
+    }
+    let first = first_rate.unwrap_or(rate);
+    println!(
+        "last window {rate:.0} tasks/s vs first {first:.0}: ratio {:.2} (target >= 0.9); peak RSS {:.1} MiB",
+        rate / first,
+        worker.peak_rss_kb() as f64 / 1024.0
+    );
 }
 
 async fn print_protocols(addr: &str) {

@@ -30,6 +30,18 @@ impl WorkerCore {
                 }
             }
         }
+        for task_id in self.tasks.keys() {
+            let indexed = self.settled_at.get(task_id).copied();
+            if indexed != self.settled_since(task_id) {
+                return Err(format!(
+                    "{task_id}: retention index says {indexed:?}, its attempts {:?}",
+                    self.settled_since(task_id)
+                ));
+            }
+        }
+        if self.settled.len() != self.settled_at.len() {
+            return Err("retention index and its reverse map disagree".into());
+        }
         for (port, holder) in self.ports.held() {
             if owner_of_port.get(&port) != Some(holder) {
                 return Err(format!(

@@ -78,10 +78,9 @@ impl WorkerCore {
     }
 
     pub(crate) fn push_attempt(&mut self, attempt: Attempt) {
-        self.tasks
-            .entry(attempt.task.task_id.clone())
-            .or_default()
-            .push(attempt);
+        let task_id = attempt.task.task_id.clone();
+        self.tasks.entry(task_id.clone()).or_default().push(attempt);
+        self.refresh_settled(&task_id);
     }
 
     pub(crate) fn new_attempt(
@@ -709,7 +708,7 @@ impl WorkerCore {
             attempt: key.clone(),
         });
         self.report(key);
-        self.retention_due = true;
+        self.refresh_settled(&key.task_id);
         self.begin_successor(&key.task_id);
     }
 

@@ -74,7 +74,6 @@ impl WorkerCore {
         attempt.phase = Phase::Done;
         attempt.report_acked = outcome.report_acked;
         attempt.spec.forget_payload();
-        self.retention_due = true;
         self.push_attempt(attempt);
         if !outcome.report_acked {
             self.report(&key);

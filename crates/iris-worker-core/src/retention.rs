@@ -58,47 +58,52 @@ const DISK_BATCH_DIVISOR: usize = 10;
 impl WorkerCore {
     /// Tasks that may be removed, oldest first: (when the last attempt finished, task).
     pub(crate) fn settled_tasks(&self) -> Vec<(u64, TaskId)> {
-        let mut settled: Vec<(u64, TaskId)> = self
-            .tasks
+        self.settled.iter().cloned().collect()
+    }
+
+    /// Whether a task may be removed, and when its last attempt finished: computed from its
+    /// attempts (the index `settled` caches it).
+    pub(crate) fn settled_since(&self, task_id: &TaskId) -> Option<u64> {
+        let attempts = self.tasks.get(task_id)?;
+        let all_settled = attempts
             .iter()
-            .filter(|(_, attempts)| {
-                attempts
-                    .iter()
-                    .all(|a| self.is_settled(&attempt_key(&a.task)))
-            })
-            .filter_map(|(id, attempts)| {
-                // The task ended when its last attempt did (an older one may end after a newer
-                // one that never started).
-                let finished = attempts
-                    .iter()
-                    .filter_map(|a| a.task.finished_at_ms)
-                    .max()?;
-                Some((finished, id.clone()))
-            })
-            .collect();
-        settled.sort();
-        settled
+            .all(|a| self.is_settled(&attempt_key(&a.task)));
+        if !all_settled {
+            return None;
+        }
+        attempts.iter().filter_map(|a| a.task.finished_at_ms).max()
+    }
+
+    /// Brings the index up to date for one task, after any change to its attempts. O(log n), so
+    /// retention costs nothing per task however many are kept.
+    pub(crate) fn refresh_settled(&mut self, task_id: &TaskId) {
+        if let Some(at) = self.settled_at.remove(task_id) {
+            self.settled.remove(&(at, task_id.clone()));
+        }
+        if let Some(at) = self.settled_since(task_id) {
+            self.settled_at.insert(task_id.clone(), at);
+            self.settled.insert((at, task_id.clone()));
+            self.retention_due = true;
+        }
     }
 
     /// Removes what the count and age limits say must go, and arms the timer of the next age
     /// removal. Runs at the end of a step in which a task became settled, and at that timer.
     pub(crate) fn enforce_retention(&mut self) {
         self.retention_due = false;
-        let settled = self.settled_tasks();
         let limits = self.config.retention.clone();
-        let excess = settled.len().saturating_sub(limits.finished_tasks_max);
         let now = self.now_ms;
-        let mut kept = Vec::new();
-        for (i, (finished, task_id)) in settled.into_iter().enumerate() {
-            if i < excess {
+        // Oldest first: the excess over the count, then whatever is past its age.
+        while let Some((finished, task_id)) = self.settled.first().cloned() {
+            if self.settled.len() > limits.finished_tasks_max {
                 self.remove_task(&task_id, RemovalReason::Count);
             } else if finished.saturating_add(limits.finished_for_ms) <= now {
                 self.remove_task(&task_id, RemovalReason::Age);
             } else {
-                kept.push(finished);
+                break;
             }
         }
-        if let Some(oldest) = kept.first() {
+        if let Some((oldest, _)) = self.settled.first() {
             let at = oldest.saturating_add(limits.finished_for_ms);
             if self.retention_timer.is_none_or(|armed| at < armed) {
                 if let Some(armed) = self.retention_timer {
@@ -133,6 +138,10 @@ impl WorkerCore {
 
     /// Forgets a settled task: a journal tombstone per attempt, then its files.
     fn remove_task(&mut self, task_id: &TaskId, reason: RemovalReason) {
+        // The index first: whatever happens below, the retention loop moves on.
+        if let Some(at) = self.settled_at.remove(task_id) {
+            self.settled.remove(&(at, task_id.clone()));
+        }
         let Some(attempts) = self.tasks.remove(task_id) else {
             return;
         };

@@ -13,7 +13,7 @@
 //! at the same times give the same effects. In debug builds every command and input ends by
 //! asserting the invariants of `invariants.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::attempt::{Attempt, StopReason};
 use super::config::{CoreConfig, TERM_TIMEOUT_MAX_MS};
@@ -71,6 +71,9 @@ pub struct WorkerCore {
     pub(crate) retention_due: bool,
     /// When `Timer::Retention` is armed for.
     pub(crate) retention_timer: Option<u64>,
+    /// The tasks retention may remove, by when their last attempt finished (`retention.rs`).
+    pub(crate) settled: BTreeSet<(u64, TaskId)>,
+    pub(crate) settled_at: BTreeMap<TaskId, u64>,
 }
 
 impl WorkerCore {
@@ -87,6 +90,8 @@ impl WorkerCore {
             controller,
             retention_due: false,
             retention_timer: None,
+            settled: BTreeSet::new(),
+            settled_at: BTreeMap::new(),
         }
     }
 
@@ -301,9 +306,11 @@ impl WorkerCore {
         };
         if attempt.terminal_report == Some(report_id) {
             attempt.report_acked = true;
-            self.retention_due = true;
             self.effects
-                .push_back(Effect::Journal(JournalEntry::ReportAcked { attempt: key }));
+                .push_back(Effect::Journal(JournalEntry::ReportAcked {
+                    attempt: key.clone(),
+                }));
+            self.refresh_settled(&key.task_id);
         }
     }
 
