@@ -457,7 +457,7 @@ async fn soak(c: &mut Client, worker: &Worker, n: usize) {
             }
         }
         let done = chunk_start + ids.len();
-        if done % window != 0 && done != n {
+        if !done.is_multiple_of(window) && done != n {
             continue;
         }
         rate = window as f64 / started.elapsed().as_secs_f64();
