@@ -61,15 +61,23 @@ fn main() -> ExitCode {
         TopCommand::Shim { parent_pid, argv } => iris_worker::shell::shim::run(parent_pid, &argv),
         TopCommand::Serve(args) => {
             init_tracing(args.log_format);
-            match args.options() {
+            match args.options(cli.target.auth_token_file.as_deref()) {
                 Ok(options) => runtime()
                     .block_on(iris_worker::shell::serve::serve(options))
                     .map(|()| 0),
                 Err(e) => Err(e),
             }
         }
-        TopCommand::Task { target, command } => runtime().block_on(client::task(&target, command)),
-        TopCommand::Health { target } => runtime().block_on(client::health(&target)),
+        TopCommand::Task { command } => runtime().block_on(client::task(&cli.target, command)),
+        TopCommand::Health => runtime().block_on(client::health(&cli.target)),
+        TopCommand::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "iris-worker", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(0)
+        }
         TopCommand::Cleanup { cache_dir } => runtime().block_on(cleanup(cache_dir)),
     };
     match result {

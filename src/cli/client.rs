@@ -32,7 +32,12 @@ async fn connect(target: &Target) -> anyhow::Result<Client> {
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("connecting to the worker at {uri}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect; is `iris-worker serve` running at {uri}? \
+                 (--worker HOST:PORT or IRIS_WORKER picks another worker)"
+            )
+        })?;
     let token = match &target.auth_token_file {
         Some(path) => Some(read_token(path)?),
         None => None,
@@ -42,6 +47,12 @@ async fn connect(target: &Target) -> anyhow::Result<Client> {
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::Unauthenticated {
+        return anyhow::anyhow!(
+            "the worker wants a token: pass --auth-token-file FILE or set IRIS_AUTH_TOKEN_FILE ({})",
+            status.message()
+        );
+    }
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
@@ -50,6 +61,12 @@ fn print_json(value: &serde_json::Value) {
 }
 
 pub async fn health(target: &Target) -> anyhow::Result<i32> {
+    health_of(target)
+        .await
+        .with_context(|| format!("worker {}", target.worker))
+}
+
+async fn health_of(target: &Target) -> anyhow::Result<i32> {
     let mut client = connect(target).await?;
     let h = client
         .health_check(proto::Empty {})
@@ -72,6 +89,12 @@ pub async fn health(target: &Target) -> anyhow::Result<i32> {
 }
 
 pub async fn task(target: &Target, command: TaskCommand) -> anyhow::Result<i32> {
+    task_on(target, command)
+        .await
+        .with_context(|| format!("worker {}", target.worker))
+}
+
+async fn task_on(target: &Target, command: TaskCommand) -> anyhow::Result<i32> {
     let mut client = connect(target).await?;
     match command {
         TaskCommand::Run(args) => run(&mut client, target, args).await,

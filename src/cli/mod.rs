@@ -13,13 +13,24 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::core::{LogLimits, Retention};
 use crate::shell::serve::ServeOptions;
 
+/// `0.1.0 (abc1234)`: the package version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IRIS_WORKER_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "iris-worker",
-    version,
+    version = VERSION,
     about = "The worker agent of the Iris cluster scheduler"
 )]
 pub struct Cli {
+    /// Options every command takes (before or after the command's name).
+    #[command(flatten)]
+    pub target: Target,
     #[command(subcommand)]
     pub command: TopCommand,
 }
@@ -30,15 +41,15 @@ pub enum TopCommand {
     Serve(ServeArgs),
     /// Submit, inspect, follow and kill tasks on a running worker.
     Task {
-        #[command(flatten)]
-        target: Target,
         #[command(subcommand)]
         command: TaskCommand,
     },
     /// Ask a running worker whether it is healthy.
-    Health {
-        #[command(flatten)]
-        target: Target,
+    Health,
+    /// Print a shell completion script: `iris-worker completions bash > /etc/bash_completion.d/iris-worker`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Remove every iris-managed container on this machine's engine and the cache dir.
     Cleanup {
@@ -61,7 +72,7 @@ pub enum TopCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// The worker's address.
+    /// The worker a client command talks to (HOST:PORT).
     #[arg(
         long,
         global = true,
@@ -72,7 +83,8 @@ pub struct Target {
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// A file holding the worker's bearer token.
+    /// A file holding the bearer token: `serve` requires it on every RPC (and sends it to the
+    /// controller); client commands send it.
     #[arg(long, global = true, env = "IRIS_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 }
@@ -148,10 +160,6 @@ pub struct ServeArgs {
     /// How long a stopping worker waits for its tasks to die and their reports to land.
     #[arg(long, default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,
-    /// Require `authorization: Bearer <token>` on every RPC (the token is this file's content);
-    /// the controller client sends the same token.
-    #[arg(long, env = "IRIS_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
     /// Serve a non-loopback address without a token.
     #[arg(long)]
     pub insecure: bool,
@@ -189,8 +197,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> anyhow::Result<ServeOptions> {
-        let auth_token = match &self.auth_token_file {
+    /// The options `serve` runs with; `auth_token_file` is the global `--auth-token-file`.
+    pub fn options(
+        &self,
+        auth_token_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<ServeOptions> {
+        let auth_token = match auth_token_file {
             Some(path) => Some(crate::shell::auth::read_token(path)?),
             None => None,
         };

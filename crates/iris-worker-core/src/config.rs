@@ -4,7 +4,6 @@ use std::ops::RangeInclusive;
 
 use super::env::RuntimeFlavour;
 use super::planted::PlantedBug;
-use super::retention::Retention;
 use super::task::WorkerIdentity;
 
 pub const DEFAULT_TERM_TIMEOUT_MS: u64 = 5_000;
@@ -69,5 +68,28 @@ impl CoreConfig {
     #[cfg(not(feature = "planted"))]
     pub const fn planted(&self, _bug: PlantedBug) -> bool {
         false
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Settled tasks kept at most; beyond it the oldest go.
+    pub finished_tasks_max: usize,
+    /// A settled task goes this long after it finished.
+    pub finished_for_ms: u64,
+    /// Above this share of the cache dir's file system in use (bytes or inodes), the oldest
+    /// settled tasks go, a batch per measurement.
+    pub disk_used_percent_max: u8,
+    pub inodes_used_percent_max: u8,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            finished_tasks_max: 1_000,
+            finished_for_ms: 24 * 3_600_000,
+            disk_used_percent_max: 80,
+            inodes_used_percent_max: 80,
+        }
     }
 }

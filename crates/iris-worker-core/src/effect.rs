@@ -7,7 +7,6 @@ use std::fmt;
 use super::event::ExitStatus;
 use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
-use super::retention::RemovalReason;
 use super::spec::{Resources, TaskSpec};
 use super::state::TaskState;
 use super::task::Task;
@@ -169,6 +168,24 @@ impl fmt::Display for JournalEntry {
             } => write!(f, "finished {attempt} {state} at={finished_at_ms}"),
             JournalEntry::ReportAcked { attempt } => write!(f, "report_acked {attempt}"),
             JournalEntry::Removed { attempt } => write!(f, "removed {attempt}"),
+        }
+    }
+}
+
+/// Why a task was removed; the label of `iris_worker_tasks_removed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RemovalReason {
+    Count,
+    Age,
+    Disk,
+}
+
+impl RemovalReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemovalReason::Count => "count",
+            RemovalReason::Age => "age",
+            RemovalReason::Disk => "disk",
         }
     }
 }

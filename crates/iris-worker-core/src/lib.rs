@@ -29,8 +29,12 @@ pub mod task;
 pub mod timers;
 pub mod worker;
 
-pub use config::{CoreConfig, DEFAULT_TERM_TIMEOUT_MS, KILL_REPEAT_MS, TERM_TIMEOUT_MAX_MS};
-pub use effect::{BuildSpec, ContainerSpec, Effect, JournalEntry, Signal, TaskReport};
+pub use config::{
+    CoreConfig, DEFAULT_TERM_TIMEOUT_MS, KILL_REPEAT_MS, Retention, TERM_TIMEOUT_MAX_MS,
+};
+pub use effect::{
+    BuildSpec, ContainerSpec, Effect, JournalEntry, RemovalReason, Signal, TaskReport,
+};
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
 pub use ids::{AttemptKey, IdError, JobId, TaskId};
@@ -38,7 +42,6 @@ pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
 pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
 pub use ports::{PortAllocator, PortsExhausted};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
-pub use retention::{RemovalReason, Retention};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};
 pub use state::{TaskState, is_legal_transition, is_task_finished, short_state_name, state_name};
 pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity};

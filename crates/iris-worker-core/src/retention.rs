@@ -6,51 +6,10 @@
 //! outbox decides, never the clock: a live attempt or an unacknowledged report is never removed.
 //! Removing journals a tombstone per attempt before the shell deletes the files.
 
-use super::effect::{Effect, JournalEntry};
+use super::effect::{Effect, JournalEntry, RemovalReason};
 use super::ids::TaskId;
 use super::timers::Timer;
 use super::worker::{WorkerCore, attempt_key};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Retention {
-    /// Settled tasks kept at most; beyond it the oldest go.
-    pub finished_tasks_max: usize,
-    /// A settled task goes this long after it finished.
-    pub finished_for_ms: u64,
-    /// Above this share of the cache dir's file system in use (bytes or inodes), the oldest
-    /// settled tasks go, a batch per measurement.
-    pub disk_used_percent_max: u8,
-    pub inodes_used_percent_max: u8,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            finished_tasks_max: 1_000,
-            finished_for_ms: 24 * 3_600_000,
-            disk_used_percent_max: 80,
-            inodes_used_percent_max: 80,
-        }
-    }
-}
-
-/// Why a task was removed; the label of `iris_worker_tasks_removed_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RemovalReason {
-    Count,
-    Age,
-    Disk,
-}
-
-impl RemovalReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            RemovalReason::Count => "count",
-            RemovalReason::Age => "age",
-            RemovalReason::Disk => "disk",
-        }
-    }
-}
 
 /// Share of the settled tasks removed per measurement over a disk threshold (at least one).
 const DISK_BATCH_DIVISOR: usize = 10;
