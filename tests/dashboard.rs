@@ -10,6 +10,7 @@ use iris_worker::core::{LogLine, LogSource, Retention};
 use iris_worker::proto;
 use iris_worker::proto::TaskState;
 use iris_worker::shell::dashboard::html;
+use iris_worker::shell::dashboard::html::{LogView, WorkerView};
 use iris_worker::shell::view::status_json;
 use support::*;
 
@@ -90,7 +91,8 @@ fn index_page_snapshot() {
         &fixture_tasks(),
         "w1",
         None,
-        &Retention::default()
+        &Retention::default(),
+        &WorkerView::default()
     ));
 }
 
@@ -101,6 +103,7 @@ fn index_filtered_by_state() {
         "w1",
         Some(iris_worker::core::TaskState::Failed),
         &Retention::default(),
+        &WorkerView::default(),
     );
     assert!(page.contains("train/task-1"));
     assert!(!page.contains(">serve/task-0<"));
@@ -110,7 +113,12 @@ fn index_filtered_by_state() {
 fn task_page_snapshot() {
     let tasks = fixture_tasks();
     let failed = tasks.iter().find(|t| t.task_id == "train/task-1").unwrap();
-    insta::assert_snapshot!(html::task(failed, &fixture_lines(), None));
+    insta::assert_snapshot!(html::task(
+        failed,
+        &fixture_lines(),
+        &LogView::default(),
+        &[]
+    ));
 }
 
 #[test]
@@ -123,7 +131,7 @@ fn tasks_json_snapshot() {
 fn everything_a_task_controls_is_escaped() {
     let tasks = fixture_tasks();
     let failed = tasks.iter().find(|t| t.task_id == "train/task-1").unwrap();
-    let page = html::task(failed, &fixture_lines(), None);
+    let page = html::task(failed, &fixture_lines(), &LogView::default(), &[]);
     assert!(!page.contains("<script>alert"), "a log line became markup");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<b>bold</b>"));
@@ -132,7 +140,13 @@ fn everything_a_task_controls_is_escaped() {
         task_id: "j/<img src=x onerror=alert(1)>".into(),
         ..tasks[0].clone()
     };
-    let index = html::index(&[weird], "w1\"><script>", None, &Retention::default());
+    let index = html::index(
+        &[weird],
+        "w1\"><script>",
+        None,
+        &Retention::default(),
+        &WorkerView::default(),
+    );
     assert!(!index.contains("<img") && !index.contains("\"><script>"));
 }
 
@@ -294,6 +308,67 @@ async fn headless_chromium_shows_the_pages() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
     let _ = std::fs::copy(&shot, std::env::temp_dir().join("iris-dashboard-task.png"));
+    charts_and_search(&worker, &mut c, &run).await;
+}
+
+/// Charts drawn from the samples of a task that really ran for a while, and a search that
+/// returns only the lines that match.
+async fn charts_and_search(
+    worker: &WorkerProcess,
+    c: &mut iris_worker::proto::worker_service_client::WorkerServiceClient<
+        tonic::transport::Channel,
+    >,
+    run: &impl Fn(String, &[String]) -> std::process::Output,
+) {
+    // Busy for about two seconds (samples every 200 ms), then three lines, two matching.
+    let script = "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done; \
+                  echo needle-1; echo hay; echo needle-2";
+    c.run_task(command_request("busy/task-0", &["sh", "-c", script]))
+        .await
+        .unwrap();
+    wait_for(c, "busy/task-0", Duration::from_secs(30), finished).await;
+    let dom = |path: &str| {
+        let out = run(
+            format!("{}{path}", worker.dashboard),
+            &["--dump-dom".to_string()],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page = dom("/task/busy/task-0");
+    let points = |class: &str| -> usize {
+        let marker = format!("class=\"chart {class}\" data-points=\"");
+        let start = page
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {class} chart: {page}"));
+        let rest = &page[start + marker.len()..];
+        rest[..rest.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(points("memory") >= 3, "memory chart from real samples");
+    assert!(points("cpu") >= 3, "cpu chart from real samples");
+    assert!(page.contains("<polyline points="), "{page}");
+    let cpu_max: f64 = page
+        .split("cpu millicores: now ")
+        .nth(1)
+        .and_then(|r| r.split("max ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cpu chart text: {page}"));
+    assert!(cpu_max > 0.0, "a busy task used CPU");
+    let found = dom("/task/busy/task-0?regex=needle&source=stdout");
+    assert!(
+        found.contains("needle-1") && found.contains("needle-2"),
+        "{found}"
+    );
+    assert!(
+        !found.contains(">hay<") && !found.contains(" hay"),
+        "{found}"
+    );
+    assert!(found.contains("id=\"L0\""), "lines are anchors: {found}");
+    let front = dom("/");
+    assert!(
+        front.contains("CPUs") && front.contains("chart running-tasks"),
+        "{front}"
+    );
 }
 
 /// The dashboard is on the RPC port; `--dashboard-port` serves it on a port of its own as well,

@@ -19,6 +19,7 @@ use crate::shell::logstore::{LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::sweep_orphans;
 use crate::shell::runtime::Runtime;
+use crate::shell::samples::SampleStore;
 use crate::shell::service::WorkerService;
 
 /// Everything a worker is made of, apart from its runtime.
@@ -40,6 +41,7 @@ pub struct AssembledWorker {
     pub service: WorkerService,
     pub logs: LogStore,
     pub metrics: Arc<Metrics>,
+    pub samples: SampleStore,
 }
 
 /// The runtime and, of the attempts the journal says were live, those whose containers are still
@@ -77,6 +79,7 @@ where
         .planted(crate::core::planted::PlantedBug::BufferedLogs);
     let core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
+    let samples = SampleStore::default();
     let logs = LogStore::new(LogStoreConfig {
         root: setup.cache_dir.join("logs"),
         memory: setup.log_memory,
@@ -107,6 +110,7 @@ where
         deadlines: setup.deadlines,
         metrics: metrics.clone(),
         disk_sample_every: setup.disk_sample_every,
+        samples: samples.clone(),
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
@@ -117,5 +121,6 @@ where
         service,
         logs,
         metrics,
+        samples,
     })
 }

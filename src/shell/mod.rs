@@ -18,6 +18,7 @@ pub mod procstats;
 pub mod retention;
 pub mod runtime;
 pub mod runtime_error;
+pub mod samples;
 pub mod serve;
 pub mod service;
 pub mod shim;

@@ -270,6 +270,7 @@ async fn serve_rpcs(
         service,
         logs,
         metrics,
+        samples,
     } = worker;
     let token = RequireToken::new(opts.auth_token.as_deref());
     let service = Arc::new(service);
@@ -283,6 +284,8 @@ async fn serve_rpcs(
         worker_id: worker_id.to_string(),
         token: token.clone(),
         retention: opts.retention.clone(),
+        samples,
+        cache_dir: opts.cache_dir.clone(),
     };
     if let Some(port) = opts.dashboard_port {
         serve_dashboard(&opts.host, port, dashboard.clone()).await?;

@@ -6,6 +6,28 @@ use std::fmt::Write;
 use crate::core::state_name;
 use crate::core::{LogLine, LogSource, Retention, TaskState};
 use crate::proto;
+use crate::shell::samples::Sample;
+
+/// The worker and its machine, for the front page's header.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerView {
+    pub cpus: usize,
+    pub load: Option<[f64; 3]>,
+    /// (used, total) MiB.
+    pub memory: Option<(u64, u64)>,
+    /// The cache dir's file system: (bytes, inodes) percent in use.
+    pub disk: Option<(u8, u8)>,
+    /// (time, running tasks), oldest first.
+    pub running: Vec<(u64, usize)>,
+}
+
+/// How a task page shows its log: the source tab, a search, and whether it follows the end.
+#[derive(Clone, Debug, Default)]
+pub struct LogView {
+    pub source: Option<LogSource>,
+    pub regex: String,
+    pub follow: bool,
+}
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -38,16 +60,84 @@ pub fn url_path(text: &str) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}\
 .state{font-weight:bold}.failed,.worker_failed{color:#b00}.succeeded{color:#070}.running{color:#05a}\
-.killed{color:#a60}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}\
-nav a{margin-right:.8em}.stderr,.error{color:#b00}.build{color:#555}";
+.killed{color:#a60}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap;\
+overflow-wrap:anywhere}h1{overflow-wrap:anywhere}td{max-width:32em;overflow-wrap:break-word}\
+nav a{margin-right:.8em}\
+.stderr,.error{color:#b00}.build{color:#555}pre a{color:#999;text-decoration:none}\
+.charts{display:flex;flex-wrap:wrap;gap:1.5em}.chart{width:320px}\
+.chart polyline{fill:none;stroke:#05a;stroke-width:1.5}.chart text{font-size:10px;fill:#555}\
+.machine span{margin-right:1.2em}form{margin:.6em 0}";
 
 fn page(title: &str, refresh_seconds: u32, body: &str) -> String {
+    page_reloading(title, &refresh_seconds.to_string(), body)
+}
+
+/// `refresh` is the meta refresh's content: seconds, or `seconds;url=...`.
+fn page_reloading(title: &str, refresh: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-<meta http-equiv=\"refresh\" content=\"{refresh_seconds}\">\
+<meta http-equiv=\"refresh\" content=\"{}\">\
 <title>{}</title><style>{STYLE}</style></head>\n<body>\n{body}</body></html>\n",
+        escape(refresh),
         escape(title)
     )
+}
+
+/// A small line chart as inline SVG: `points` are (time ms, value), oldest first. Fewer than two
+/// points draw nothing but say so.
+pub fn chart(class: &str, title: &str, points: &[(u64, f64)]) -> String {
+    const W: f64 = 320.0;
+    const H: f64 = 80.0;
+    if points.len() < 2 {
+        return format!("<p class=\"chart {class} empty\">{title}: not enough samples yet</p>");
+    }
+    let (t0, t1) = (points[0].0, points[points.len() - 1].0);
+    let span = (t1.saturating_sub(t0)).max(1) as f64;
+    let top = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0);
+    let coords: Vec<String> = points
+        .iter()
+        .map(|(t, v)| {
+            let x = (t - t0) as f64 / span * W;
+            let y = H - 12.0 - v / top * (H - 16.0);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let last = points[points.len() - 1].1;
+    format!(
+        "<svg class=\"chart {class}\" data-points=\"{}\" viewBox=\"0 0 {W} {H}\" \
+width=\"{W}\" height=\"{H}\" role=\"img\"><title>{title}</title>\
+<text x=\"2\" y=\"{}\">{title}: now {last:.0}, max {top:.0}, over {:.0} s</text>\
+<polyline points=\"{}\"/></svg>",
+        points.len(),
+        H - 1.0,
+        span / 1000.0,
+        coords.join(" ")
+    )
+}
+
+fn machine_header(body: &mut String, w: &WorkerView) {
+    body.push_str("<p class=\"machine\">");
+    let _ = write!(body, "<span>{} CPUs</span>", w.cpus);
+    if let Some([a, b, c]) = w.load {
+        let _ = write!(body, "<span>load {a:.2} {b:.2} {c:.2}</span>");
+    }
+    if let Some((used, total)) = w.memory {
+        let _ = write!(body, "<span>memory {used} / {total} MiB</span>");
+    }
+    if let Some((bytes, inodes)) = w.disk {
+        let _ = write!(
+            body,
+            "<span>cache dir disk {bytes}% used, inodes {inodes}%</span>"
+        );
+    }
+    body.push_str("</p>\n");
+    let running: Vec<(u64, f64)> = w.running.iter().map(|(t, n)| (*t, *n as f64)).collect();
+    body.push_str(&chart(
+        "running-tasks",
+        "running tasks, last hour",
+        &running,
+    ));
+    body.push('\n');
 }
 
 fn short(state: i32) -> &'static str {
@@ -102,8 +192,11 @@ pub fn index(
     worker_id: &str,
     only: Option<TaskState>,
     retention: &Retention,
+    worker: &WorkerView,
 ) -> String {
-    let mut body = format!("<h1>iris-worker {}</h1>\n<nav>", escape(worker_id));
+    let mut body = format!("<h1>iris-worker {}</h1>\n", escape(worker_id));
+    machine_header(&mut body, worker);
+    body.push_str("<nav>");
     let _ = write!(body, "<a href=\"/\">all ({})</a>", tasks.len());
     for state in TaskState::ALL {
         let n = tasks
@@ -174,16 +267,77 @@ use; a task goes only once the controller has its terminal report.</p>",
 }
 
 /// `/task/{id}`: the task's status, attempts, ports, usage, build, and its logs.
-pub fn task(t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) -> String {
+pub fn task(
+    t: &proto::TaskStatus,
+    lines: &[LogLine],
+    view: &LogView,
+    samples: &[Sample],
+) -> String {
     let mut body = format!(
         "<p><a href=\"/\">all tasks</a></p>\n<h1>{}</h1>\n",
         escape(&t.task_id)
     );
     task_summary(&mut body, t);
+    usage_charts(&mut body, samples);
     attempts_table(&mut body, t);
-    log_view(&mut body, t, lines, tab);
+    log_view(&mut body, t, lines, view);
     let finished = TaskState::from_proto(t.state).is_some_and(crate::core::is_task_finished);
-    page(&t.task_id, if finished { 30 } else { 2 }, &body)
+    let seconds = if finished { 30 } else { 2 };
+    if view.follow {
+        let url = format!("{}#end", log_url(t, view, true));
+        return page_reloading(&t.task_id, &format!("{seconds};url={url}"), &body);
+    }
+    page(&t.task_id, seconds, &body)
+}
+
+/// Memory and CPU of the current attempt over its life.
+fn usage_charts(body: &mut String, samples: &[Sample]) {
+    let memory: Vec<(u64, f64)> = samples
+        .iter()
+        .map(|s| (s.at_ms, s.memory_mb as f64))
+        .collect();
+    let cpu: Vec<(u64, f64)> = samples
+        .iter()
+        .map(|s| (s.at_ms, f64::from(s.cpu_millicores)))
+        .collect();
+    let _ = writeln!(
+        body,
+        "<div class=\"charts\">{}{}</div>",
+        chart("memory", "memory MB", &memory),
+        chart("cpu", "cpu millicores", &cpu)
+    );
+}
+
+/// The task page's URL for a log view (the search and tab kept).
+fn log_url(t: &proto::TaskStatus, view: &LogView, follow: bool) -> String {
+    let mut query = Vec::new();
+    if let Some(source) = view.source {
+        query.push(format!("source={source}"));
+    }
+    if !view.regex.is_empty() {
+        query.push(format!("regex={}", url_query(&view.regex)));
+    }
+    if follow {
+        query.push("follow=1".to_string());
+    }
+    let base = format!("/task/{}", url_path(&t.task_id));
+    match query.is_empty() {
+        true => base,
+        false => format!("{base}?{}", query.join("&")),
+    }
+}
+
+/// Percent-encodes a query value.
+fn url_query(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// State, exit, times, usage, ports and build of the current attempt.
@@ -262,30 +416,66 @@ fn attempts_table(body: &mut String, t: &proto::TaskStatus) {
     body.push_str("</table>\n");
 }
 
-/// The source tabs and the newest lines of the chosen source.
-fn log_view(body: &mut String, t: &proto::TaskStatus, lines: &[LogLine], tab: Option<LogSource>) {
-    body.push_str("<h2>logs</h2>\n<nav>");
+/// A search (regex and source, as FetchLogsFilter), the source tabs, follow, and the newest
+/// matching lines, each with its number as an anchor (`#L120`).
+fn log_view(body: &mut String, t: &proto::TaskStatus, lines: &[LogLine], view: &LogView) {
     let base = format!("/task/{}", url_path(&t.task_id));
+    let _ = write!(
+        body,
+        "<h2>logs</h2>\n<form method=\"get\" action=\"{base}\">\
+<input type=\"search\" name=\"regex\" placeholder=\"regex\" value=\"{}\">\
+<select name=\"source\">",
+        escape(&view.regex)
+    );
+    let sources = [
+        LogSource::Stdout,
+        LogSource::Stderr,
+        LogSource::Build,
+        LogSource::Error,
+    ];
+    let _ = write!(body, "<option value=\"all\">all</option>");
+    for source in sources {
+        let selected = if view.source == Some(source) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            "<option value=\"{source}\"{selected}>{source}</option>"
+        );
+    }
+    body.push_str("</select> <button>search</button></form>\n<nav>");
     let _ = write!(body, "<a href=\"{base}\">all</a>");
     for source in [LogSource::Stdout, LogSource::Stderr, LogSource::Build] {
         let _ = write!(body, "<a href=\"{base}?source={source}\">{source}</a>");
     }
-    let shown = tab.map_or("all", LogSource::as_str);
+    let follow = if view.follow {
+        format!("<a href=\"{}\">stop following</a>", log_url(t, view, false))
+    } else {
+        format!("<a href=\"{}#end\">follow</a>", log_url(t, view, true))
+    };
+    let shown = view.source.map_or("all", LogSource::as_str);
+    let search = if view.regex.is_empty() {
+        String::new()
+    } else {
+        format!(", matching {}", escape(&view.regex))
+    };
     let _ = writeln!(
         body,
-        "</nav>\n<p>showing: {shown}, newest {} lines</p>\n<pre>",
+        "{follow}</nav>\n<p>showing: {shown}{search}, newest {} lines</p>\n<pre>",
         lines.len()
     );
     for line in lines {
+        let n = line.line_number;
         let _ = writeln!(
             body,
-            "<span class=\"{}\">{:>6} {}</span>",
+            "<span id=\"L{n}\" class=\"{}\"><a href=\"#L{n}\">{n:>6}</a> {}</span>",
             line.source,
-            line.line_number,
             escape(&line.data)
         );
     }
-    body.push_str("</pre>\n");
+    body.push_str("</pre>\n<span id=\"end\"></span>\n");
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod html;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::core::logs::compile_regex;
 use crate::core::state_name;
 use crate::core::{
     AttemptKey, LineStart, LogFilter, LogLine, LogSource, Retention, TaskId, TaskState,
@@ -24,7 +26,10 @@ use crate::shell::auth::RequireToken;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::{Metrics, StateLabel};
+use crate::shell::retention::FsUsage;
+use crate::shell::samples::SampleStore;
 use crate::shell::view::status_json;
+use html::{LogView, WorkerView};
 
 /// Lines a task page shows; the JSON API's default tail.
 pub const PAGE_LINES: u64 = 500;
@@ -38,6 +43,10 @@ pub struct Dashboard {
     pub token: RequireToken,
     /// Shown on the front page.
     pub retention: Retention,
+    /// The charts' data.
+    pub samples: SampleStore,
+    /// Its file system's usage heads the front page.
+    pub cache_dir: PathBuf,
 }
 
 pub fn router(dashboard: Dashboard) -> Router {
@@ -81,6 +90,10 @@ struct StateQuery {
 struct LogQuery {
     source: Option<String>,
     tail: Option<u64>,
+    /// Only lines matching this (FetchLogsFilter's `regex`).
+    regex: Option<String>,
+    /// Keep the newest lines in view (the page reloads at its end).
+    follow: Option<String>,
 }
 
 async fn list(d: &Dashboard) -> Option<Vec<proto::TaskStatus>> {
@@ -97,7 +110,49 @@ async fn index(State(d): State<Dashboard>, Query(q): Query<StateQuery>) -> Respo
         .state
         .as_deref()
         .and_then(|name| TaskState::ALL.into_iter().find(|s| s.short_name() == name));
-    Html(html::index(&tasks, &d.worker_id, only, &d.retention)).into_response()
+    let worker = WorkerView {
+        running: d.samples.running(),
+        ..machine_view(&d.cache_dir)
+    };
+    Html(html::index(
+        &tasks,
+        &d.worker_id,
+        only,
+        &d.retention,
+        &worker,
+    ))
+    .into_response()
+}
+
+/// The machine, read when the page is: CPUs, load, memory, the cache dir's disk.
+fn machine_view(cache_dir: &std::path::Path) -> WorkerView {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| {
+            let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+            Some([fields.next()??, fields.next()??, fields.next()??])
+        });
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |name: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let memory = kib("MemTotal:")
+        .zip(kib("MemAvailable:"))
+        .map(|(total, available)| (total.saturating_sub(available) / 1024, total / 1024));
+    let disk = FsUsage::of(cache_dir)
+        .ok()
+        .map(|u| (u.bytes_percent(), u.inodes_percent()));
+    WorkerView {
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        load,
+        memory,
+        disk,
+        running: Vec::new(),
+    }
 }
 
 /// The status and current attempt of a task, or the 404 to answer.
@@ -125,10 +180,12 @@ async fn tail_of(
     key: AttemptKey,
     tail: u64,
     source: Option<LogSource>,
+    regex: Option<regex::Regex>,
 ) -> Vec<LogLine> {
     let filter = LogFilter {
         start: LineStart::LastN(tail.max(1)),
         source,
+        regex,
         ..LogFilter::default()
     };
     let logs = d.logs.clone();
@@ -158,10 +215,22 @@ async fn task_page(
         Ok(source) => source,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let pattern = q.regex.clone().unwrap_or_default();
+    // The same rules (and limits) as FetchLogsFilter's regex.
+    let regex = match compile_regex(&pattern) {
+        Ok(regex) => regex,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     match lookup(&d, &id).await {
         Ok((status, key)) => {
-            let lines = tail_of(&d, key, q.tail.unwrap_or(PAGE_LINES), source).await;
-            Html(html::task(&status, &lines, source)).into_response()
+            let samples = d.samples.series(&key);
+            let lines = tail_of(&d, key, q.tail.unwrap_or(PAGE_LINES), source, regex).await;
+            let view = LogView {
+                source,
+                regex: pattern,
+                follow: q.follow.is_some(),
+            };
+            Html(html::task(&status, &lines, &view, &samples)).into_response()
         }
         Err(response) => response,
     }
@@ -235,7 +304,7 @@ async fn task_or_logs(
             Ok(source) => source,
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
-        let lines = tail_of(&d, key, q.tail.unwrap_or(PAGE_LINES), source).await;
+        let lines = tail_of(&d, key, q.tail.unwrap_or(PAGE_LINES), source, None).await;
         let entries: Vec<Value> = lines
             .iter()
             .map(|l| json!({"line_number": l.line_number, "timestamp_ms": l.timestamp_ms, "source": l.source.as_str(), "data": l.data}))

@@ -260,6 +260,7 @@ impl Driver {
                 .inc();
         }
         self.parts.logs.close(&attempt);
+        self.parts.samples.finish(&attempt);
         let runtime = self.parts.runtime.clone();
         tokio::spawn(async move { runtime.release(&attempt).await }.instrument(span));
     }
@@ -306,6 +307,7 @@ impl Driver {
             .inc();
         for attempt in &attempts {
             self.parts.logs.close(attempt);
+            self.parts.samples.remove(attempt);
             self.spans.remove(attempt);
         }
         let cache_dir = self.parts.runtime.cache_dir().to_path_buf();

@@ -34,6 +34,7 @@ use crate::shell::logstore::LogStore;
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::FsUsage;
 use crate::shell::runtime::{DriverInbox, Runtime};
+use crate::shell::samples::SampleStore;
 
 /// What the driver needs besides the core.
 pub struct DriverParts {
@@ -47,6 +48,8 @@ pub struct DriverParts {
     /// How often the cache dir's file system is measured for retention (`None`: never, as in
     /// the simulator, whose disk is the host's).
     pub disk_sample_every: Option<Duration>,
+    /// The dashboard's charts: resource samples and the running-task count.
+    pub samples: SampleStore,
 }
 
 /// Resource samples waiting for the driver; beyond this they are dropped (see `DriverInbox`).
@@ -134,6 +137,9 @@ impl Driver {
                 }
                 Some(sample) = stats.recv() => {
                     let now = self.now_ms();
+                    if let Event::Stats { attempt, usage } = &sample {
+                        self.parts.samples.record(attempt, now, usage);
+                    }
                     self.core.handle(now, sample);
                 }
                 command = commands.recv() => match command {
@@ -146,6 +152,8 @@ impl Driver {
                 }
             }
             self.execute_effects();
+            let running = self.core.running_tasks();
+            self.parts.samples.record_running(self.now_ms(), running);
             if self.shutdown_complete() {
                 break;
             }
