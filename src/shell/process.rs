@@ -17,7 +17,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
 };
-use crate::shell::lines::LineSplitter;
+use crate::shell::lines::LineReader;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
 use crate::shell::shim;
@@ -153,16 +153,18 @@ fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
 /// Copies one pipe into the log, a chunk at a time: each chunk's complete lines go in under one
 /// lock.
 async fn pump(mut reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
-    let mut chunk = vec![0u8; CHUNK_BYTES];
-    let mut splitter = LineSplitter::default();
-    let mut emit = |lines: &[&[u8]]| sink.log_lines(source, lines);
+    // Read straight into the splitter's buffer: the bytes are copied once, into the log.
+    let mut lines = LineReader::new(CHUNK_BYTES);
+    let mut emit = |batch: &[&[u8]]| sink.log_lines(source, batch);
     loop {
-        match reader.read(&mut chunk).await {
+        let spare = lines.spare();
+        let want = spare.len().min(CHUNK_BYTES);
+        match reader.read(&mut spare[..want]).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => splitter.feed(&chunk[..n], &mut emit),
+            Ok(n) => lines.commit(n, &mut emit),
         }
     }
-    splitter.finish(&mut emit);
+    lines.finish(&mut emit);
 }
 
 #[tonic::async_trait]
