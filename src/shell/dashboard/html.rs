@@ -46,9 +46,14 @@ pub fn escape(text: &str) -> String {
 
 /// Percent-encodes a task id for a URL path; `/` stays, the route takes the rest of the path.
 pub fn url_path(text: &str) -> String {
+    percent_encoded(text, b"-_.~/")
+}
+
+/// Every byte but ASCII letters, digits and `keep` as `%XX`.
+fn percent_encoded(text: &str, keep: &[u8]) -> String {
     let mut out = String::new();
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -329,15 +334,7 @@ fn log_url(t: &proto::TaskStatus, view: &LogView, follow: bool) -> String {
 
 /// Percent-encodes a query value.
 fn url_query(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoded(text, b"-_.~")
 }
 
 /// State, exit, times, usage, ports and build of the current attempt.
