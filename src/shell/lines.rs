@@ -2,6 +2,31 @@
 
 use crate::shell::logstore::LINE_BYTES_MAX;
 
+/// Hands every complete line of `data` to `emit`, as one batch, over-long ones cut at
+/// `LINE_BYTES_MAX`; returns how many bytes that took (the rest is a partial line).
+fn emit_complete_lines(data: &[u8], emit: &mut impl FnMut(&[&[u8]])) -> usize {
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        let line = &data[start..end];
+        if line.is_empty() {
+            // `chunks` yields nothing for an empty slice; a blank line is still a line.
+            lines.push(line);
+        } else {
+            lines.extend(line.chunks(LINE_BYTES_MAX));
+        }
+        start = end + 1;
+    }
+    while data.len() - start >= LINE_BYTES_MAX {
+        lines.push(&data[start..start + LINE_BYTES_MAX]);
+        start += LINE_BYTES_MAX;
+    }
+    if !lines.is_empty() {
+        emit(&lines);
+    }
+    start
+}
+
 /// Buffers a partial line between chunks; over-long lines are split at `LINE_BYTES_MAX`.
 #[derive(Default)]
 pub struct LineSplitter {
@@ -12,26 +37,8 @@ impl LineSplitter {
     /// Adds a chunk and hands every complete line in it to `emit`, as one batch.
     pub fn feed(&mut self, chunk: &[u8], emit: &mut impl FnMut(&[&[u8]])) {
         self.pending.extend_from_slice(chunk);
-        let mut lines: Vec<&[u8]> = Vec::new();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &self.pending) {
-            let line = &self.pending[start..end];
-            if line.is_empty() {
-                // `chunks` yields nothing for an empty slice; a blank line is still a line.
-                lines.push(line);
-            } else {
-                lines.extend(line.chunks(LINE_BYTES_MAX));
-            }
-            start = end + 1;
-        }
-        while self.pending.len() - start >= LINE_BYTES_MAX {
-            lines.push(&self.pending[start..start + LINE_BYTES_MAX]);
-            start += LINE_BYTES_MAX;
-        }
-        if !lines.is_empty() {
-            emit(&lines);
-        }
-        self.pending.drain(..start);
+        let consumed = emit_complete_lines(&self.pending, emit);
+        self.pending.drain(..consumed);
     }
 
     /// The stream ended: a last line without a newline is still a line.
@@ -69,25 +76,7 @@ impl LineReader {
     /// `n` bytes were read into `spare()`: every complete line goes to `emit`, as one batch.
     pub fn commit(&mut self, n: usize, emit: &mut impl FnMut(&[&[u8]])) {
         self.filled += n;
-        let data = &self.buf[..self.filled];
-        let mut lines: Vec<&[u8]> = Vec::new();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', data) {
-            let line = &data[start..end];
-            if line.is_empty() {
-                lines.push(line);
-            } else {
-                lines.extend(line.chunks(LINE_BYTES_MAX));
-            }
-            start = end + 1;
-        }
-        while self.filled - start >= LINE_BYTES_MAX {
-            lines.push(&data[start..start + LINE_BYTES_MAX]);
-            start += LINE_BYTES_MAX;
-        }
-        if !lines.is_empty() {
-            emit(&lines);
-        }
+        let start = emit_complete_lines(&self.buf[..self.filled], emit);
         self.buf.copy_within(start..self.filled, 0);
         self.filled -= start;
     }
