@@ -87,8 +87,9 @@ impl SampleStore {
             .unwrap_or_default()
     }
 
-    /// Records the running-task count, at most once per `RUNNING_EVERY_MS`.
-    pub fn record_running(&self, at_ms: u64, running: usize) {
+    /// Records the running-task count, at most once per `RUNNING_EVERY_MS`; `running` is asked
+    /// only then (counting walks every kept task).
+    pub fn record_running(&self, at_ms: u64, running: impl FnOnce() -> usize) {
         let mut inner = self.lock();
         if inner
             .running
@@ -100,7 +101,7 @@ impl SampleStore {
         if inner.running.len() >= RUNNING_POINTS_MAX {
             inner.running.pop_front();
         }
-        inner.running.push_back((at_ms, running));
+        inner.running.push_back((at_ms, running()));
     }
 
     pub fn running(&self) -> Vec<(u64, usize)> {
@@ -138,7 +139,7 @@ mod tests {
         store.remove(&k);
         assert!(store.series(&k).is_empty());
         for i in 0..1_000 {
-            store.record_running(i * 5_000, i as usize);
+            store.record_running(i * 5_000, || i as usize);
         }
         let running = store.running();
         assert_eq!(running.len(), 360);

@@ -152,8 +152,10 @@ impl Driver {
                 }
             }
             self.execute_effects();
-            let running = self.core.running_tasks();
-            self.parts.samples.record_running(self.now_ms(), running);
+            let (now, core) = (self.now_ms(), &self.core);
+            self.parts
+                .samples
+                .record_running(now, || core.running_tasks());
             if self.shutdown_complete() {
                 break;
             }
