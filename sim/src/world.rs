@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use iris_worker::core::{AttemptKey, LogFilter, LogLimits, LogSource, TaskState};
-use iris_worker::shell::logstore::{LogStore, LogStoreConfig};
+use iris_worker::shell::logstore::{LOGS_DIR, LogStore, LogStoreConfig, segment_paths};
 
 use crate::db::CtlTask;
 use crate::plan::{Fault, FaultKind, Node, Plan, Shape};
@@ -339,7 +339,7 @@ fn record_served(shared: &Shared) {
 fn check_logs(shared: &Shared) {
     for w in 0..shared.plan.shape.workers {
         let store = LogStore::new(LogStoreConfig {
-            root: shared.cache_dirs[w].join("logs"),
+            root: shared.cache_dirs[w].join(LOGS_DIR),
             memory: LogLimits::default(),
             disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
             ingested: Default::default(),
@@ -508,9 +508,7 @@ fn reported_on(task: &CtlTask, w: usize) -> bool {
 /// An attempt's log is gone from disk because retention removed its task. A log file missing
 /// for any other reason (or before the reports landed) is still a violation.
 fn removed_by_retention(shared: &Shared, w: usize, key: &AttemptKey) -> bool {
-    let log = shared.cache_dirs[w]
-        .join("logs")
-        .join(format!("{}.log", key.file_stem()));
+    let [log, _] = segment_paths(&shared.cache_dirs[w], key);
     if log.exists() || shared.plan.retain_finished_tasks.is_none() {
         return false;
     }

@@ -15,7 +15,7 @@ use crate::core::{AttemptKey, CoreConfig, LogLimits, TaskId, WorkerCore};
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
 use crate::shell::journal::{Journal, Recovered};
-use crate::shell::logstore::{LogStore, LogStoreConfig};
+use crate::shell::logstore::{LOGS_DIR, LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::sweep_orphans;
 use crate::shell::runtime::Runtime;
@@ -81,7 +81,7 @@ where
     let metrics = Arc::new(Metrics::new());
     let samples = SampleStore::default();
     let logs = LogStore::new(LogStoreConfig {
-        root: setup.cache_dir.join("logs"),
+        root: setup.cache_dir.join(LOGS_DIR),
         memory: setup.log_memory,
         disk_bytes_max: setup.log_disk_bytes_max,
         ingested: metrics.log_bytes.clone(),

@@ -20,6 +20,9 @@ use crate::shell::output_mark::OutputMark;
 
 /// Longest line kept; longer output is split into several lines.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// The log store's directory in a worker's cache dir.
+pub const LOGS_DIR: &str = "logs";
 /// Most bytes of log data in one FetchTaskLogs response (gRPC messages are capped at 4 MiB).
 pub const RESPONSE_BYTES_MAX: usize = 3 << 20;
 
@@ -101,7 +104,7 @@ impl LogStore {
     }
 
     fn path_of(&self, key: &AttemptKey) -> PathBuf {
-        self.config.root.join(format!("{}.log", key.file_stem()))
+        segment_path(&self.config.root, key)
     }
 
     /// The attempt's log, created on first use.
@@ -379,6 +382,19 @@ impl Tail {
             });
         (last, mark)
     }
+}
+
+/// The current log segment of an attempt under a log store's root.
+fn segment_path(root: &Path, key: &AttemptKey) -> PathBuf {
+    root.join(format!("{}.log", key.file_stem()))
+}
+
+/// Both log segments of an attempt (current, rotated) in a worker's cache dir: where a log
+/// store rooted at `<cache>/LOGS_DIR` keeps them.
+pub fn segment_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 2] {
+    let current = segment_path(&cache_dir.join(LOGS_DIR), key);
+    let old = rotated(&current);
+    [current, old]
 }
 
 fn rotated(path: &Path) -> PathBuf {

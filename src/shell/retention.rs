@@ -7,15 +7,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::core::AttemptKey;
+use crate::shell::logstore::{LOGS_DIR, segment_paths};
 
 /// What an attempt leaves in the cache dir: its log segments and its workdir.
 fn attempt_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 3] {
-    let log = cache_dir
-        .join("logs")
-        .join(format!("{}.log", key.file_stem()));
-    let mut rotated = log.clone().into_os_string();
-    rotated.push(".1");
-    [log, PathBuf::from(rotated), cache_dir.join(key.workdir())]
+    let [log, rotated] = segment_paths(cache_dir, key);
+    [log, rotated, cache_dir.join(key.workdir())]
 }
 
 fn remove_path(path: &Path) -> io::Result<()> {
@@ -50,7 +47,7 @@ pub fn sweep_orphans<'a>(
         .flat_map(|key| attempt_paths(cache_dir, key))
         .collect();
     let mut removed = 0;
-    for dir in [cache_dir.join("logs"), cache_dir.join("tasks")] {
+    for dir in [cache_dir.join(LOGS_DIR), cache_dir.join("tasks")] {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
