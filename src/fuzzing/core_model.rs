@@ -420,9 +420,6 @@ impl World {
     fn collect(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
             self.trace.push((self.now, effect.clone()));
-            if std::env::var_os("MODEL_TRACE").is_some() {
-                eprintln!("{:>6} {effect}", self.now);
-            }
             self.observe(effect);
         }
     }
@@ -562,12 +559,8 @@ impl World {
             Effect::ReportTaskState { report, .. } if is_task_finished(report.state) => "finished",
             _ => "accepted",
         };
-        let attempt = match effect {
-            Effect::ReportTaskState { report, .. } => key(&report.task_id, report.attempt_id),
-            other => match other.attempt() {
-                Some(attempt) => attempt.clone(),
-                None => return,
-            },
+        let Some(attempt) = attempt_of(effect) else {
+            return;
         };
         let journaled = self.seen.get(&attempt).map(|s| s.journal.as_slice());
         assert!(
@@ -595,15 +588,9 @@ impl World {
             self.check_oldest_first(attempts);
             return;
         }
-        let attempt = match effect {
-            Effect::ReportTaskState { report, .. } => key(&report.task_id, report.attempt_id),
-            Effect::Journal(entry) if !matches!(entry, JournalEntry::Removed { .. }) => {
-                entry.attempt()
-            }
-            other => match other.attempt() {
-                Some(attempt) => attempt.clone(),
-                None => return,
-            },
+        // A removal's own tombstones come before its RemoveTask, so they pass.
+        let Some(attempt) = attempt_of(effect) else {
+            return;
         };
         let removed = self.removed.get(&attempt.task_id);
         assert!(
@@ -727,6 +714,15 @@ impl World {
             self.core.held_ports().is_empty(),
             "ports held after every task ended"
         );
+    }
+}
+
+/// The attempt an effect concerns, reports and journal entries included.
+fn attempt_of(effect: &Effect) -> Option<AttemptKey> {
+    match effect {
+        Effect::ReportTaskState { report, .. } => Some(key(&report.task_id, report.attempt_id)),
+        Effect::Journal(entry) => Some(entry.attempt()),
+        other => other.attempt().cloned(),
     }
 }
 
