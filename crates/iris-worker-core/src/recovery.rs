@@ -43,7 +43,7 @@ impl WorkerCore {
     pub fn recover(&mut self, now_ms: u64, record: RecoveredAttempt) {
         self.tick(now_ms);
         self.recover_record(record);
-        self.debug_check();
+        self.end_step();
     }
 
     fn recover_record(&mut self, record: RecoveredAttempt) {
@@ -93,7 +93,7 @@ impl WorkerCore {
         } else {
             self.recover_record(record);
         }
-        self.debug_check();
+        self.end_step();
     }
 
     /// Takes back an attempt whose container survived a worker restart (docker): it is RUNNING
@@ -125,7 +125,7 @@ impl WorkerCore {
             self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
         }
         self.report(&key);
-        self.debug_check();
+        self.end_step();
         true
     }
 

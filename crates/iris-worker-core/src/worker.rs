@@ -107,7 +107,7 @@ impl WorkerCore {
     /// Every public command and input ends here: retention runs if a task became settled, and a
     /// broken invariant shows at the step that broke it (debug builds; tests, the fuzzer and the
     /// simulator also call `check_invariants`).
-    pub(crate) fn debug_check(&mut self) {
+    pub(crate) fn end_step(&mut self) {
         if self.retention_due {
             self.enforce_retention();
         }
@@ -124,7 +124,7 @@ impl WorkerCore {
     pub fn submit(&mut self, now_ms: u64, spec: TaskSpec) -> Result<TaskState, SubmitError> {
         self.tick(now_ms);
         let result = self.try_submit(spec);
-        self.debug_check();
+        self.end_step();
         result
     }
 
@@ -182,7 +182,7 @@ impl WorkerCore {
         }
         let key = attempt_key(&current.task);
         self.request_stop(&key, StopReason::Kill, term_ms);
-        self.debug_check();
+        self.end_step();
         Ok(())
     }
 
@@ -190,7 +190,7 @@ impl WorkerCore {
     pub fn kill_all(&mut self, now_ms: u64, reason: &str) -> usize {
         self.tick(now_ms);
         let stopped = self.stop_all(reason);
-        self.debug_check();
+        self.end_step();
         stopped
     }
 
@@ -234,7 +234,7 @@ impl WorkerCore {
             ),
             runtime => self.on_runtime_event(runtime),
         }
-        self.debug_check();
+        self.end_step();
     }
 
     /// Fires every timer due at `now_ms`.
@@ -252,7 +252,7 @@ impl WorkerCore {
                 Timer::Retention => self.on_retention_timer(),
             }
         }
-        self.debug_check();
+        self.end_step();
     }
 
     // ---- outputs --------------------------------------------------------------------------
