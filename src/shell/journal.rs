@@ -111,10 +111,10 @@ impl Journal {
         self.bytes
     }
 
-    fn write_record(&mut self, record: &AttemptRecord) -> io::Result<()> {
+    /// Appends one encoded record (after it is in `records`, so a compaction keeps it).
+    fn write_record(&mut self, bytes: &[u8]) -> io::Result<()> {
         // One `write` per record: what was written survives a crash of the process.
-        let bytes = record.encode_length_delimited_to_vec();
-        self.file.write_all(&bytes)?;
+        self.file.write_all(bytes)?;
         self.bytes += bytes.len() as u64;
         let bound = (COMPACT_GROWTH * self.compacted_bytes).max(COMPACT_MIN_BYTES);
         if self.bytes > bound {
@@ -124,8 +124,9 @@ impl Journal {
     }
 
     fn append(&mut self, key: AttemptKey, record: AttemptRecord) -> io::Result<()> {
-        self.records.insert(key, record.clone());
-        self.write_record(&record)
+        let bytes = record.encode_length_delimited_to_vec();
+        self.records.insert(key, record);
+        self.write_record(&bytes)
     }
 
     /// Forgets an attempt: a tombstone, so replay drops every earlier record of it.
@@ -140,7 +141,7 @@ impl Journal {
             removed: true,
             ..AttemptRecord::default()
         };
-        self.write_record(&record)
+        self.write_record(&record.encode_length_delimited_to_vec())
     }
 
     fn update(
@@ -148,13 +149,13 @@ impl Journal {
         key: &AttemptKey,
         change: impl FnOnce(&mut AttemptRecord),
     ) -> io::Result<()> {
-        let mut record = self
+        let record = self
             .records
-            .get(key)
-            .cloned()
+            .get_mut(key)
             .ok_or_else(|| io::Error::other(format!("{key} is not in the journal")))?;
-        change(&mut record);
-        self.append(key.clone(), record)
+        change(record);
+        let bytes = record.encode_length_delimited_to_vec();
+        self.write_record(&bytes)
     }
 
     /// Appends an entry the core emitted, as the attempt's whole record.
