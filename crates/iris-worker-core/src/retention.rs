@@ -15,11 +15,6 @@ use super::worker::{WorkerCore, attempt_key};
 const DISK_BATCH_DIVISOR: usize = 10;
 
 impl WorkerCore {
-    /// Tasks that may be removed, oldest first: (when the last attempt finished, task).
-    pub(crate) fn settled_tasks(&self) -> Vec<(u64, TaskId)> {
-        self.settled.iter().cloned().collect()
-    }
-
     /// Whether a task may be removed, and when its last attempt finished: computed from its
     /// attempts (the index `settled` caches it).
     pub(crate) fn settled_since(&self, task_id: &TaskId) -> Option<u64> {
@@ -88,9 +83,15 @@ impl WorkerCore {
         if !over {
             return;
         }
-        let settled = self.settled_tasks();
-        let batch = (settled.len() / DISK_BATCH_DIVISOR).max(1);
-        for (_, task_id) in settled.into_iter().take(batch) {
+        let batch = (self.settled.len() / DISK_BATCH_DIVISOR).max(1);
+        // The oldest settled tasks, from the index (which `remove_task` changes).
+        let oldest: Vec<TaskId> = self
+            .settled
+            .iter()
+            .take(batch)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for task_id in oldest {
             self.remove_task(&task_id, RemovalReason::Disk);
         }
     }
