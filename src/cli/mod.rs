@@ -150,6 +150,8 @@ pub struct ServeArgs {
     /// Log lines kept in memory per attempt (the full log is on disk).
     #[arg(long, default_value_t = 10_000)]
     pub log_memory_lines: usize,
+    /// Bytes of log kept in memory per attempt, as written to disk (plus one chunk of output
+    /// at most: the newest record is always kept).
     #[arg(long, default_value_t = 4 << 20)]
     pub log_memory_bytes: usize,
     /// Disk kept per attempt for its log; older lines are rotated away past this.

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-use crate::core::{
-    CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskLogs, TaskSpec, WorkerCore,
-};
+use crate::core::{CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskSpec, WorkerCore};
 use crate::proto;
 use crate::shell::bundle;
+use crate::shell::lines::{Lines, count_lines};
+use crate::shell::logfile::{Head, Kind, Scan};
+use crate::shell::logwindow::{LogWindow, Record};
 use core_model::{Op, TASKS};
 
 /// Reads fuzz bytes as small integers; runs dry as zeros.
@@ -222,8 +223,10 @@ pub fn fuzz_connect(data: &[u8]) {
     }
 }
 
-/// Arbitrary lines into a small `TaskLogs`, then an arbitrary filter: bounds hold and results
-/// are ordered, filtered and capped as the filter says.
+/// Arbitrary records (raw regions and verbatim lines) into a small `LogWindow` and, encoded as
+/// the log store writes them, into a file image. Read back, the file holds every line once,
+/// numbered without a gap; a file cut anywhere reads as a prefix of it; and any filter over the
+/// window selects what it selects over the same lines read from the file.
 pub fn fuzz_logs(data: &[u8]) {
     let mut b = Bytes(data);
     let limits = LogLimits {
@@ -238,31 +241,81 @@ pub fn fuzz_logs(data: &[u8]) {
         end_ms: i64::from(b.u16()) - 10,
         max_lines: i64::from(b.u8()) - 8,
     };
-    let mut logs = TaskLogs::new(limits);
+    let cut = usize::from(b.u16());
+    let mut window = LogWindow::starting_at(limits, 0);
+    let mut file = Vec::new();
     let mut ts = 0i64;
-    let mut pushed = 0i64;
     while !b.is_empty() {
         ts += i64::from(b.u8() % 4);
         let source = LogSource::ALL[usize::from(b.u8() % 4)];
-        let len = usize::from(b.u8() % 32);
-        let line = String::from_utf8_lossy(b.take(len)).into_owned();
-        assert_eq!(logs.push(ts, source, line), pushed);
-        pushed += 1;
-        assert!(logs.len() <= limits.lines_max);
+        let kind = if b.u8() % 2 == 0 {
+            Kind::Region
+        } else {
+            Kind::Text
+        };
+        let len = usize::from(b.u8() % 64);
+        let data = b.take(len);
+        let count = match kind {
+            Kind::Region => Lines::new(data).count() as u64,
+            Kind::Text => 1,
+        };
+        assert_eq!(count_lines(data), Lines::new(data).count() as u64);
+        if count == 0 {
+            continue;
+        }
+        let head = Head {
+            kind,
+            first: window.next_line_number(),
+            timestamp_ms: ts,
+            source,
+            count,
+        };
+        let mut bytes = window.buffer();
+        head.encode(&mut bytes, data.len());
+        let data_at = bytes.len();
+        bytes.extend_from_slice(data);
+        file.extend_from_slice(&bytes);
+        window.push(Record {
+            head,
+            bytes,
+            data_at,
+        });
     }
+    let (on_disk, whole) = read_log(&file);
+    assert_eq!(whole, file.len() as u64);
+    assert!(on_disk.iter().zip(0..).all(|(l, n)| l.line_number == n));
+    assert_eq!(on_disk.len() as i64, window.next_line_number());
+    let (prefix, whole) = read_log(&file[..cut.min(file.len())]);
+    assert!(whole <= cut as u64 && on_disk.starts_with(&prefix));
+    let first = window.first_line_number();
+    // Only the newest record may take the window past a cap.
+    assert!(
+        window.records() == 1
+            || (window.line_count() <= limits.lines_max as u64
+                && window.bytes() <= limits.bytes_max)
+    );
+    assert_eq!(on_disk.len() as i64 - first, window.line_count() as i64);
     let Ok(filter) = LogFilter::from_proto(Some(&wire)) else {
         return;
     };
-    let got = logs.fetch(&filter);
-    assert!(got.windows(2).all(|w| w[0].line_number < w[1].line_number));
+    let got = window.fetch(&filter);
+    let expected = filter.select(on_disk.iter().filter(|l| l.line_number >= first));
+    assert_eq!(got, expected);
     assert!(filter.max_lines.is_none_or(|m| got.len() <= m));
-    if let LineStart::From(n) = filter.start {
-        assert!(got.iter().all(|l| l.line_number >= n));
-    }
     if let LineStart::LastN(n) = filter.start {
         assert!(got.len() as u64 <= n);
     }
-    assert!(got.iter().all(|l| filter.matches(l)));
+}
+
+/// Every line of a log file image, and where its last whole record ends.
+fn read_log(file: &[u8]) -> (Vec<crate::core::LogLine>, u64) {
+    let mut scan = Scan::new(file);
+    let mut data = Vec::new();
+    let mut lines = Vec::new();
+    while let Some(head) = scan.next(&mut data, true).expect("reading memory") {
+        lines.extend(head.lines(&data));
+    }
+    (lines, scan.whole_bytes())
 }
 
 /// Arbitrary bytes as a bundle zip: extraction never writes outside its directory and refuses

@@ -11,15 +11,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::core::{AttemptKey, LineStart, LogFilter, LogLimits, LogLine, LogSource, TaskLogs};
+use crate::core::{AttemptKey, LineStart, LogFilter, LogLimits, LogLine, LogSource};
+use crate::shell::lines::count_lines;
+use crate::shell::logfile::{Head, Kind, Scan};
+use crate::shell::logwindow::{LogWindow, Record};
 use crate::shell::output_mark::OutputMark;
 
-/// Longest line kept; longer output is split into several lines.
-pub const LINE_BYTES_MAX: usize = 64 * 1024;
+pub use crate::shell::lines::LINE_BYTES_MAX;
 
 /// The log store's directory in a worker's cache dir.
 pub const LOGS_DIR: &str = "logs";
@@ -58,20 +60,19 @@ impl std::fmt::Debug for LogStore {
 pub type AttemptLogHandle = Arc<Mutex<AttemptLog>>;
 
 pub struct AttemptLog {
-    memory: TaskLogs,
+    memory: LogWindow,
     path: PathBuf,
     writer: Option<File>,
-    /// The batch being encoded; written out and emptied before the batch's lock is released.
+    /// Records held back by the planted buffering bug; empty otherwise.
     pending: Vec<u8>,
-    /// The last timestamp encoded, and its decimal form.
-    stamp: (i64, String),
     /// The file was opened (or opening failed): never try again.
     opened: bool,
+    /// Where the file's last whole record ends, when it was continued after a restart: anything
+    /// after it is a record a crash cut short, and goes before the next one is written.
+    whole_bytes: Option<u64>,
     segment_bytes: u64,
     segment_bytes_max: u64,
     bytes_ingested: u64,
-    /// Bytes of the current batch, not yet in the metric.
-    uncounted_bytes: u64,
     ingested: prometheus_client::metrics::counter::Counter,
     disk_error: Option<String>,
     /// Where the container's output left off (see `output_mark`).
@@ -170,24 +171,23 @@ impl AttemptLog {
     /// log left on disk by an earlier run of the worker (an adopted attempt) is continued: line
     /// numbers carry on after its last line.
     fn create(config: &LogStoreConfig, path: PathBuf) -> AttemptLog {
-        let (last, output_mark) = match tail_records(&path) {
-            tail if tail.is_empty() => tail_records(&rotated(&path)),
-            tail => tail,
-        }
-        .summary();
-        let next = last.map_or(0, |n| n + 1);
+        let current = Summary::of(&path);
+        let whole_bytes = current.whole_bytes;
+        let summary = match current.next_line {
+            None => Summary::of(&rotated(&path)),
+            Some(_) => current,
+        };
         AttemptLog {
-            output_mark,
-            memory: TaskLogs::starting_at(config.memory, next),
+            output_mark: summary.output_mark,
+            memory: LogWindow::starting_at(config.memory, summary.next_line.unwrap_or(0)),
             path,
             writer: None,
             pending: Vec::new(),
-            stamp: (i64::MIN, String::new()),
             opened: false,
+            whole_bytes,
             segment_bytes: 0,
             segment_bytes_max: (config.disk_bytes_max / 2).max(1),
             bytes_ingested: 0,
-            uncounted_bytes: 0,
             ingested: config.ingested.clone(),
             disk_error: None,
             planted_buffering: config.planted_buffering,
@@ -203,7 +203,13 @@ impl AttemptLog {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Some(whole) = self.whole_bytes.filter(|whole| *whole < len) {
+            // A record a crash cut short: the next one must not be read as its rest.
+            file.set_len(whole)?;
+            len = whole;
+        }
+        self.segment_bytes = len;
         self.writer = Some(file);
         Ok(())
     }
@@ -212,35 +218,85 @@ impl AttemptLog {
         self.output_mark
     }
 
-    /// Appends one line and writes it through to the file.
+    /// Appends one line, verbatim (newlines included), and writes it through to the file.
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
-        self.push(timestamp_ms, source, data);
-        self.write_pending(false);
+        self.append_record(Kind::Text, timestamp_ms, source, data.as_bytes(), 1);
     }
 
-    /// Appends lines sharing a source and timestamp; one write for all of them.
-    pub fn append_batch(
+    /// Appends a region of raw output (its lines as `lines::Lines` splits them), stamped
+    /// `timestamp_ms`, with one write. Invalid UTF-8 is kept as it came and shown lossily.
+    pub fn append_region(&mut self, timestamp_ms: i64, source: LogSource, region: &[u8]) {
+        let count = count_lines(region);
+        if count > 0 {
+            self.append_record(Kind::Region, timestamp_ms, source, region, count);
+        }
+    }
+
+    fn append_record(
         &mut self,
+        kind: Kind,
         timestamp_ms: i64,
         source: LogSource,
-        lines: impl IntoIterator<Item = impl AsRef<str>>,
+        data: &[u8],
+        count: u64,
     ) {
-        for line in lines {
-            self.push(timestamp_ms, source, line.as_ref());
+        if OutputMark::counts(source) {
+            self.output_mark = Some(OutputMark::after_lines(
+                self.output_mark,
+                timestamp_ms,
+                count,
+            ));
         }
-        self.write_pending(false);
+        self.bytes_ingested += data.len() as u64;
+        self.ingested.inc_by(data.len() as u64);
+        let head = Head {
+            kind,
+            first: self.memory.next_line_number(),
+            timestamp_ms,
+            source,
+            count,
+        };
+        let mut bytes = self.memory.buffer();
+        head.encode(&mut bytes, data.len());
+        let data_at = bytes.len();
+        bytes.extend_from_slice(data);
+        if let Err(e) = self.write_record(&bytes) {
+            // The in-memory window still has the lines; remember why disk has not.
+            self.disk_error = Some(e.to_string());
+        }
+        self.memory.push(Record {
+            head,
+            bytes,
+            data_at,
+        });
     }
 
-    /// Writes the encoded batch out (on failure the lines stay in memory and the reason is
-    /// kept) and counts its bytes in the metric, once per batch. `force` only matters to the
-    /// planted buffering bug, which otherwise holds lines back.
-    fn write_pending(&mut self, force: bool) {
-        self.ingested
-            .inc_by(std::mem::take(&mut self.uncounted_bytes));
-        if self.pending.is_empty() {
-            return;
+    /// One `write` per record: once it returns, the lines are in the page cache and survive a
+    /// crash of the worker.
+    fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
+        if !self.opened {
+            self.open_file()?;
         }
-        if self.planted_buffering && !force && self.pending.len() < PLANTED_BUFFER_BYTES {
+        let len = record.len() as u64;
+        if self.segment_bytes + len > self.segment_bytes_max && self.segment_bytes > 0 {
+            self.rotate()?;
+        }
+        let Some(file) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        self.segment_bytes += len;
+        if self.planted_buffering {
+            self.pending.extend_from_slice(record);
+            self.write_pending(false);
+            return Ok(());
+        }
+        file.write_all(record)
+    }
+
+    /// Writes out what the planted buffering bug holds back (on failure the lines stay in memory
+    /// and the reason is kept). `force` writes however little is held.
+    fn write_pending(&mut self, force: bool) {
+        if self.pending.is_empty() || (!force && self.pending.len() < PLANTED_BUFFER_BYTES) {
             return;
         }
         if let Some(file) = self.writer.as_mut()
@@ -251,51 +307,18 @@ impl AttemptLog {
         self.pending.clear();
     }
 
-    fn push(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
-        if OutputMark::counts(source) {
-            self.output_mark = Some(OutputMark::after(self.output_mark, timestamp_ms));
-        }
-        self.bytes_ingested += data.len() as u64;
-        self.uncounted_bytes += data.len() as u64;
-        let line_number = self.memory.push_str(timestamp_ms, source, data);
-        if let Err(e) = self.write_record(line_number, timestamp_ms, source, data) {
-            // The in-memory window still has the line; remember why disk has not.
-            self.disk_error = Some(e.to_string());
-        }
-    }
-
-    fn write_record(
-        &mut self,
-        line_number: i64,
-        timestamp_ms: i64,
-        source: LogSource,
-        data: &str,
-    ) -> io::Result<()> {
-        if !self.opened {
-            self.open_file()?;
-        }
-        // An upper bound of the record's size is enough to decide on rotation.
-        let len = data.len() as u64 * 2 + 48;
-        if self.segment_bytes + len > self.segment_bytes_max && self.segment_bytes > 0 {
-            self.rotate()?;
-        }
-        if self.writer.is_none() {
-            return Ok(());
-        }
-        if self.stamp.0 != timestamp_ms {
-            // Lines of a batch share their timestamp: format it once.
-            self.stamp = (timestamp_ms, timestamp_ms.to_string());
-        }
-        let written = encode(&mut self.pending, line_number, &self.stamp.1, source, data);
-        self.segment_bytes += written;
-        Ok(())
-    }
-
     fn rotate(&mut self) -> io::Result<()> {
-        // What this segment's batch holds so far belongs to it.
+        // What this segment's records hold so far belongs to it.
         self.write_pending(true);
         self.writer = None;
-        fs::rename(&self.path, rotated(&self.path))?;
+        // Rename onto a free name: renaming over the old segment makes ext4 (auto_da_alloc) write
+        // the whole new segment out before the rename returns, stalling ingest on the disk.
+        let old = rotated(&self.path);
+        match fs::remove_file(&old) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::rename(&self.path, old)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -335,52 +358,37 @@ impl AttemptLog {
     }
 }
 
-/// The last complete record of a log file, read from its tail.
-/// How much of a log's end is read back when an attempt's log is continued: enough for the
-/// newest record and, but for a burst of more than this in one millisecond, every output line
-/// sharing its timestamp.
-const TAIL_BYTES_MAX: u64 = 256 * 1024 + 2 * LINE_BYTES_MAX as u64;
-
-/// The records at the end of a log segment (none if there is no file).
-struct Tail(Vec<LogLine>);
-
-fn tail_records(path: &Path) -> Tail {
-    use std::io::{Read, Seek, SeekFrom};
-    let read = || -> Option<Vec<u8>> {
-        let mut file = File::open(path).ok()?;
-        let len = file.metadata().ok()?.len();
-        file.seek(SeekFrom::Start(len - len.min(TAIL_BYTES_MAX)))
-            .ok()?;
-        let mut tail = Vec::new();
-        file.read_to_end(&mut tail).ok()?;
-        Some(tail)
-    };
-    let text = read().unwrap_or_default();
-    // The first line of a window that starts mid-file may be partial; `decode` drops it.
-    Tail(
-        String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(decode)
-            .collect(),
-    )
+/// What a log segment left on disk says about how to continue it.
+#[derive(Debug, Default)]
+struct Summary {
+    /// The number after its last line (None if it holds no record).
+    next_line: Option<i64>,
+    output_mark: Option<OutputMark>,
+    /// Where its last whole record ends (None if there is no file).
+    whole_bytes: Option<u64>,
 }
 
-impl Tail {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The newest line number, and the output mark, of these records.
-    fn summary(self) -> (Option<i64>, Option<OutputMark>) {
-        let last = self.0.last().map(|l| l.line_number);
-        let mark = self
-            .0
-            .iter()
-            .filter(|l| OutputMark::counts(l.source))
-            .fold(None, |mark, l| {
-                Some(OutputMark::after(mark, l.timestamp_ms))
-            });
-        (last, mark)
+impl Summary {
+    /// Reads the segment's record headers (the data is skipped, not read).
+    fn of(path: &Path) -> Summary {
+        let Ok(file) = File::open(path) else {
+            return Summary::default();
+        };
+        let mut scan = Scan::new(BufReader::new(file));
+        let mut summary = Summary::default();
+        let mut data = Vec::new();
+        while let Ok(Some(head)) = scan.next(&mut data, false) {
+            summary.next_line = Some(head.end());
+            if OutputMark::counts(head.source) {
+                summary.output_mark = Some(OutputMark::after_lines(
+                    summary.output_mark,
+                    head.timestamp_ms,
+                    head.count,
+                ));
+            }
+        }
+        summary.whole_bytes = Some(scan.whole_bytes());
+        summary
     }
 }
 
@@ -403,65 +411,6 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends one record, `number TAB timestamp TAB source TAB data NL`, with `\\` and newlines in
-/// the data escaped; returns its length. No allocation: it runs once per line of output.
-fn encode(
-    out: &mut Vec<u8>,
-    line_number: i64,
-    timestamp_ms: &str,
-    source: LogSource,
-    data: &str,
-) -> u64 {
-    let start = out.len();
-    out.extend_from_slice(itoa::Buffer::new().format(line_number).as_bytes());
-    out.push(b'\t');
-    out.extend_from_slice(timestamp_ms.as_bytes());
-    out.push(b'\t');
-    out.extend_from_slice(source.as_str().as_bytes());
-    out.push(b'\t');
-    let bytes = data.as_bytes();
-    if memchr::memchr2(b'\\', b'\n', bytes).is_some() {
-        for &b in bytes {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                _ => out.push(b),
-            }
-        }
-    } else {
-        out.extend_from_slice(bytes);
-    }
-    out.push(b'\n');
-    (out.len() - start) as u64
-}
-
-fn decode(record: &str) -> Option<LogLine> {
-    let mut parts = record.splitn(4, '\t');
-    let line_number = parts.next()?.parse().ok()?;
-    let timestamp_ms = parts.next()?.parse().ok()?;
-    let source = LogSource::parse(parts.next()?)?;
-    let raw = parts.next()?;
-    let mut data = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            data.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => data.push('\n'),
-            Some(other) => data.push(other),
-            None => {}
-        }
-    }
-    Some(LogLine {
-        line_number,
-        timestamp_ms,
-        source,
-        data,
-    })
-}
-
 /// Reads both segments in order and applies the filter within the response budget.
 fn scan_disk(path: &Path, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
     let from = match filter.start {
@@ -481,26 +430,29 @@ fn scan_disk(path: &Path, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for record in BufReader::new(file).split(b'\n') {
-            let record = record?;
-            let Some(line) = decode(&String::from_utf8_lossy(&record)) else {
-                continue;
-            };
-            if line.line_number < from || !filter.matches(&line) {
+        let mut scan = Scan::new(BufReader::new(file));
+        let mut data = Vec::new();
+        while let Some(head) = scan.next(&mut data, true)? {
+            if head.end() <= from {
                 continue;
             }
-            bytes += line.data.len();
-            out.push_back(line);
-            match tail {
-                Some(keep) => {
-                    while out.len() > keep || (bytes > RESPONSE_BYTES_MAX && out.len() > 1) {
-                        bytes -= out.pop_front().map_or(0, |l| l.data.len());
+            for line in head.lines(&data) {
+                if line.line_number < from || !filter.matches(&line) {
+                    continue;
+                }
+                bytes += line.data.len();
+                out.push_back(line);
+                match tail {
+                    Some(keep) => {
+                        while out.len() > keep || (bytes > RESPONSE_BYTES_MAX && out.len() > 1) {
+                            bytes -= out.pop_front().map_or(0, |l| l.data.len());
+                        }
                     }
+                    None if out.len() >= max || bytes >= RESPONSE_BYTES_MAX => {
+                        return Ok(out.into());
+                    }
+                    None => {}
                 }
-                None if out.len() >= max || bytes >= RESPONSE_BYTES_MAX => {
-                    return Ok(out.into());
-                }
-                None => {}
             }
         }
     }
@@ -616,6 +568,55 @@ mod tests {
         assert!(on_disk <= 20_000, "{on_disk}");
         let all = logs.fetch(&key(), &LogFilter::default()).unwrap();
         assert_eq!(all.last().unwrap().line_number, 4999);
+        let _ = fs::remove_dir_all(&dir);
+    }
+    fn numbered(logs: &LogStore) -> Vec<(i64, String)> {
+        logs.fetch(&key(), &LogFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.line_number, l.data))
+            .collect()
+    }
+
+    #[test]
+    fn a_record_cut_short_by_a_crash_is_dropped_and_numbering_goes_on() {
+        let dir = tmp("torn");
+        let logs = store(&dir, 10, 1 << 30);
+        logs.append(&key(), 1, LogSource::Stdout, "zero");
+        lock(&logs.open(&key())).append_region(2, LogSource::Stdout, b"one\ntwo\n");
+        logs.close(&key());
+        let path = segment_path(&dir, &key());
+        let whole = fs::read(&path).unwrap();
+        // What a kill -9 in the middle of a write could leave: a header and part of its data.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(b"#L 3 3 stdout 2 14\nthree\nfo");
+        fs::write(&path, &torn).unwrap();
+
+        let restarted = store(&dir, 10, 1 << 30);
+        assert_eq!(restarted.open(&key()).lock().unwrap().next_line_number(), 3);
+        restarted.append(&key(), 4, LogSource::Stdout, "three again");
+        let expected = [(0, "zero"), (1, "one"), (2, "two"), (3, "three again")];
+        let expected: Vec<(i64, String)> =
+            expected.iter().map(|(n, t)| (*n, t.to_string())).collect();
+        assert_eq!(numbered(&restarted), expected);
+        restarted.close(&key());
+        assert_eq!(numbered(&store(&dir, 10, 1 << 30)), expected);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_log_of_the_older_format_is_read_and_continued() {
+        let dir = tmp("v1");
+        fs::create_dir_all(&dir).unwrap();
+        let path = segment_path(&dir, &key());
+        fs::write(&path, "0\t5\tstdout\tfirst\n1\t6\tstderr\ta \\\\ b\\nc\n").unwrap();
+        let logs = store(&dir, 10, 1 << 30);
+        lock(&logs.open(&key())).append_region(7, LogSource::Stdout, b"next\n");
+        let expected: Vec<(i64, String)> = [(0, "first"), (1, "a \\ b\nc"), (2, "next")]
+            .iter()
+            .map(|(n, t)| (*n, t.to_string()))
+            .collect();
+        assert_eq!(numbered(&logs), expected);
         let _ = fs::remove_dir_all(&dir);
     }
 }

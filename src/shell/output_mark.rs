@@ -20,14 +20,20 @@ impl OutputMark {
 
     /// The mark after one more output line stamped `timestamp_ms`.
     pub fn after(mark: Option<OutputMark>, timestamp_ms: i64) -> OutputMark {
+        OutputMark::after_lines(mark, timestamp_ms, 1)
+    }
+
+    /// The mark after `count` more output lines stamped `timestamp_ms`.
+    pub fn after_lines(mark: Option<OutputMark>, timestamp_ms: i64, count: u64) -> OutputMark {
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
         match mark {
             Some(m) if m.timestamp_ms == timestamp_ms => OutputMark {
-                lines: m.lines + 1,
+                lines: m.lines.saturating_add(count),
                 ..m
             },
             _ => OutputMark {
                 timestamp_ms,
-                lines: 1,
+                lines: count,
             },
         }
     }

@@ -4,15 +4,16 @@
 //! Kills go to the shim, which passes them on. Used where there is no Docker.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
@@ -143,25 +144,48 @@ impl ProcessRuntime {
 /// switches per byte (at most the system's pipe-max-size; a refusal keeps the default).
 const PIPE_BYTES: libc::c_int = 1 << 20;
 /// What one read of a pipe takes at most.
-const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_BYTES: usize = 64 * 1024;
 
 fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
     // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves it as it was.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
 }
 
-/// Copies one pipe into the log, a chunk at a time: each chunk's complete lines go in under one
-/// lock.
-async fn pump(mut reader: impl AsyncRead + Unpin, source: LogSource, sink: AttemptSink) {
+/// Copies one pipe into the log on a thread of its own, with blocking reads, as `cat` would:
+/// each chunk's complete lines go in as one record, under one lock. A flood costs a read and a
+/// write per chunk and nothing else: no readiness polling, no wake-up of the async runtime.
+/// The receiver completes when the pipe has closed and every line is in the log.
+fn spawn_pump(
+    pipe: std::os::fd::OwnedFd,
+    source: LogSource,
+    sink: AttemptSink,
+) -> io::Result<oneshot::Receiver<()>> {
+    let (done, drained) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("pump-{source}"))
+        .stack_size(PUMP_STACK_BYTES)
+        .spawn(move || {
+            pump(std::fs::File::from(pipe), source, &sink);
+            let _ = done.send(());
+        })?;
+    Ok(drained)
+}
+
+/// The pump's buffer is on the heap; its stack holds a few frames.
+const PUMP_STACK_BYTES: usize = 256 * 1024;
+
+fn pump(mut reader: impl Read, source: LogSource, sink: &AttemptSink) {
     // Read straight into the splitter's buffer: the bytes are copied once, into the log.
     let mut lines = LineReader::new(CHUNK_BYTES);
-    let mut emit = |batch: &[&[u8]]| sink.log_lines(source, batch);
+    let mut emit = |region: &[u8]| sink.log_region(source, region);
     loop {
         let spare = lines.spare();
         let want = spare.len().min(CHUNK_BYTES);
-        match reader.read(&mut spare[..want]).await {
-            Ok(0) | Err(_) => break,
+        match reader.read(&mut spare[..want]) {
+            Ok(0) => break,
             Ok(n) => lines.commit(n, &mut emit),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
     lines.finish(&mut emit);
@@ -202,21 +226,29 @@ impl Runtime for ProcessRuntime {
             .map(|p| p as i32)
             .ok_or_else(|| RuntimeError::new("no pid"))?;
         sink.started();
-        let readers: Vec<JoinHandle<()>> = [
-            child
-                .stdout
-                .take()
-                .inspect(widen_pipe)
-                .map(|out| tokio::spawn(pump(out, LogSource::Stdout, sink.clone()))),
-            child
-                .stderr
-                .take()
-                .inspect(widen_pipe)
-                .map(|err| tokio::spawn(pump(err, LogSource::Stderr, sink.clone()))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let pipes = [
+            (
+                child.stdout.take().map(|p| p.into_owned_fd()),
+                LogSource::Stdout,
+            ),
+            (
+                child.stderr.take().map(|p| p.into_owned_fd()),
+                LogSource::Stderr,
+            ),
+        ];
+        let mut readers = Vec::new();
+        for (pipe, source) in pipes {
+            let Some(pipe) = pipe else { continue };
+            let pumped = pipe.and_then(|fd| {
+                widen_pipe(&fd);
+                spawn_pump(fd, source, sink.clone())
+            });
+            // The process runs already: without its output it is lost, not failed to start.
+            match pumped {
+                Ok(drained) => readers.push(drained),
+                Err(e) => sink.log(LogSource::Error, &format!("cannot read its {source}: {e}")),
+            }
+        }
         let workdir = self.config.cache_dir.join(&spec.workdir);
         let sampler = self.spawn_sampler(pgid, workdir, sink.clone());
         self.groups
@@ -293,9 +325,9 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for handle in handles {
-        let _ = handle.await;
+async fn futures_join(pumps: Vec<oneshot::Receiver<()>>) {
+    for drained in pumps {
+        let _ = drained.await;
     }
 }
 

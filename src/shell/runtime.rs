@@ -102,13 +102,14 @@ impl AttemptSink {
         );
     }
 
-    /// Appends raw lines (invalid UTF-8 is kept, shown lossily) under one lock and timestamp.
-    pub fn log_lines(&self, source: LogSource, lines: &[&[u8]]) {
+    /// Appends a region of raw output (see `lines::Lines`) under one lock and timestamp;
+    /// invalid UTF-8 is kept, shown lossily.
+    pub fn log_region(&self, source: LogSource, region: &[u8]) {
         let now = self.now_ms();
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append_batch(now, source, lines.iter().map(|l| text_of(l)));
+            .append_region(now, source, region);
     }
 
     fn send(&self, event: Event) {

@@ -39,7 +39,7 @@ pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
 pub use ids::{AttemptKey, IdError, JobId, TaskId};
 pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
-pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, TaskLogs};
+pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource};
 pub use ports::{PortAllocator, PortsExhausted};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
 pub use spec::{Entrypoint, Environment, Resources, TaskSpec, ValidationError};

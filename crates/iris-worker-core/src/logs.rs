@@ -1,8 +1,9 @@
-//! `TaskLogs`: the in-memory window of one attempt's log, and the `FetchLogsFilter` semantics.
+//! Log lines and the `FetchLogsFilter` semantics; the caps of a log's in-memory window.
 //!
-//! Memory is bounded by a line cap and a byte cap; the oldest lines go first. Line numbers are
-//! absolute for the attempt (the first line is 0) and never reused, so a reader that remembers the
-//! last number it saw can resume exactly, and a gap tells it lines were evicted.
+//! Line numbers are absolute for the attempt (the first line is 0) and never reused, so a reader
+//! that remembers the last number it saw can resume exactly, and a gap tells it lines were
+//! evicted. The shell keeps the lines (`shell::logwindow`, `shell::logfile`); the filter here
+//! decides which of them a fetch returns, wherever they are read from.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -69,10 +70,6 @@ impl LogLine {
             line_number: self.line_number,
         }
     }
-
-    fn cost_bytes(&self) -> usize {
-        self.data.len() + std::mem::size_of::<LogLine>()
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,101 +84,6 @@ impl Default for LogLimits {
             lines_max: 10_000,
             bytes_max: 4 << 20,
         }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct TaskLogs {
-    lines: VecDeque<LogLine>,
-    bytes: usize,
-    next_line_number: i64,
-    limits: LogLimits,
-    /// The buffer of the last evicted line, reused by `push_str`: a full window takes new lines
-    /// without allocating (one line's buffer at most, so the caps still hold).
-    spare: String,
-}
-
-impl TaskLogs {
-    pub fn new(limits: LogLimits) -> TaskLogs {
-        TaskLogs::starting_at(limits, 0)
-    }
-
-    /// A window whose next line is `next_line_number` (resuming after a restart).
-    pub fn starting_at(limits: LogLimits, next_line_number: i64) -> TaskLogs {
-        TaskLogs {
-            lines: VecDeque::new(),
-            bytes: 0,
-            next_line_number,
-            limits,
-            spare: String::new(),
-        }
-    }
-
-    /// Appends a line and returns its number, evicting the oldest lines beyond the caps.
-    pub fn push(&mut self, timestamp_ms: i64, source: LogSource, data: String) -> i64 {
-        let line = LogLine {
-            line_number: self.next_line_number,
-            timestamp_ms,
-            source,
-            data,
-        };
-        self.next_line_number += 1;
-        self.bytes += line.cost_bytes();
-        self.lines.push_back(line);
-        while self.lines.len() > self.limits.lines_max.max(1)
-            || (self.bytes > self.limits.bytes_max && self.lines.len() > 1)
-        {
-            let old = self.lines.pop_front().expect("non-empty");
-            self.bytes -= old.cost_bytes();
-            self.spare = old.data;
-        }
-        self.next_line_number - 1
-    }
-
-    /// As `push`, copying `data` into a recycled buffer. A buffer much larger than the line is
-    /// not reused, so no line holds more than about twice what the byte cap counts for it.
-    pub fn push_str(&mut self, timestamp_ms: i64, source: LogSource, data: &str) -> i64 {
-        let mut buffer = std::mem::take(&mut self.spare);
-        if buffer.capacity() > 2 * data.len().max(128) {
-            buffer = String::with_capacity(data.len());
-        }
-        buffer.clear();
-        buffer.push_str(data);
-        self.push(timestamp_ms, source, buffer)
-    }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// The number the next line will get; also the count of lines ever pushed.
-    pub fn next_line_number(&self) -> i64 {
-        self.next_line_number
-    }
-
-    /// The oldest line number still in memory.
-    pub fn first_line_number(&self) -> i64 {
-        self.lines
-            .front()
-            .map_or(self.next_line_number, |l| l.line_number)
-    }
-
-    pub fn fetch(&self, filter: &LogFilter) -> Vec<LogLine> {
-        let skip = match filter.start {
-            LineStart::From(n) => {
-                usize::try_from(n.saturating_sub(self.first_line_number())).unwrap_or(0)
-            }
-            LineStart::Beginning | LineStart::LastN(_) => 0,
-        };
-        filter.select(self.lines.iter().skip(skip))
     }
 }
 

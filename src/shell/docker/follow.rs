@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use super::engine::message;
 use super::timestamps::{parse_rfc3339_ms, split_timestamp};
 use crate::core::{ExitStatus, LogSource};
-use crate::shell::lines::LineSplitter;
+use crate::shell::lines::{LineSplitter, Lines};
 use crate::shell::output_mark::{OutputMark, ResumeFilter};
 use crate::shell::runtime::AttemptSink;
 
@@ -48,8 +48,8 @@ pub(super) async fn follow_logs(
     let emit = |source: LogSource| {
         let sink = sink.clone();
         let filter = &filter;
-        move |lines: &[&[u8]]| {
-            for line in lines {
+        move |region: &[u8]| {
+            for line in Lines::new(region) {
                 let (ms, data) = split_timestamp(line);
                 if filter.lock().unwrap_or_else(|p| p.into_inner()).is_new(ms) {
                     sink.log_line_at(ms, source, data);

@@ -175,7 +175,7 @@ impl DockerRuntime {
             self.docker
                 .build_image(options, None, Some(bollard::body_full(context.into())));
         let mut splitter = LineSplitter::default();
-        let mut emit = |lines: &[&[u8]]| sink.log_lines(LogSource::Build, lines);
+        let mut emit = |region: &[u8]| sink.log_region(LogSource::Build, region);
         while let Some(item) = stream.next().await {
             let info =
                 item.map_err(|e| RuntimeError::new(format!("image build: {}", message(&e))))?;
