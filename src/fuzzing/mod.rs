@@ -309,10 +309,10 @@ pub fn fuzz_logs(data: &[u8]) {
 
 /// Every line of a log file image, and where its last whole record ends.
 fn read_log(file: &[u8]) -> (Vec<crate::core::LogLine>, u64) {
-    let mut scan = Scan::new(file);
+    let mut scan = Scan::new(Cursor::new(file), file.len() as u64);
     let mut data = Vec::new();
     let mut lines = Vec::new();
-    while let Some(head) = scan.next(&mut data, true).expect("reading memory") {
+    while let Some(head) = scan.next(&mut data, |_| true).expect("reading memory") {
         lines.extend(head.lines(&data));
     }
     (lines, scan.whole_bytes())

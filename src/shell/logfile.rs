@@ -16,7 +16,7 @@
 //! `Scan` reads up to the last whole record and says where that ends, so a continued log is
 //! first cut back to it.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Seek, SeekFrom};
 
 use crate::core::{LogLine, LogSource};
 use crate::shell::lines::Lines;
@@ -104,18 +104,22 @@ impl Head {
     }
 }
 
-/// Reads the records of one log segment in order.
+/// Reads the records of one log segment in order; data nobody wants is seeked over, not read.
 pub struct Scan<R> {
     reader: R,
-    /// Where the last whole record ends.
+    /// The segment's length when the scan began.
+    len: u64,
+    /// Where the last whole record ends (the reader's position after each record).
     whole: u64,
     line: Vec<u8>,
 }
 
-impl<R: BufRead> Scan<R> {
-    pub fn new(reader: R) -> Scan<R> {
+impl<R: BufRead + Seek> Scan<R> {
+    /// A scan of the `len` bytes `reader` holds.
+    pub fn new(reader: R, len: u64) -> Scan<R> {
         Scan {
             reader,
+            len,
             whole: 0,
             line: Vec::new(),
         }
@@ -126,21 +130,25 @@ impl<R: BufRead> Scan<R> {
         self.whole
     }
 
-    /// The next record, its data read into `data` (or skipped, leaving `data` empty, when
-    /// `want_data` is false). None at the end, at a short last record or at a header that
-    /// cannot be read (nothing after it can be told apart from data).
-    pub fn next(&mut self, data: &mut Vec<u8>, want_data: bool) -> io::Result<Option<Head>> {
+    /// The next record, its data read into `data` if `want` says so (left empty otherwise).
+    /// None at the end, at a short last record or at a header that cannot be read (nothing
+    /// after it can be told apart from data).
+    pub fn next(
+        &mut self,
+        data: &mut Vec<u8>,
+        want: impl Fn(&Head) -> bool,
+    ) -> io::Result<Option<Head>> {
         data.clear();
         loop {
             self.line.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line)?;
+            let n = self.reader.read_until(b'\n', &mut self.line)? as u64;
             if n == 0 || self.line.last() != Some(&b'\n') {
                 return Ok(None);
             }
             self.line.pop();
             if self.line.first() != Some(&b'#') {
                 // A record of the older line format; one that does not decode is skipped.
-                self.whole += n as u64;
+                self.whole += n;
                 if let Some(line) = decode_line(&String::from_utf8_lossy(&self.line)) {
                     data.extend_from_slice(line.data.as_bytes());
                     return Ok(Some(Head {
@@ -156,31 +164,19 @@ impl<R: BufRead> Scan<R> {
             let Some((head, len)) = Head::decode(&self.line) else {
                 return Ok(None);
             };
-            if !self.take(data, len, want_data)? {
-                data.clear();
+            let end = (self.whole + n).saturating_add(len as u64);
+            if end > self.len {
                 return Ok(None);
             }
-            self.whole += (n + len) as u64;
+            if want(&head) {
+                data.resize(len, 0);
+                self.reader.read_exact(data)?;
+            } else {
+                self.reader.seek(SeekFrom::Current(len as i64))?;
+            }
+            self.whole = end;
             return Ok(Some(head));
         }
-    }
-
-    /// Reads or skips `len` bytes; false if the file ends first.
-    fn take(&mut self, data: &mut Vec<u8>, len: usize, keep: bool) -> io::Result<bool> {
-        let mut left = len;
-        while left > 0 {
-            let available = self.reader.fill_buf()?;
-            if available.is_empty() {
-                return Ok(false);
-            }
-            let n = available.len().min(left);
-            if keep {
-                data.extend_from_slice(&available[..n]);
-            }
-            self.reader.consume(n);
-            left -= n;
-        }
-        Ok(true)
     }
 }
 
@@ -223,10 +219,10 @@ mod tests {
     }
 
     fn all_lines(file: &[u8]) -> (Vec<LogLine>, u64) {
-        let mut scan = Scan::new(file);
+        let mut scan = Scan::new(io::Cursor::new(file), file.len() as u64);
         let mut data = Vec::new();
         let mut lines = Vec::new();
-        while let Some(head) = scan.next(&mut data, true).unwrap() {
+        while let Some(head) = scan.next(&mut data, |_| true).unwrap() {
             lines.extend(head.lines(&data));
         }
         (lines, scan.whole_bytes())

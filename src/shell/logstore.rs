@@ -374,10 +374,11 @@ impl Summary {
         let Ok(file) = File::open(path) else {
             return Summary::default();
         };
-        let mut scan = Scan::new(BufReader::new(file));
+        let len = file.metadata().map_or(0, |m| m.len());
+        let mut scan = Scan::new(BufReader::new(file), len);
         let mut summary = Summary::default();
         let mut data = Vec::new();
-        while let Ok(Some(head)) = scan.next(&mut data, false) {
+        while let Ok(Some(head)) = scan.next(&mut data, |_| false) {
             summary.next_line = Some(head.end());
             if OutputMark::counts(head.source) {
                 summary.output_mark = Some(OutputMark::after_lines(
@@ -430,9 +431,12 @@ fn scan_disk(path: &Path, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let mut scan = Scan::new(BufReader::new(file));
+        let len = file.metadata()?.len();
+        let mut scan = Scan::new(BufReader::new(file), len);
         let mut data = Vec::new();
-        while let Some(head) = scan.next(&mut data, true)? {
+        // Records wholly before the start are seeked over: a follower far behind a flood does
+        // not read the log up to where it is.
+        while let Some(head) = scan.next(&mut data, |head| head.end() > from)? {
             if head.end() <= from {
                 continue;
             }
