@@ -21,15 +21,8 @@ impl TaskLogs {
             source,
             count: 1,
         };
-        let mut bytes = self.0.buffer();
-        head.encode(&mut bytes, data.len());
-        let data_at = bytes.len();
-        bytes.extend_from_slice(data.as_bytes());
-        self.0.push(Record {
-            head,
-            bytes,
-            data_at,
-        });
+        let record = Record::encode(head, data.as_bytes(), self.0.buffer());
+        self.0.push(record);
         head.first
     }
 

@@ -270,16 +270,9 @@ pub fn fuzz_logs(data: &[u8]) {
             source,
             count,
         };
-        let mut bytes = window.buffer();
-        head.encode(&mut bytes, data.len());
-        let data_at = bytes.len();
-        bytes.extend_from_slice(data);
-        file.extend_from_slice(&bytes);
-        window.push(Record {
-            head,
-            bytes,
-            data_at,
-        });
+        let record = Record::encode(head, data, window.buffer());
+        file.extend_from_slice(&record.bytes);
+        window.push(record);
     }
     let (on_disk, whole) = read_log(&file);
     assert_eq!(whole, file.len() as u64);

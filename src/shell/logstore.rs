@@ -256,19 +256,12 @@ impl AttemptLog {
             source,
             count,
         };
-        let mut bytes = self.memory.buffer();
-        head.encode(&mut bytes, data.len());
-        let data_at = bytes.len();
-        bytes.extend_from_slice(data);
-        if let Err(e) = self.write_record(&bytes) {
+        let record = Record::encode(head, data, self.memory.buffer());
+        if let Err(e) = self.write_record(&record.bytes) {
             // The in-memory window still has the lines; remember why disk has not.
             self.disk_error = Some(e.to_string());
         }
-        self.memory.push(Record {
-            head,
-            bytes,
-            data_at,
-        });
+        self.memory.push(record);
     }
 
     /// One `write` per record: once it returns, the lines are in the page cache and survive a
@@ -414,10 +407,7 @@ fn rotated(path: &Path) -> PathBuf {
 
 /// Reads both segments in order and applies the filter within the response budget.
 fn scan_disk(path: &Path, filter: &LogFilter) -> io::Result<Vec<LogLine>> {
-    let from = match filter.start {
-        LineStart::From(n) => n,
-        _ => i64::MIN,
-    };
+    let from = filter.first_line();
     let max = filter.max_lines.unwrap_or(usize::MAX);
     let tail = match filter.start {
         LineStart::LastN(n) => Some(usize::try_from(n).unwrap_or(usize::MAX).min(max)),

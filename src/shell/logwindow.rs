@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::core::{LineStart, LogFilter, LogLimits, LogLine};
+use crate::core::{LogFilter, LogLimits, LogLine};
 use crate::shell::logfile::Head;
 
 /// A record as it went to disk: its header, and its encoded bytes with the data at `data_at`.
@@ -20,6 +20,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// Encodes `data` under `head` into `buffer` (emptied first; see `LogWindow::buffer`).
+    pub fn encode(head: Head, data: &[u8], mut buffer: Vec<u8>) -> Record {
+        buffer.clear();
+        head.encode(&mut buffer, data.len());
+        let data_at = buffer.len();
+        buffer.extend_from_slice(data);
+        Record {
+            head,
+            bytes: buffer,
+            data_at,
+        }
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.bytes[self.data_at..]
     }
@@ -50,11 +63,9 @@ impl LogWindow {
         }
     }
 
-    /// An empty buffer to encode the next record into.
+    /// A buffer to encode the next record into (the last evicted record's).
     pub fn buffer(&mut self) -> Vec<u8> {
-        let mut buffer = std::mem::take(&mut self.spare);
-        buffer.clear();
-        buffer
+        std::mem::take(&mut self.spare)
     }
 
     /// Takes a record whose lines are numbered from `next_line_number()`, evicting the oldest
@@ -106,10 +117,7 @@ impl LogWindow {
     }
 
     pub fn fetch(&self, filter: &LogFilter) -> Vec<LogLine> {
-        let from = match filter.start {
-            LineStart::From(n) => n,
-            LineStart::Beginning | LineStart::LastN(_) => i64::MIN,
-        };
+        let from = filter.first_line();
         let lines: Vec<LogLine> = self
             .records
             .iter()

@@ -166,12 +166,17 @@ impl LogFilter {
         })
     }
 
-    /// Applies the filter to lines in line-number order (from memory or from disk alike).
-    pub fn select<'a>(&self, lines: impl Iterator<Item = &'a LogLine>) -> Vec<LogLine> {
-        let from = match self.start {
+    /// The lowest line number the filter can select.
+    pub fn first_line(&self) -> i64 {
+        match self.start {
             LineStart::From(n) => n,
             LineStart::Beginning | LineStart::LastN(_) => i64::MIN,
-        };
+        }
+    }
+
+    /// Applies the filter to lines in line-number order (from memory or from disk alike).
+    pub fn select<'a>(&self, lines: impl Iterator<Item = &'a LogLine>) -> Vec<LogLine> {
+        let from = self.first_line();
         self.take(
             lines
                 .skip_while(|line| line.line_number < from)
