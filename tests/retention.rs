@@ -130,3 +130,56 @@ async fn a_controller_outage_holds_back_removal_until_the_reports_land() {
     })
     .await;
 }
+
+/// A late or repeated RunTask for an attempt retention removed (a retry whose first answer was
+/// lost) must never run it again, nor may a kill of it look like a lost task, also after a
+/// restart; a higher attempt of the same task is new work and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_attempt_is_never_run_again_even_after_a_restart() {
+    let dir = temp_dir("retain-late");
+    let args = ["--retain-finished-tasks", "1"];
+    let worker = WorkerProcess::start(&dir, &args);
+    let mut c = worker.client().await;
+    let marker = dir.join("runs");
+    let script = format!("echo run >> {}", marker.display());
+    run_to_end(&mut c, "late/task-a", &["sh", "-c", &script]).await;
+    run_to_end(&mut c, "late/task-b", &["true"]).await;
+    assert_eq!(listed(&mut c).await, ["late/task-b"], "a was removed");
+    let late = async |c: &mut Client| {
+        let refused = c
+            .run_task(command_request("late/task-a", &["sh", "-c", &script]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains("already completed"),
+            "{refused:?}"
+        );
+        let kill = c
+            .kill_task(iris_worker::proto::worker::KillTaskRequest {
+                task_id: "late/task-a".into(),
+                term_timeout_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kill.code(), Code::FailedPrecondition, "{kill:?}");
+    };
+    late(&mut c).await;
+    drop(worker);
+    let worker = WorkerProcess::start(&dir, &args);
+    let mut c = worker.client().await;
+    late(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "run\n",
+        "ran once"
+    );
+    assert_eq!(listed(&mut c).await, ["late/task-b"]);
+    // A newer attempt is new work.
+    let mut retry = command_request("late/task-a", &["sh", "-c", &script]);
+    retry.attempt_id = 1;
+    c.run_task(retry).await.unwrap();
+    wait_for(&mut c, "late/task-a", LIMIT, finished).await;
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "run\nrun\n");
+}

@@ -447,6 +447,15 @@ fn on_run_answer(
                 ));
             }
         }
+        // The answer to a RunTask sent before the attempt's terminal report arrived: the worker
+        // finished it (and retention may have removed it) and must not run it again.
+        Err(s)
+            if s.code() == Code::FailedPrecondition
+                && s.message().contains("already completed")
+                && task
+                    .attempts
+                    .get(&attempt_id)
+                    .is_some_and(|a| a.terminal.is_some()) => {}
         Err(s) => match s.code() {
             Code::InvalidArgument | Code::FailedPrecondition => {
                 drop(db);

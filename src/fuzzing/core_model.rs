@@ -118,6 +118,9 @@ struct World {
     /// Tasks retention removed, and the newest attempt each had then. The controller never
     /// sends such an attempt again.
     removed: BTreeMap<TaskId, i32>,
+    /// Removed tasks the core has forgotten (past `finished_for + REMOVED_MARGIN_MS`): only
+    /// then may a request for such an attempt be taken as new, so the model sends none.
+    forgotten: BTreeMap<TaskId, i32>,
     trace: Vec<(u64, Effect)>,
 }
 
@@ -133,6 +136,7 @@ impl World {
             removals: BTreeSet::new(),
             seen: BTreeMap::new(),
             removed: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
             trace: Vec::new(),
         }
     }
@@ -169,7 +173,7 @@ impl World {
                 }
                 let id = TaskId::new(task_name(task)).unwrap();
                 if self
-                    .removed
+                    .forgotten
                     .get(&id)
                     .is_some_and(|newest| attempt <= *newest)
                 {
@@ -179,6 +183,17 @@ impl World {
                 let result = self
                     .core
                     .submit(self.now, TaskSpec::from_request(&req).unwrap());
+                // A late request for a finished attempt that retention removed: refused, never
+                // started again (nor is it new while the core remembers the removal).
+                let removed = self.removed.get(&id).copied();
+                if removed.is_some_and(|newest| attempt <= newest)
+                    && self.core.get_task(&id).is_none()
+                {
+                    assert!(
+                        matches!(result, Err(SubmitError::AlreadyCompleted { .. })),
+                        "{id}#{attempt}: a removed attempt submitted again got {result:?}"
+                    );
+                }
                 if let (Ok(_), Some(prev)) = (&result, previous)
                     && prev.attempt_id < attempt
                 {
@@ -199,7 +214,12 @@ impl World {
                         self.record_stop(&key, term);
                     }
                     (Ok(()), None) => panic!("kill of a finished or unknown task succeeded"),
-                    (Err(KillError::NotFound(_)), t) => assert!(t.is_none()),
+                    (Err(KillError::NotFound(_)), t) => {
+                        // A removed task is finished, not lost, until the core forgets it.
+                        let remembered =
+                            self.removed.contains_key(&id) && !self.forgotten.contains_key(&id);
+                        assert!(t.is_none() && !remembered, "{id}: kill answered NOT_FOUND");
+                    }
                     (Err(KillError::AlreadyCompleted { .. }), t) => assert!(t.is_none()),
                     (Err(e), _) => panic!("unexpected {e}"),
                 }
@@ -540,6 +560,12 @@ impl World {
                     ("report_acked", Some("finished"))
                 }
                 JournalEntry::Removed { .. } => ("removed", Some("report_acked")),
+                JournalEntry::Forgotten { .. } => {
+                    let newest = self.removed.get(&attempt.task_id).copied();
+                    self.forgotten
+                        .insert(attempt.task_id.clone(), newest.unwrap_or(0));
+                    ("forgotten", Some("removed"))
+                }
             };
             assert!(
                 !seen.journal.contains(&name),

@@ -77,7 +77,7 @@ where
     let planted_buffering = setup
         .config
         .planted(crate::core::planted::PlantedBug::BufferedLogs);
-    let core = WorkerCore::new(setup.config, setup.clock.now_ms());
+    let mut core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
     let samples = SampleStore::default();
     let logs = LogStore::new(LogStoreConfig {
@@ -88,6 +88,8 @@ where
         planted_buffering,
     });
     let (journal, recovered) = Journal::open(&setup.cache_dir).context("opening the journal")?;
+    // Before any attempt comes back: a removed attempt is never brought back or run again.
+    core.recover_removed(setup.clock.now_ms(), journal.removed());
     // Files of attempts the journal does not hold: a crash between a removal's tombstone and
     // the deletion of its files, or files from outside.
     let orphans =

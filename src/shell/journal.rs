@@ -20,8 +20,8 @@ use prost::Message;
 
 use crate::core::task::ms;
 use crate::core::{
-    AttemptKey, Entrypoint, ExitStatus, JournalEntry, RecoveredAttempt, RecoveredOutcome, TaskId,
-    TaskSpec, TaskState, is_task_finished,
+    AttemptKey, Entrypoint, ExitStatus, JournalEntry, RecoveredAttempt, RecoveredOutcome,
+    RemovedAttempt, TaskId, TaskSpec, TaskState, is_task_finished,
 };
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
@@ -38,6 +38,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: BTreeMap<AttemptKey, AttemptRecord>,
+    /// The tombstone of the newest removed attempt of each task, until the core forgets it.
+    removed: BTreeMap<TaskId, AttemptRecord>,
     /// The file's size, and what it was right after the last compaction.
     bytes: u64,
     compacted_bytes: u64,
@@ -86,7 +88,7 @@ impl Journal {
         let path = cache_dir.join("journal.log");
         // A compaction a crash cut short left its new file unrenamed: the old one is whole.
         let _ = fs::remove_file(tmp_path(&path));
-        let (records, mut problems) = read_records(&path)?;
+        let (records, removed, mut problems) = read_records(&path)?;
         let recovered = records.values().map(recover).collect::<Vec<_>>();
         problems.extend(recovered);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -94,6 +96,7 @@ impl Journal {
             path,
             file,
             records,
+            removed,
             bytes: 0,
             compacted_bytes: 0,
         };
@@ -104,6 +107,11 @@ impl Journal {
     /// The attempts the journal holds (live, finished, retained).
     pub fn attempts(&self) -> impl Iterator<Item = &AttemptKey> {
         self.records.keys()
+    }
+
+    /// What the tombstones remember of removed attempts (for `WorkerCore::recover_removed`).
+    pub fn removed(&self) -> Vec<RemovedAttempt> {
+        self.removed.values().filter_map(removed_of).collect()
     }
 
     /// The file's size now.
@@ -129,8 +137,15 @@ impl Journal {
         self.write_record(&bytes)
     }
 
-    /// Forgets an attempt: a tombstone, so replay drops every earlier record of it.
-    fn tombstone(&mut self, key: &AttemptKey) -> io::Result<()> {
+    /// Forgets an attempt: a tombstone, so replay drops every earlier record of it, which keeps
+    /// how the attempt ended (compaction keeps the newest tombstone of each task).
+    fn tombstone(
+        &mut self,
+        key: &AttemptKey,
+        state: TaskState,
+        finished_at_ms: u64,
+        removed_at_ms: u64,
+    ) -> io::Result<()> {
         self.records.remove(key);
         let record = AttemptRecord {
             request: Some(proto::worker::RunTaskRequest {
@@ -138,10 +153,27 @@ impl Journal {
                 attempt_id: key.attempt_id,
                 ..Default::default()
             }),
+            state: state.to_proto() as i32,
+            finished_at_ms: ms(Some(finished_at_ms)),
             removed: true,
+            removed_at_ms: ms(Some(removed_at_ms)),
             ..AttemptRecord::default()
         };
-        self.write_record(&record.encode_length_delimited_to_vec())
+        let bytes = record.encode_length_delimited_to_vec();
+        keep_newest_tombstone(&mut self.removed, key, record);
+        self.write_record(&bytes)
+    }
+
+    /// The core forgot a removed attempt: its tombstone is not carried into the next compaction.
+    fn forget(&mut self, key: &AttemptKey) {
+        let stale = self
+            .removed
+            .get(&key.task_id)
+            .and_then(key_of)
+            .is_some_and(|kept| kept.attempt_id <= key.attempt_id);
+        if stale {
+            self.removed.remove(&key.task_id);
+        }
     }
 
     fn update(
@@ -203,7 +235,16 @@ impl Journal {
             JournalEntry::ReportAcked { attempt } => {
                 self.update(attempt, |record| record.report_acked = true)
             }
-            JournalEntry::Removed { attempt } => self.tombstone(attempt),
+            JournalEntry::Removed {
+                attempt,
+                state,
+                finished_at_ms,
+                removed_at_ms,
+            } => self.tombstone(attempt, *state, *finished_at_ms, *removed_at_ms),
+            JournalEntry::Forgotten { attempt } => {
+                self.forget(attempt);
+                Ok(())
+            }
         }
     }
 
@@ -217,7 +258,8 @@ impl Journal {
     fn compact_until(&mut self, crash: Option<CrashPoint>) -> io::Result<()> {
         let tmp = tmp_path(&self.path);
         let mut bytes = Vec::new();
-        for record in self.records.values() {
+        // Tombstones first: replay then reads a record of a newer attempt after them.
+        for record in self.removed.values().chain(self.records.values()) {
             bytes.extend_from_slice(&record.encode_length_delimited_to_vec());
         }
         let mut file = File::create(&tmp)?;
@@ -256,13 +298,45 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_extension("log.tmp")
 }
 
+/// Keeps `record` as the task's tombstone unless one of a newer attempt is there.
+fn keep_newest_tombstone(
+    removed: &mut BTreeMap<TaskId, AttemptRecord>,
+    key: &AttemptKey,
+    record: AttemptRecord,
+) {
+    let newer_kept = removed
+        .get(&key.task_id)
+        .and_then(key_of)
+        .is_some_and(|kept| kept.attempt_id > key.attempt_id);
+    if !newer_kept {
+        removed.insert(key.task_id.clone(), record);
+    }
+}
+
+/// What a tombstone says of its attempt; `None` for one written before tombstones kept the
+/// terminal state (a worker upgraded from then does not remember those removals).
+fn removed_of(record: &AttemptRecord) -> Option<RemovedAttempt> {
+    let state = TaskState::from_proto(record.state).filter(|s| is_task_finished(*s))?;
+    let at = |v: i64| u64::try_from(v).unwrap_or(0);
+    Some(RemovedAttempt {
+        attempt: key_of(record)?,
+        state,
+        finished_at_ms: at(record.finished_at_ms),
+        removed_at_ms: at(record.removed_at_ms),
+    })
+}
+
+type Records = BTreeMap<AttemptKey, AttemptRecord>;
+type Tombstones = BTreeMap<TaskId, AttemptRecord>;
+
 /// Reads every record; a torn record at the end (a crash mid-write) ends the read.
-fn read_records(path: &Path) -> io::Result<(BTreeMap<AttemptKey, AttemptRecord>, Recovered)> {
+fn read_records(path: &Path) -> io::Result<(Records, Tombstones, Recovered)> {
     let mut records = BTreeMap::new();
+    let mut removed = BTreeMap::new();
     let mut problems = Vec::new();
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((records, problems)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((records, removed, problems)),
         Err(e) => return Err(e),
     };
     let mut rest = bytes.as_slice();
@@ -271,6 +345,7 @@ fn read_records(path: &Path) -> io::Result<(BTreeMap<AttemptKey, AttemptRecord>,
             Ok(record) => match key_of(&record) {
                 Some(key) if record.removed => {
                     records.remove(&key);
+                    keep_newest_tombstone(&mut removed, &key, record);
                 }
                 Some(key) => {
                     records.insert(key, record);
@@ -289,7 +364,7 @@ fn read_records(path: &Path) -> io::Result<(BTreeMap<AttemptKey, AttemptRecord>,
             }
         }
     }
-    Ok((records, problems))
+    Ok((records, removed, problems))
 }
 
 fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
@@ -480,12 +555,21 @@ mod tests {
                     .unwrap();
             }
             if i % 4 == 3 {
-                journal.record(&JournalEntry::Removed { attempt }).unwrap();
+                journal
+                    .record(&JournalEntry::Removed {
+                        attempt,
+                        state: TaskState::Succeeded,
+                        finished_at_ms: 9,
+                        removed_at_ms: 10,
+                    })
+                    .unwrap();
             }
         }
         let before = recovered(&dir);
         assert_eq!(before.len(), 30, "ten removed: {before:?}");
         let (mut journal, _) = Journal::open(&dir).unwrap();
+        let removed = journal.removed();
+        assert_eq!(removed.len(), 10, "ten tombstones kept: {removed:?}");
         let size = journal.bytes() as usize;
         // A few dozen kill points across the new file, and one after it is whole.
         let mut points: Vec<CrashPoint> = (0..36)
@@ -496,6 +580,11 @@ mod tests {
             journal.compact_until(Some(point)).unwrap();
             assert_eq!(recovered(&dir), before, "crash at {point:?}");
             journal = Journal::open(&dir).unwrap().0;
+            assert_eq!(
+                journal.removed(),
+                removed,
+                "tombstones after a crash at {point:?}"
+            );
         }
         journal.compact().unwrap();
         assert_eq!(recovered(&dir), before, "after a whole compaction");

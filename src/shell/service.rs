@@ -68,9 +68,9 @@ fn task_id(raw: &str) -> Result<TaskId, Status> {
 
 fn submit_status(refusal: SubmitRefusal) -> Status {
     match refusal {
-        SubmitRefusal::Core(e @ SubmitError::StaleAttempt { .. }) => {
-            Status::failed_precondition(e.to_string())
-        }
+        SubmitRefusal::Core(
+            e @ (SubmitError::StaleAttempt { .. } | SubmitError::AlreadyCompleted { .. }),
+        ) => Status::failed_precondition(e.to_string()),
         SubmitRefusal::Core(
             e @ (SubmitError::PortsExhausted { .. } | SubmitError::TooManyTasks { .. }),
         ) => Status::resource_exhausted(e.to_string()),

@@ -128,8 +128,16 @@ pub enum JournalEntry {
     },
     /// The controller acknowledged the attempt's terminal report.
     ReportAcked { attempt: AttemptKey },
-    /// Retention removed the attempt's task: a restart must not bring it back.
-    Removed { attempt: AttemptKey },
+    /// Retention removed the attempt's task: a restart must not bring it back, and the
+    /// tombstone keeps how it ended, so a late request for it is refused (`removed.rs`).
+    Removed {
+        attempt: AttemptKey,
+        state: TaskState,
+        finished_at_ms: u64,
+        removed_at_ms: u64,
+    },
+    /// The removed attempt is past its time in the ledger: its tombstone may go.
+    Forgotten { attempt: AttemptKey },
 }
 
 impl JournalEntry {
@@ -139,7 +147,8 @@ impl JournalEntry {
             JournalEntry::Started { attempt, .. }
             | JournalEntry::Finished { attempt, .. }
             | JournalEntry::ReportAcked { attempt }
-            | JournalEntry::Removed { attempt } => attempt.clone(),
+            | JournalEntry::Removed { attempt, .. }
+            | JournalEntry::Forgotten { attempt } => attempt.clone(),
         }
     }
 }
@@ -167,7 +176,8 @@ impl fmt::Display for JournalEntry {
                 ..
             } => write!(f, "finished {attempt} {state} at={finished_at_ms}"),
             JournalEntry::ReportAcked { attempt } => write!(f, "report_acked {attempt}"),
-            JournalEntry::Removed { attempt } => write!(f, "removed {attempt}"),
+            JournalEntry::Removed { attempt, state, .. } => write!(f, "removed {attempt} {state}"),
+            JournalEntry::Forgotten { attempt } => write!(f, "forgotten {attempt}"),
         }
     }
 }

@@ -39,6 +39,19 @@ impl WorkerCore {
                 ));
             }
         }
+        self.removed.check()?;
+        for (task_id, attempts) in &self.tasks {
+            if let Some(removed) = self.removed.get(task_id)
+                && let Some(a) = attempts
+                    .iter()
+                    .find(|a| a.task.attempt_id <= removed.attempt.attempt_id)
+            {
+                return Err(format!(
+                    "{task_id}#{} kept, but attempt {} of its task was removed",
+                    a.task.attempt_id, removed.attempt.attempt_id
+                ));
+            }
+        }
         if self.settled.len() != self.settled_at.len() {
             return Err("retention index and its reverse map disagree".into());
         }

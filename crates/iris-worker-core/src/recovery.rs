@@ -48,7 +48,9 @@ impl WorkerCore {
 
     fn recover_record(&mut self, record: RecoveredAttempt) {
         let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
-        if newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id) {
+        if newest.is_some_and(|a| a.task.attempt_id >= record.spec.attempt_id)
+            || self.is_removed(&record)
+        {
             return;
         }
         let key = record.spec.attempt_key();
@@ -134,6 +136,13 @@ impl WorkerCore {
         let newest = self.tasks.get(&record.spec.task_id).and_then(|a| a.last());
         record.outcome.is_none()
             && newest.is_none_or(|a| a.task.attempt_id < record.spec.attempt_id)
+            && !self.is_removed(record)
+    }
+
+    /// Whether retention removed this attempt (or a newer one of its task) before the restart.
+    fn is_removed(&self, record: &RecoveredAttempt) -> bool {
+        self.removed_attempt(&record.spec.task_id, record.spec.attempt_id)
+            .is_some()
     }
 
     /// Puts back a recovered live attempt whose container is still there, as RUNNING.

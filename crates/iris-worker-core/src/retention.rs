@@ -8,6 +8,7 @@
 
 use super::effect::{Effect, JournalEntry, RemovalReason};
 use super::ids::TaskId;
+use super::removed::RemovedAttempt;
 use super::timers::Timer;
 use super::worker::{WorkerCore, attempt_key};
 
@@ -57,15 +58,20 @@ impl WorkerCore {
                 break;
             }
         }
-        if let Some((oldest, _)) = self.settled.first() {
-            let at = oldest.saturating_add(limits.finished_for_ms);
-            if self.retention_timer.is_none_or(|armed| at < armed) {
-                if let Some(armed) = self.retention_timer {
-                    self.timers.cancel(armed, Timer::Retention);
-                }
-                self.retention_timer = Some(at);
-                self.timers.set(at, Timer::Retention);
+        self.expire_removed();
+        let settled_due = self
+            .settled
+            .first()
+            .map(|(oldest, _)| oldest.saturating_add(limits.finished_for_ms));
+        let removed_due = self.removed.next_expiry(self.removed_kept_for_ms());
+        if let Some(at) = settled_due.into_iter().chain(removed_due).min()
+            && self.retention_timer.is_none_or(|armed| at < armed)
+        {
+            if let Some(armed) = self.retention_timer {
+                self.timers.cancel(armed, Timer::Retention);
             }
+            self.retention_timer = Some(at);
+            self.timers.set(at, Timer::Retention);
         }
     }
 
@@ -112,11 +118,21 @@ impl WorkerCore {
             "{task_id}: removed while not settled"
         );
         let keys: Vec<_> = attempts.iter().map(|a| attempt_key(&a.task)).collect();
-        for key in &keys {
+        for attempt in &attempts {
+            let removed = RemovedAttempt {
+                attempt: attempt_key(&attempt.task),
+                state: attempt.task.state,
+                finished_at_ms: attempt.task.finished_at_ms.unwrap_or(self.now_ms),
+                removed_at_ms: self.now_ms,
+            };
             self.effects
                 .push_back(Effect::Journal(JournalEntry::Removed {
-                    attempt: key.clone(),
+                    attempt: removed.attempt.clone(),
+                    state: removed.state,
+                    finished_at_ms: removed.finished_at_ms,
+                    removed_at_ms: removed.removed_at_ms,
                 }));
+            self.remember_removed(removed);
         }
         self.effects.push_back(Effect::RemoveTask {
             task_id: task_id.clone(),

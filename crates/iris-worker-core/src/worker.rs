@@ -22,6 +22,7 @@ use super::effect::{Effect, JournalEntry};
 use super::event::Event;
 use super::ids::{AttemptKey, TaskId};
 use super::ports::{PortAllocator, PortsExhausted};
+use super::removed::RemovedLedger;
 use super::spec::TaskSpec;
 use super::state::TaskState;
 use super::task::Task;
@@ -41,6 +42,15 @@ pub enum SubmitError {
         task_id: TaskId,
         live: usize,
         limit: usize,
+    },
+    /// The attempt finished and retention removed it: it never runs again.
+    #[error(
+        "task {task_id} attempt {attempt_id} already completed ({state}; removed by retention)"
+    )]
+    AlreadyCompleted {
+        task_id: TaskId,
+        attempt_id: i32,
+        state: TaskState,
     },
     #[error("task {task_id}: {source}")]
     PortsExhausted {
@@ -74,6 +84,8 @@ pub struct WorkerCore {
     /// The tasks retention may remove, by when their last attempt finished (`retention.rs`).
     pub(crate) settled: BTreeSet<(u64, TaskId)>,
     pub(crate) settled_at: BTreeMap<TaskId, u64>,
+    /// The newest removed attempt of each task retention forgot (`removed.rs`).
+    pub(crate) removed: RemovedLedger,
 }
 
 impl WorkerCore {
@@ -92,6 +104,7 @@ impl WorkerCore {
             retention_timer: None,
             settled: BTreeSet::new(),
             settled_at: BTreeMap::new(),
+            removed: RemovedLedger::default(),
         }
     }
 
@@ -141,6 +154,12 @@ impl WorkerCore {
                     current: current_id,
                 });
             }
+        } else if let Some(removed) = self.removed_attempt(&spec.task_id, spec.attempt_id) {
+            return Err(SubmitError::AlreadyCompleted {
+                task_id: spec.task_id,
+                attempt_id: spec.attempt_id,
+                state: removed.state,
+            });
         }
         let live = self.live_attempts().len();
         if live >= self.config.live_attempts_max {
@@ -169,11 +188,16 @@ impl WorkerCore {
                 .unwrap_or(u64::MAX)
                 .min(TERM_TIMEOUT_MAX_MS),
         };
-        let current = self
-            .tasks
-            .get(task_id)
-            .and_then(|a| a.last())
-            .ok_or_else(|| KillError::NotFound(task_id.clone()))?;
+        let Some(current) = self.tasks.get(task_id).and_then(|a| a.last()) else {
+            // A task retention removed is finished, not lost.
+            return Err(match self.removed.get(task_id) {
+                Some(removed) => KillError::AlreadyCompleted {
+                    task_id: task_id.clone(),
+                    state: removed.state,
+                },
+                None => KillError::NotFound(task_id.clone()),
+            });
+        };
         if current.task.is_finished() {
             return Err(KillError::AlreadyCompleted {
                 task_id: task_id.clone(),
