@@ -365,6 +365,20 @@ async fn a_restarted_worker_adopts_its_running_container() {
 
     let second = worker.start();
     let mut c = second.client().await;
+    // Adopted and still sleeping: what was served before the restart is served again.
+    let adopted = support::status(&mut c, "adopt/task-0").await;
+    assert_eq!(adopted.state, TaskState::Running as i32, "{adopted:?}");
+    let served: Vec<(i64, String)> = logs(&mut c, "adopt/task-0")
+        .await
+        .into_iter()
+        .filter(|e| e.source == "stdout")
+        .map(|e| (e.line_number, e.data))
+        .collect();
+    assert_eq!(
+        served,
+        [(before, "before".to_string())],
+        "served while adopted"
+    );
     let report = server
         .wait_report("adopt/task-0", TaskState::Succeeded, LIMIT)
         .await;

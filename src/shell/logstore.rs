@@ -77,6 +77,9 @@ pub struct AttemptLog {
     disk_error: Option<String>,
     /// Where the container's output left off (see `output_mark`).
     output_mark: Option<OutputMark>,
+    /// The file held lines of an earlier run of the worker (an adopted attempt): they are on
+    /// disk only, so the window cannot answer for them even before this run writes a line.
+    continued: bool,
     planted_buffering: bool,
 }
 
@@ -179,6 +182,7 @@ impl AttemptLog {
         };
         AttemptLog {
             output_mark: summary.output_mark,
+            continued: summary.next_line.is_some_and(|next| next > 0),
             memory: LogWindow::starting_at(config.memory, summary.next_line.unwrap_or(0)),
             path,
             writer: None,
@@ -336,8 +340,9 @@ impl AttemptLog {
     /// Whether the window holds every line the filter could select.
     fn memory_answers(&self, filter: &LogFilter, found: &[LogLine]) -> bool {
         let first = self.memory.first_line_number();
-        // Nothing evicted yet, or no disk copy to read: memory is all there is.
-        if first == 0 || self.writer.is_none() {
+        // Nothing evicted yet, or no disk copy to read: memory is all there is. A continued log
+        // has a disk copy before its first new line opens the writer.
+        if first == 0 || (self.writer.is_none() && !self.continued) {
             return true;
         }
         match filter.start {
@@ -595,6 +600,39 @@ mod tests {
         assert_eq!(numbered(&restarted), expected);
         restarted.close(&key());
         assert_eq!(numbered(&store(&dir, 10, 1 << 30)), expected);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// An adopted container that prints nothing after the restart (it sleeps): the lines of
+    /// the worker's earlier run are served from disk, with their numbers.
+    #[test]
+    fn a_continued_log_serves_its_earlier_lines_before_any_new_one() {
+        let dir = tmp("continued-quiet");
+        let logs = store(&dir, 10, 1 << 30);
+        for i in 0..5 {
+            lock(&logs.open(&key())).append_region(
+                i,
+                LogSource::Stdout,
+                format!("line {i}\n").as_bytes(),
+            );
+        }
+        let expected = numbered(&logs);
+        assert_eq!(expected.len(), 5);
+        logs.forget_on_crash();
+        let restarted = store(&dir, 10, 1 << 30);
+        restarted.open(&key());
+        assert_eq!(numbered(&restarted), expected);
+        let last_two = LogFilter {
+            start: LineStart::LastN(2),
+            ..LogFilter::default()
+        };
+        let tail: Vec<i64> = restarted
+            .fetch(&key(), &last_two)
+            .unwrap()
+            .iter()
+            .map(|l| l.line_number)
+            .collect();
+        assert_eq!(tail, [3, 4]);
         let _ = fs::remove_dir_all(&dir);
     }
 
