@@ -24,13 +24,13 @@ fn git_commit() {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let fds = protox::compile(["iris/cluster.proto"], ["crates/iris-proto/proto"])?;
+    let fds = protox::compile(["iris/cluster.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .extern_path(".iris.cluster", "::iris_proto::cluster")
         .compile_fds(fds)?;
-    println!("cargo:rerun-if-changed=crates/iris-proto/proto");
+    println!("cargo:rerun-if-changed=proto");
     git_commit();
     Ok(())
 }

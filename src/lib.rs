@@ -19,6 +19,8 @@ pub mod proto {
         tonic::include_proto!("iris.cluster");
     }
     pub use services::*;
+    /// The reconcile era's messages (2026-06, `proto/iris/v2026_06`, `proto/finelog`).
+    pub use iris_proto::v2026_06;
 }
 
 pub use iris_proto::journal as journal_proto;

@@ -1,4 +1,4 @@
-"""Generates the Python messages and connect-python stubs from crates/iris-proto/proto/iris/cluster.proto at test
+"""Generates the Python messages and connect-python stubs from proto/iris/cluster.proto at test
 time (grpc_tools' protoc with the protoc-gen-connect-python plugin of the test venv) and imports
 them, so the clients under test are the real generated ones, not ours."""
 
@@ -16,11 +16,11 @@ def load():
     subprocess.run(
         [
             sys.executable, "-m", "grpc_tools.protoc",
-            "-I", os.path.join(ROOT, "crates", "iris-proto", "proto"),
+            "-I", os.path.join(ROOT, "proto"),
             f"--python_out={out}",
             f"--plugin=protoc-gen-connect-python={plugin}",
             f"--connect-python_out={out}",
-            os.path.join(ROOT, "crates", "iris-proto", "proto", "iris", "cluster.proto"),
+            os.path.join(ROOT, "proto", "iris", "cluster.proto"),
         ],
         check=True,
     )
