@@ -18,9 +18,9 @@ pub mod proto {
     mod services {
         tonic::include_proto!("iris.cluster");
     }
-    pub use services::*;
     /// The reconcile era's messages (2026-06, `proto/iris/v2026_06`, `proto/finelog`).
     pub use iris_proto::v2026_06;
+    pub use services::*;
 }
 
 pub use iris_proto::journal as journal_proto;

@@ -42,6 +42,7 @@ fn env_for(flavour: RuntimeFlavour) -> Vec<(String, String)> {
         worker_id: Some("worker-1"),
         controller_address: Some("http://127.0.0.1:10000"),
         advertise_host: "10.1.2.3",
+        workdir: "/workdir",
     };
     build_iris_env(&spec, &ports, &ctx)
 }
@@ -94,6 +95,7 @@ fn env_without_worker_id_or_controller_omits_them() {
         worker_id: None,
         controller_address: None,
         advertise_host: "127.0.0.1",
+        workdir: "/cache/tasks/w",
     };
     let env = build_iris_env(&spec, &BTreeMap::new(), &ctx);
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::{LogLimits, Retention};
-use crate::shell::serve::ServeOptions;
+use crate::shell::serve::{IrisProtocol, ServeOptions};
 
 /// `0.1.0 (abc1234)`: the package version and the git commit it was built from.
 pub const VERSION: &str = concat!(
@@ -143,6 +143,13 @@ pub struct ServeArgs {
     pub advertise_host: Option<String>,
     #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
     pub runtime: RuntimeKind,
+    /// Which Iris worker protocol to speak with the controller: `auto` asks it at start-up
+    /// (`Register` answered: 2026-06; `RegisterWorker`: 2026-01).
+    #[arg(long, value_enum, default_value_t = IrisProtocol::Auto)]
+    pub iris_protocol: IrisProtocol,
+    /// 2026-06: without a Reconcile for this long, kill every task and register again.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "600s")]
+    pub reconcile_timeout: Duration,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[arg(long, default_value_t = 10_000)]
@@ -214,6 +221,8 @@ impl ServeArgs {
             cache_dir: self.cache_dir.clone(),
             port_range: self.port_range.clone(),
             controller_address: self.controller_address.clone(),
+            iris_protocol: self.iris_protocol,
+            reconcile_timeout: self.reconcile_timeout,
             worker_id: self.worker_id.clone(),
             advertise_host: self.advertise_host.clone(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(1)),

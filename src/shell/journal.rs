@@ -20,8 +20,8 @@ use prost::Message;
 
 use crate::core::task::ms;
 use crate::core::{
-    AttemptKey, Entrypoint, ExitStatus, JournalEntry, RecoveredAttempt, RecoveredOutcome,
-    RemovedAttempt, TaskId, TaskSpec, TaskState, is_task_finished,
+    AttemptKey, Entrypoint, ExitStatus, JournalEntry, ReconcileSpec, RecoveredAttempt,
+    RecoveredOutcome, RemovedAttempt, TaskId, TaskSpec, TaskState, is_task_finished,
 };
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
@@ -38,8 +38,9 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     records: BTreeMap<AttemptKey, AttemptRecord>,
-    /// The tombstone of the newest removed attempt of each task, until the core forgets it.
-    removed: BTreeMap<TaskId, AttemptRecord>,
+    /// What the tombstone of the newest removed attempt of each task says, until the core
+    /// forgets it (kept decoded: it is small, and there may be 100,000 of them).
+    removed: BTreeMap<TaskId, RemovedAttempt>,
     /// The file's size, and what it was right after the last compaction.
     bytes: u64,
     compacted_bytes: u64,
@@ -111,7 +112,7 @@ impl Journal {
 
     /// What the tombstones remember of removed attempts (for `WorkerCore::recover_removed`).
     pub fn removed(&self) -> Vec<RemovedAttempt> {
-        self.removed.values().filter_map(removed_of).collect()
+        self.removed.values().cloned().collect()
     }
 
     /// The file's size now.
@@ -139,28 +140,10 @@ impl Journal {
 
     /// Forgets an attempt: a tombstone, so replay drops every earlier record of it, which keeps
     /// how the attempt ended (compaction keeps the newest tombstone of each task).
-    fn tombstone(
-        &mut self,
-        key: &AttemptKey,
-        state: TaskState,
-        finished_at_ms: u64,
-        removed_at_ms: u64,
-    ) -> io::Result<()> {
-        self.records.remove(key);
-        let record = AttemptRecord {
-            request: Some(proto::worker::RunTaskRequest {
-                task_id: key.task_id.to_string(),
-                attempt_id: key.attempt_id,
-                ..Default::default()
-            }),
-            state: state.to_proto() as i32,
-            finished_at_ms: ms(Some(finished_at_ms)),
-            removed: true,
-            removed_at_ms: ms(Some(removed_at_ms)),
-            ..AttemptRecord::default()
-        };
-        let bytes = record.encode_length_delimited_to_vec();
-        keep_newest_tombstone(&mut self.removed, key, record);
+    fn tombstone(&mut self, removed: RemovedAttempt) -> io::Result<()> {
+        self.records.remove(&removed.attempt);
+        let bytes = tombstone_record(&removed).encode_length_delimited_to_vec();
+        keep_newest_tombstone(&mut self.removed, removed);
         self.write_record(&bytes)
     }
 
@@ -169,8 +152,7 @@ impl Journal {
         let stale = self
             .removed
             .get(&key.task_id)
-            .and_then(key_of)
-            .is_some_and(|kept| kept.attempt_id <= key.attempt_id);
+            .is_some_and(|kept| kept.attempt.attempt_id <= key.attempt_id);
         if stale {
             self.removed.remove(&key.task_id);
         }
@@ -198,8 +180,11 @@ impl Journal {
                 submitted_at_ms,
                 ports,
             } => {
+                let reconcile = spec.reconcile.clone().unwrap_or_default();
                 let record = AttemptRecord {
                     request: Some(trimmed(spec)),
+                    attempt_uid: reconcile.attempt_uid,
+                    task_path: reconcile.task_path,
                     submitted_at_ms: ms(Some(*submitted_at_ms)),
                     ports: ports
                         .iter()
@@ -237,10 +222,17 @@ impl Journal {
             }
             JournalEntry::Removed {
                 attempt,
+                attempt_uid,
                 state,
                 finished_at_ms,
                 removed_at_ms,
-            } => self.tombstone(attempt, *state, *finished_at_ms, *removed_at_ms),
+            } => self.tombstone(RemovedAttempt {
+                attempt: attempt.clone(),
+                attempt_uid: attempt_uid.clone(),
+                state: *state,
+                finished_at_ms: *finished_at_ms,
+                removed_at_ms: *removed_at_ms,
+            }),
             JournalEntry::Forgotten { attempt } => {
                 self.forget(attempt);
                 Ok(())
@@ -259,7 +251,10 @@ impl Journal {
         let tmp = tmp_path(&self.path);
         let mut bytes = Vec::new();
         // Tombstones first: replay then reads a record of a newer attempt after them.
-        for record in self.removed.values().chain(self.records.values()) {
+        for removed in self.removed.values() {
+            bytes.extend_from_slice(&tombstone_record(removed).encode_length_delimited_to_vec());
+        }
+        for record in self.records.values() {
             bytes.extend_from_slice(&record.encode_length_delimited_to_vec());
         }
         let mut file = File::create(&tmp)?;
@@ -298,18 +293,29 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_extension("log.tmp")
 }
 
-/// Keeps `record` as the task's tombstone unless one of a newer attempt is there.
-fn keep_newest_tombstone(
-    removed: &mut BTreeMap<TaskId, AttemptRecord>,
-    key: &AttemptKey,
-    record: AttemptRecord,
-) {
-    let newer_kept = removed
-        .get(&key.task_id)
-        .and_then(key_of)
-        .is_some_and(|kept| kept.attempt_id > key.attempt_id);
+/// Keeps `removed` as its task's tombstone unless one of a newer attempt is there.
+fn keep_newest_tombstone(kept: &mut BTreeMap<TaskId, RemovedAttempt>, removed: RemovedAttempt) {
+    let newer_kept = kept
+        .get(&removed.attempt.task_id)
+        .is_some_and(|k| k.attempt.attempt_id > removed.attempt.attempt_id);
     if !newer_kept {
-        removed.insert(key.task_id.clone(), record);
+        kept.insert(removed.attempt.task_id.clone(), removed);
+    }
+}
+
+fn tombstone_record(removed: &RemovedAttempt) -> AttemptRecord {
+    AttemptRecord {
+        request: Some(proto::worker::RunTaskRequest {
+            task_id: removed.attempt.task_id.to_string(),
+            attempt_id: removed.attempt.attempt_id,
+            ..Default::default()
+        }),
+        state: removed.state.to_proto() as i32,
+        finished_at_ms: ms(Some(removed.finished_at_ms)),
+        removed: true,
+        removed_at_ms: ms(Some(removed.removed_at_ms)),
+        attempt_uid: removed.attempt_uid.clone().unwrap_or_default(),
+        ..AttemptRecord::default()
     }
 }
 
@@ -320,6 +326,7 @@ fn removed_of(record: &AttemptRecord) -> Option<RemovedAttempt> {
     let at = |v: i64| u64::try_from(v).unwrap_or(0);
     Some(RemovedAttempt {
         attempt: key_of(record)?,
+        attempt_uid: Some(record.attempt_uid.clone()).filter(|u| !u.is_empty()),
         state,
         finished_at_ms: at(record.finished_at_ms),
         removed_at_ms: at(record.removed_at_ms),
@@ -327,7 +334,7 @@ fn removed_of(record: &AttemptRecord) -> Option<RemovedAttempt> {
 }
 
 type Records = BTreeMap<AttemptKey, AttemptRecord>;
-type Tombstones = BTreeMap<TaskId, AttemptRecord>;
+type Tombstones = BTreeMap<TaskId, RemovedAttempt>;
 
 /// Reads every record; a torn record at the end (a crash mid-write) ends the read.
 fn read_records(path: &Path) -> io::Result<(Records, Tombstones, Recovered)> {
@@ -345,7 +352,9 @@ fn read_records(path: &Path) -> io::Result<(Records, Tombstones, Recovered)> {
             Ok(record) => match key_of(&record) {
                 Some(key) if record.removed => {
                     records.remove(&key);
-                    keep_newest_tombstone(&mut removed, &key, record);
+                    if let Some(entry) = removed_of(&record) {
+                        keep_newest_tombstone(&mut removed, entry);
+                    }
                 }
                 Some(key) => {
                     records.insert(key, record);
@@ -372,7 +381,15 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
         .request
         .as_ref()
         .ok_or("a record without its request")?;
-    let spec = TaskSpec::from_request(request).map_err(|e| format!("{}: {e}", request.task_id))?;
+    let mut spec =
+        TaskSpec::from_request(request).map_err(|e| format!("{}: {e}", request.task_id))?;
+    if !record.attempt_uid.is_empty() {
+        spec.reconcile = Some(ReconcileSpec {
+            attempt_uid: record.attempt_uid.clone(),
+            task_path: record.task_path.clone(),
+            ..ReconcileSpec::default()
+        });
+    }
     let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
     let terminal = TaskState::from_proto(record.state).filter(|s| is_task_finished(*s));
     let outcome = terminal.map(|state| RecoveredOutcome {
@@ -558,6 +575,7 @@ mod tests {
                 journal
                     .record(&JournalEntry::Removed {
                         attempt,
+                        attempt_uid: None,
                         state: TaskState::Succeeded,
                         finished_at_ms: 9,
                         removed_at_ms: 10,

@@ -404,6 +404,14 @@ pub fn segment_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 2] {
     [current, old]
 }
 
+/// Where the 2026-06 log pusher keeps the next line to push of an attempt (beside its log, so
+/// retention and the start-up sweep treat it as the log's).
+pub fn pushed_path(cache_dir: &Path, key: &AttemptKey) -> PathBuf {
+    let mut name = segment_path(&cache_dir.join(LOGS_DIR), key).into_os_string();
+    name.push(".pushed");
+    PathBuf::from(name)
+}
+
 fn rotated(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");

@@ -34,6 +34,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EraLabel {
+    /// `2026-01` or `2026-06`.
+    pub era: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabel {
     pub call: String,
 }
@@ -62,6 +68,9 @@ pub struct Metrics {
     pub cache_fs_used_percent: Gauge,
     pub journal_bytes: Gauge,
     pub stats_samples_dropped: Counter,
+    pub protocol_era: Family<EraLabel, Gauge>,
+    pub log_lines_pushed: Counter,
+    pub log_push_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -71,6 +80,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Says which era the worker speaks (`iris_worker_iris_protocol{era}` = 1).
+    pub fn set_protocol_era(&self, era: &str) {
+        self.protocol_era
+            .get_or_create(&EraLabel {
+                era: era.to_string(),
+            })
+            .set(1);
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("iris_worker");
         let m = Metrics {
@@ -90,7 +108,25 @@ impl Metrics {
             cache_fs_used_percent: Gauge::default(),
             journal_bytes: Gauge::default(),
             stats_samples_dropped: Counter::default(),
+            protocol_era: Family::default(),
+            log_lines_pushed: Counter::default(),
+            log_push_failures: Counter::default(),
         };
+        registry.register(
+            "log_lines_pushed",
+            "2026-06: log lines the log service acknowledged",
+            m.log_lines_pushed.clone(),
+        );
+        registry.register(
+            "log_push_failures",
+            "2026-06: PushLogs or endpoint lookups that failed (retried)",
+            m.log_push_failures.clone(),
+        );
+        registry.register(
+            "iris_protocol",
+            "1 for the Iris worker protocol era this worker speaks with its controller",
+            m.protocol_era.clone(),
+        );
         registry.register("tasks", "Tasks by current state", m.tasks.clone());
         registry.register(
             "task_starts",

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod docker;
 pub mod driver;
+pub mod era2026_06;
 pub mod journal;
 pub mod lines;
 pub mod logfile;

@@ -7,12 +7,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::core::AttemptKey;
-use crate::shell::logstore::{LOGS_DIR, segment_paths};
+use crate::shell::logstore::{LOGS_DIR, pushed_path, segment_paths};
 
 /// What an attempt leaves in the cache dir: its log segments and its workdir.
-fn attempt_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 3] {
+fn attempt_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 4] {
     let [log, rotated] = segment_paths(cache_dir, key);
-    [log, rotated, cache_dir.join(key.workdir())]
+    let pushed = pushed_path(cache_dir, key);
+    [log, rotated, pushed, cache_dir.join(key.workdir())]
 }
 
 fn remove_path(path: &Path) -> io::Result<()> {
@@ -124,13 +125,14 @@ mod tests {
         let kept = key("job/task-0", 0);
         let orphan = key("job/task-1", 2);
         for k in [&kept, &orphan] {
-            let [log, rotated, workdir] = attempt_paths(&dir, k);
+            let [log, rotated, pushed, workdir] = attempt_paths(&dir, k);
             std::fs::create_dir_all(workdir.join("sub")).unwrap();
             std::fs::create_dir_all(log.parent().unwrap()).unwrap();
             std::fs::write(&log, "x").unwrap();
             std::fs::write(&rotated, "x").unwrap();
+            std::fs::write(&pushed, "7").unwrap();
         }
-        assert_eq!(sweep_orphans(&dir, [&kept].into_iter()).unwrap(), 3);
+        assert_eq!(sweep_orphans(&dir, [&kept].into_iter()).unwrap(), 4);
         assert!(attempt_paths(&dir, &kept).iter().all(|p| p.exists()));
         assert!(attempt_paths(&dir, &orphan).iter().all(|p| !p.exists()));
         remove_attempt_files(&dir, std::slice::from_ref(&kept)).unwrap();

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,13 +16,18 @@ use tracing::info;
 
 use crate::core::{AttemptKey, CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use crate::proto;
+use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
+use crate::shell::connect::client::{ConnectClient, tcp_dialer};
 use crate::shell::connect::{self, front::FrontLayer};
-use crate::shell::controller::{ControllerClient, Registration};
+use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::docker::{DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
+use crate::shell::era2026_06::logpush::LogPusher;
+use crate::shell::era2026_06::reconcile::Reconciler;
+use crate::shell::era2026_06::register;
 use crate::shell::probe::{hostname, probe};
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
@@ -39,6 +45,8 @@ pub struct ServeOptions {
     pub cache_dir: PathBuf,
     pub port_range: RangeInclusive<u16>,
     pub controller_address: Option<String>,
+    pub iris_protocol: IrisProtocol,
+    pub reconcile_timeout: Duration,
     pub worker_id: Option<String>,
     pub advertise_host: Option<String>,
     pub heartbeat_interval: Duration,
@@ -68,6 +76,26 @@ pub struct ServeOptions {
 
 /// How often the cache dir's file system is measured for the retention thresholds.
 const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// `--iris-protocol`: the era of Iris's worker protocol (DESIGN.md, "Two Iris protocol eras").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IrisProtocol {
+    Auto,
+    #[value(name = "2026-01")]
+    TaskEra,
+    #[value(name = "2026-06")]
+    Reconcile,
+}
+
+impl IrisProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            IrisProtocol::Auto => "auto",
+            IrisProtocol::TaskEra => "2026-01",
+            IrisProtocol::Reconcile => "2026-06",
+        }
+    }
+}
 
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -112,7 +140,9 @@ async fn make_runtime(
                                 "removed containers of this worker that could not be adopted"
                             );
                         }
-                        running.into_iter().collect()
+                        let adopted: BTreeSet<AttemptKey> = running.into_iter().collect();
+                        docker.sweep_lost_later(live.difference(&adopted).cloned().collect());
+                        adopted
                     }
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot list this worker's containers");
@@ -161,13 +191,21 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
     let identity = identify(&mut opts, local);
+    let era = match &opts.controller_address {
+        Some(addr) => Some(resolve_era(&opts, addr, &identity).await?),
+        None => None,
+    };
+    let reconcile = era.as_ref().is_some_and(|e| e.is_some());
     let setup = WorkerSetup {
-        config: core_config(&opts, &identity),
+        config: core_config(&opts, &identity, reconcile),
         cache_dir: opts.cache_dir.clone(),
         log_memory: opts.log_memory,
         log_disk_bytes_max: opts.log_disk_bytes_max,
         clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
-        controller: controller_client(&opts, &identity).await?,
+        controller: match reconcile {
+            true => None,
+            false => controller_client(&opts, &identity).await?,
+        },
         deadlines: CallDeadlines::default(),
         disk_sample_every: Some(DISK_SAMPLE_EVERY),
     };
@@ -176,7 +214,16 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
     let driver = worker.driver.clone();
-    let driver_task = serve_rpcs(&opts, listener, worker, &worker_id).await?;
+    if era.as_ref().is_some_and(|e| e.is_none()) {
+        worker
+            .metrics
+            .set_protocol_era(IrisProtocol::TaskEra.name());
+    }
+    let reconciler = match era.flatten() {
+        Some(era06) => Some(start_reconcile_era(&opts, era06, &worker).await),
+        None => None,
+    };
+    let driver_task = serve_rpcs(&opts, listener, worker, &worker_id, reconciler).await?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
     let kill_tasks = !opts.preserve_containers_on_stop;
@@ -224,8 +271,109 @@ fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
     }
 }
 
-fn core_config(opts: &ServeOptions, identity: &WorkerIdentity) -> CoreConfig {
+/// What the 2026-06 era needs once the worker is assembled: its Connect client and the
+/// registration it sends.
+struct Era2026 {
+    client: ConnectClient,
+    register: RegisterRequest,
+}
+
+/// Which era the controller speaks: `Ok(None)` is the task era, `Ok(Some)` the reconcile era
+/// (already registered once). `auto` asks until the controller answers one way or the other.
+async fn resolve_era(
+    opts: &ServeOptions,
+    addr: &str,
+    identity: &WorkerIdentity,
+) -> anyhow::Result<Option<Era2026>> {
+    if opts.iris_protocol == IrisProtocol::TaskEra {
+        return Ok(None);
+    }
+    let authority = match ControllerAddress::parse(addr)
+        .with_context(|| format!("--controller-address {addr}"))?
+    {
+        ControllerAddress::Connect(authority) => authority,
+        ControllerAddress::Grpc(_) if opts.iris_protocol == IrisProtocol::Auto => return Ok(None),
+        ControllerAddress::Grpc(_) => anyhow::bail!(
+            "--iris-protocol 2026-06 speaks Connect: give the controller as host:port or http://host:port, not grpc://"
+        ),
+    };
+    let client = ConnectClient::new(&authority, tcp_dialer(), opts.auth_token.as_deref());
+    let advertise = opts.advertise_host.as_deref().unwrap_or_default();
+    let probed = probe(advertise, &opts.cache_dir).await;
+    let register = RegisterRequest {
+        address: identity.address.clone(),
+        metadata: Some(register::metadata(&probed, env!("IRIS_WORKER_GIT_COMMIT"))),
+        worker_id: identity.worker_id.clone(),
+        ..RegisterRequest::default()
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match register::register_once(&client, &register).await {
+            Ok(_) => {
+                info!(controller = %addr, "the controller speaks Iris 2026-06 (Register answered)");
+                return Ok(Some(Era2026 { client, register }));
+            }
+            Err(e) if register::is_unimplemented(&e) => {
+                if opts.iris_protocol == IrisProtocol::Reconcile {
+                    anyhow::bail!(
+                        "the controller at {addr} does not serve Register (Iris 2026-06): {e};                          it looks like a 2026-01 controller: use --iris-protocol 2026-01 (or auto)"
+                    );
+                }
+                info!(controller = %addr, "the controller speaks Iris 2026-01 (no Register)");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, controller = %addr, "asking the controller's protocol; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Starts the 2026-06 era's side of the worker: registration and its watchdog, and the
+/// Reconcile handler.
+async fn start_reconcile_era(
+    opts: &ServeOptions,
+    era: Era2026,
+    worker: &AssembledWorker,
+) -> Arc<Reconciler> {
+    let reconciler = Arc::new(Reconciler {
+        driver: worker.driver.clone(),
+        worker_id: era.register.worker_id.clone(),
+        cache_dir: opts.cache_dir.clone(),
+        last_reconcile_ms: Arc::new(AtomicI64::new(wall_ms())),
+    });
+    worker
+        .metrics
+        .set_protocol_era(IrisProtocol::Reconcile.name());
+    let pusher = LogPusher {
+        driver: worker.driver.clone(),
+        logs: worker.logs.clone(),
+        controller: era.client.clone(),
+        token: opts.auth_token.clone(),
+        cache_dir: opts.cache_dir.clone(),
+        metrics: worker.metrics.clone(),
+    };
+    tokio::spawn(pusher.run());
+    tokio::spawn(register::run(
+        era.client,
+        era.register,
+        worker.driver.clone(),
+        reconciler.last_reconcile_ms.clone(),
+        opts.reconcile_timeout,
+    ));
+    reconciler
+}
+
+fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) -> CoreConfig {
+    let workdir_root = std::fs::canonicalize(&opts.cache_dir)
+        .unwrap_or_else(|_| opts.cache_dir.clone())
+        .display()
+        .to_string();
     CoreConfig {
+        reconcile,
+        workdir_root,
         identity: identity.clone(),
         controller_address: opts.controller_address.clone(),
         advertise_host: opts.advertise_host.clone().unwrap_or_default(),
@@ -263,6 +411,7 @@ async fn serve_rpcs(
     listener: tokio::net::TcpListener,
     worker: AssembledWorker,
     worker_id: &str,
+    reconciler: Option<Arc<Reconciler>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let AssembledWorker {
         driver,
@@ -290,7 +439,10 @@ async fn serve_rpcs(
     if let Some(port) = opts.dashboard_port {
         serve_dashboard(&opts.host, port, dashboard.clone()).await?;
     }
-    let mut http = connect::server::worker_router(service, token);
+    let mut http = connect::server::worker_router(service, token.clone());
+    if let Some(reconciler) = reconciler {
+        http = http.merge(connect::server::reconcile_router(reconciler, token));
+    }
     if opts.dashboard {
         http = http.merge(dashboard::router(dashboard));
     }

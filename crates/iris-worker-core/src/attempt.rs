@@ -95,8 +95,12 @@ pub(crate) struct Attempt {
     pub container_started: bool,
     /// The id of the terminal report, once queued.
     pub terminal_report: Option<u64>,
-    /// The controller acknowledged the terminal report (now or before a restart).
+    /// The controller acknowledged the terminal report (now or before a restart), or, in the
+    /// reconcile era, left the finished attempt out of a desired set.
     pub report_acked: bool,
+    /// Reconcile era: a RUNNING observation of the attempt was answered, so a terminal one may
+    /// follow (the controller takes BUILDING -> FAILED as a sign of a broken worker).
+    pub running_observed: bool,
 }
 
 impl Attempt {

@@ -31,6 +31,12 @@ pub struct CoreConfig {
     pub live_attempts_max: usize,
     /// Which finished tasks are forgotten, and when.
     pub retention: Retention,
+    /// The controller drives the worker with desired sets (Iris 2026-06, `reconcile.rs`): no
+    /// reports are pushed, and a finished attempt is settled once a desired set leaves it out.
+    pub reconcile: bool,
+    /// The cache dir as a process-runtime task sees it (its `IRIS_WORKDIR` is under it; a
+    /// container sees its workdir at `/workdir`).
+    pub workdir_root: String,
     /// A deliberately broken behaviour, for the simulator only.
     #[cfg(feature = "planted")]
     pub planted: Option<PlantedBug>,
@@ -51,6 +57,8 @@ impl Default for CoreConfig {
             start_tries_max: 3,
             live_attempts_max: 1024,
             retention: Retention::default(),
+            reconcile: false,
+            workdir_root: String::new(),
             #[cfg(feature = "planted")]
             planted: None,
         }

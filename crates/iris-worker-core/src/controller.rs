@@ -32,7 +32,7 @@ pub(crate) struct ControllerLink {
 impl ControllerLink {
     /// A link that registers at once, or a disabled one when there is no controller.
     pub fn new(config: &CoreConfig, now_ms: u64, timers: &mut Timers) -> ControllerLink {
-        let registration = if config.controller_address.is_some() {
+        let registration = if config.controller_address.is_some() && !config.reconcile {
             timers.set(now_ms, Timer::Register);
             Registration::Idle { failures: 0 }
         } else {

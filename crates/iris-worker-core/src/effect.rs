@@ -132,6 +132,7 @@ pub enum JournalEntry {
     /// tombstone keeps how it ended, so a late request for it is refused (`removed.rs`).
     Removed {
         attempt: AttemptKey,
+        attempt_uid: Option<String>,
         state: TaskState,
         finished_at_ms: u64,
         removed_at_ms: u64,

@@ -28,6 +28,8 @@ pub struct EnvContext<'a> {
     pub worker_id: Option<&'a str>,
     pub controller_address: Option<&'a str>,
     pub advertise_host: &'a str,
+    /// The attempt's workdir as the task sees it (`IRIS_WORKDIR`, reconcile era).
+    pub workdir: &'a str,
 }
 
 /// The docker host gateway name that reaches the host's loopback from inside a container.
@@ -87,13 +89,10 @@ fn iris_vars(
     ports: &BTreeMap<String, u16>,
     ctx: &EnvContext<'_>,
 ) -> Vec<(String, String)> {
-    let mut vars = vec![
-        ("IRIS_JOB_ID".to_string(), spec.job_id.to_string()),
-        ("IRIS_TASK_ID".to_string(), spec.task_id.to_string()),
-        ("IRIS_TASK_INDEX".to_string(), spec.task_index.to_string()),
-        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
-        ("IRIS_ATTEMPT_ID".to_string(), spec.attempt_id.to_string()),
-    ];
+    let mut vars = match &spec.reconcile {
+        None => task_era_vars(spec),
+        Some(r) => reconcile_era_vars(spec, r, ctx),
+    };
     if let Some(worker_id) = ctx.worker_id.filter(|w| !w.is_empty()) {
         vars.push(("IRIS_WORKER_ID".to_string(), worker_id.to_string()));
     }
@@ -102,6 +101,9 @@ fn iris_vars(
             RuntimeFlavour::Docker => rewrite_loopback_for_docker(address),
             RuntimeFlavour::Process => address.to_string(),
         };
+        if spec.reconcile.is_some() {
+            vars.push(("IRIS_CONTROLLER_URL".to_string(), controller_url(&address)));
+        }
         vars.push(("IRIS_CONTROLLER_ADDRESS".to_string(), address));
     }
     if let Some(bundle) = &spec.bundle_path {
@@ -123,6 +125,49 @@ fn iris_vars(
                 port.to_string(),
             ));
         }
+    }
+    vars
+}
+
+/// `http://host:port` for an address given as `host:port` (Iris's convention) or a URL.
+fn controller_url(address: &str) -> String {
+    if address.contains("://") {
+        address.replacen("grpc://", "http://", 1)
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// The task era's identity variables.
+fn task_era_vars(spec: &TaskSpec) -> Vec<(String, String)> {
+    vec![
+        ("IRIS_JOB_ID".to_string(), spec.job_id.to_string()),
+        ("IRIS_TASK_ID".to_string(), spec.task_id.to_string()),
+        ("IRIS_TASK_INDEX".to_string(), spec.task_index.to_string()),
+        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
+        ("IRIS_ATTEMPT_ID".to_string(), spec.attempt_id.to_string()),
+    ]
+}
+
+/// The reconcile era's (2026-06): the task id in Iris's path form, `:N` appended for attempt
+/// N > 0; no IRIS_JOB_ID or IRIS_TASK_INDEX (Iris dropped them).
+fn reconcile_era_vars(
+    spec: &TaskSpec,
+    r: &super::spec::ReconcileSpec,
+    ctx: &EnvContext<'_>,
+) -> Vec<(String, String)> {
+    let task_id = match spec.attempt_id {
+        0 => r.task_path.clone(),
+        n => format!("{}:{n}", r.task_path),
+    };
+    let mut vars = vec![
+        ("IRIS_TASK_ID".to_string(), task_id),
+        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
+        ("IRIS_WORKDIR".to_string(), ctx.workdir.to_string()),
+        ("IRIS_TASK_RESOURCES".to_string(), r.resources_json.clone()),
+    ];
+    if let Some(bundle) = &r.bundle_id {
+        vars.push(("IRIS_BUNDLE_ID".to_string(), bundle.clone()));
     }
     vars
 }

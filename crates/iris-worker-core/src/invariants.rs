@@ -40,6 +40,7 @@ impl WorkerCore {
             }
         }
         self.removed.check()?;
+        self.check_uids()?;
         for (task_id, attempts) in &self.tasks {
             if let Some(removed) = self.removed.get(task_id)
                 && let Some(a) = attempts

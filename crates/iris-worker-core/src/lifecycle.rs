@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::attempt::{Attempt, Outcome, Phase, Running, StopReason, StopRequest, Stopping};
 use super::config::KILL_REPEAT_MS;
 use super::effect::{BuildSpec, ContainerSpec, Effect, JournalEntry, Signal};
-use super::env::{EnvContext, build_iris_env};
+use super::env::{EnvContext, RuntimeFlavour, build_iris_env};
 use super::event::{Event, ExitStatus};
 use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
@@ -79,7 +79,9 @@ impl WorkerCore {
 
     pub(crate) fn push_attempt(&mut self, attempt: Attempt) {
         let task_id = attempt.task.task_id.clone();
+        let key = attempt_key(&attempt.task);
         self.tasks.entry(task_id.clone()).or_default().push(attempt);
+        self.index_uid(&key);
         self.refresh_settled(&task_id);
     }
 
@@ -122,6 +124,7 @@ impl WorkerCore {
             container_started: false,
             terminal_report: None,
             report_acked: false,
+            running_observed: false,
         }
     }
 
@@ -131,10 +134,13 @@ impl WorkerCore {
         debug_assert_eq!(attempt.phase, Phase::Waiting);
         attempt.phase = Phase::Preparing;
         attempt.task.pending_reason.clear();
-        let files = match &attempt.spec.entrypoint {
+        let mut files = match &attempt.spec.entrypoint {
             Entrypoint::Callable(bytes) => vec![(CALLABLE_FILE.to_string(), bytes.clone())],
             Entrypoint::Command(_) => Vec::new(),
         };
+        if let Some(r) = &attempt.spec.reconcile {
+            files.extend(r.workdir_files.iter().cloned());
+        }
         self.effects.push_back(Effect::PrepareWorkdir {
             attempt: key.clone(),
             workdir: key.workdir(),
@@ -327,11 +333,16 @@ impl WorkerCore {
     fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
         let attempt = self.attempt(key).expect("exists");
         let config = &self.config;
+        let workdir = match config.flavour {
+            RuntimeFlavour::Docker => "/workdir".to_string(),
+            RuntimeFlavour::Process => format!("{}/{}", config.workdir_root, key.workdir()),
+        };
         let ctx = EnvContext {
             flavour: config.flavour,
             worker_id: Some(config.identity.worker_id.as_str()),
             controller_address: config.controller_address.as_deref(),
             advertise_host: &config.advertise_host,
+            workdir: &workdir,
         };
         let argv = match &attempt.spec.entrypoint {
             Entrypoint::Command(argv) => argv.clone(),

@@ -8,7 +8,7 @@
 
 use super::effect::{Effect, JournalEntry, RemovalReason};
 use super::ids::TaskId;
-use super::removed::RemovedAttempt;
+use super::ledger::RemovedAttempt;
 use super::timers::Timer;
 use super::worker::{WorkerCore, attempt_key};
 
@@ -114,12 +114,16 @@ impl WorkerCore {
         debug_assert!(
             attempts
                 .iter()
-                .all(|a| a.task.is_finished() && (a.report_acked || !self.controller.enabled())),
+                .all(|a| a.task.is_finished() && (a.report_acked || !self.needs_ack())),
             "{task_id}: removed while not settled"
         );
         let keys: Vec<_> = attempts.iter().map(|a| attempt_key(&a.task)).collect();
         for attempt in &attempts {
+            if let Some(uid) = attempt.spec.attempt_uid() {
+                self.uids.remove(uid);
+            }
             let removed = RemovedAttempt {
+                attempt_uid: attempt.spec.attempt_uid().map(str::to_string),
                 attempt: attempt_key(&attempt.task),
                 state: attempt.task.state,
                 finished_at_ms: attempt.task.finished_at_ms.unwrap_or(self.now_ms),
@@ -128,6 +132,7 @@ impl WorkerCore {
             self.effects
                 .push_back(Effect::Journal(JournalEntry::Removed {
                     attempt: removed.attempt.clone(),
+                    attempt_uid: removed.attempt_uid.clone(),
                     state: removed.state,
                     finished_at_ms: removed.finished_at_ms,
                     removed_at_ms: removed.removed_at_ms,

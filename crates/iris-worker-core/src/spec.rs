@@ -75,6 +75,24 @@ pub struct TaskSpec {
     pub timeout_ms: u64,
     /// Requested port names, in request order.
     pub port_names: Vec<String>,
+    /// What only a reconcile-era (2026-06) submission carries; `None` for the task era.
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// The parts of a 2026-06 submission the task era has no field for. The adapter of that era
+/// (`shell::era2026_06`) fills it; the core uses it for the attempt's key on the wire, its env
+/// and its workdir files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileSpec {
+    /// The controller's key of the attempt (`DesiredAttempt.attempt_uid`).
+    pub attempt_uid: String,
+    /// The task id as Iris writes it (`/alice/job/0`).
+    pub task_path: String,
+    pub bundle_id: Option<String>,
+    /// `IRIS_TASK_RESOURCES`: the request's ResourceSpecProto as JSON.
+    pub resources_json: String,
+    /// Written into the workdir before the task starts (path inside it, bytes).
+    pub workdir_files: Vec<(String, Vec<u8>)>,
 }
 
 impl TaskSpec {
@@ -92,6 +110,15 @@ impl TaskSpec {
         self.environment.env_vars.clear();
         self.environment.pip_packages.clear();
         self.environment.extras.clear();
+        if let Some(r) = &mut self.reconcile {
+            r.workdir_files.clear();
+            r.resources_json.clear();
+        }
+    }
+
+    /// The controller's key of the attempt, for a reconcile-era submission.
+    pub fn attempt_uid(&self) -> Option<&str> {
+        self.reconcile.as_ref().map(|r| r.attempt_uid.as_str())
     }
 
     pub fn from_request(req: &proto::worker::RunTaskRequest) -> Result<TaskSpec, ValidationError> {
@@ -116,6 +143,7 @@ impl TaskSpec {
             resources: check_resources(req.resources.as_ref())?,
             timeout_ms: u64::try_from(req.timeout_seconds).unwrap_or(0) * 1000,
             port_names: check_ports(&req.ports)?,
+            reconcile: None,
         })
     }
 }

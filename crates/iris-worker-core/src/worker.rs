@@ -21,8 +21,8 @@ use super::controller::ControllerLink;
 use super::effect::{Effect, JournalEntry};
 use super::event::Event;
 use super::ids::{AttemptKey, TaskId};
+use super::ledger::RemovedLedger;
 use super::ports::{PortAllocator, PortsExhausted};
-use super::removed::RemovedLedger;
 use super::spec::TaskSpec;
 use super::state::TaskState;
 use super::task::Task;
@@ -86,6 +86,8 @@ pub struct WorkerCore {
     pub(crate) settled_at: BTreeMap<TaskId, u64>,
     /// The newest removed attempt of each task retention forgot (`removed.rs`).
     pub(crate) removed: RemovedLedger,
+    /// Reconcile era: the attempt each controller uid names (`reconcile.rs`).
+    pub(crate) uids: BTreeMap<String, AttemptKey>,
 }
 
 impl WorkerCore {
@@ -105,6 +107,7 @@ impl WorkerCore {
             settled: BTreeSet::new(),
             settled_at: BTreeMap::new(),
             removed: RemovedLedger::default(),
+            uids: BTreeMap::new(),
         }
     }
 
@@ -141,7 +144,7 @@ impl WorkerCore {
         result
     }
 
-    fn try_submit(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
+    pub(crate) fn try_submit(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
         if let Some(current) = self.tasks.get(&spec.task_id).and_then(|a| a.last()) {
             let current_id = current.task.attempt_id;
             if spec.attempt_id == current_id {
@@ -438,7 +441,13 @@ impl WorkerCore {
     /// (or there is no controller to tell).
     pub fn is_settled(&self, key: &AttemptKey) -> bool {
         self.attempt(key)
-            .is_some_and(|a| a.task.is_finished() && (a.report_acked || !self.controller.enabled()))
+            .is_some_and(|a| a.task.is_finished() && (a.report_acked || !self.needs_ack()))
+    }
+
+    /// Whether a finished attempt waits for the controller before it may be removed: its
+    /// terminal report acknowledged (task era), or left out of a desired set (reconcile era).
+    pub(crate) fn needs_ack(&self) -> bool {
+        self.controller.enabled() || self.config.reconcile
     }
 
     pub fn now_ms(&self) -> u64 {

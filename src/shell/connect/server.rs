@@ -21,6 +21,7 @@ use super::codec::{self, BODY_BYTES_MAX, Codec, Encoding};
 use crate::proto::controller_service_server::ControllerService;
 use crate::proto::worker_service_server::WorkerService as _;
 use crate::shell::auth::RequireToken;
+use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::service::{Protocol, WorkerService};
 
 /// A Connect error response.
@@ -165,6 +166,25 @@ async fn worker_call(
         "HealthCheck" => unary(request, token, |r| svc.health_check(r)).await,
         _ => unknown_method("iris.cluster.WorkerService", &method),
     }
+}
+
+/// `POST /iris.cluster.WorkerService/Reconcile`, the 2026-06 era's one call (the other methods
+/// of that path answer in the task era's messages).
+pub fn reconcile_router(reconciler: Arc<Reconciler>, token: RequireToken) -> Router {
+    Router::new()
+        .route(
+            crate::shell::era2026_06::RECONCILE_PATH,
+            post(reconcile_call),
+        )
+        .with_state(Served {
+            service: reconciler,
+            token,
+        })
+}
+
+async fn reconcile_call(State(s): State<Served<Reconciler>>, request: Request) -> Response {
+    let svc = &*s.service;
+    unary(request, &s.token, |r| svc.reconcile(r)).await
 }
 
 /// `POST /iris.cluster.ControllerService/<Method>` for the two methods a worker calls, over any

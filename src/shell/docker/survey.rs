@@ -1,6 +1,8 @@
 //! What a starting worker finds in the engine: its own containers, kept for adoption or removed;
 //! and `iris-worker cleanup`, which removes every managed container of any worker.
 
+use std::collections::BTreeSet;
+
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 
@@ -38,6 +40,46 @@ impl DockerRuntime {
             }
         }
         Ok((kept, removed))
+    }
+}
+
+/// When the late sweep looks again after start-up.
+const LATE_SWEEPS: [std::time::Duration; 3] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(30),
+];
+
+impl DockerRuntime {
+    /// Removes, a few times after start-up, containers of `lost`: attempts the journal knew as
+    /// live that were not adopted (they ended WORKER_FAILED and never run again). A create the
+    /// previous run sent just before it was killed can reach the engine after the survey
+    /// listed it; without this sweep that container would sit there until the next restart
+    /// (found by tests/torture.rs).
+    pub fn sweep_lost_later(&self, lost: BTreeSet<AttemptKey>) {
+        if lost.is_empty() {
+            return;
+        }
+        let docker = self.docker.clone();
+        let labels = vec![
+            "iris.managed=true".to_string(),
+            format!("iris.worker_id={}", self.config.worker_id),
+        ];
+        tokio::spawn(async move {
+            for delay in LATE_SWEEPS {
+                tokio::time::sleep(delay).await;
+                let Ok(found) = list_labelled(&docker, labels.clone()).await else {
+                    continue;
+                };
+                for container in found {
+                    let lost_one = attempt_of(&container).is_some_and(|key| lost.contains(&key));
+                    if let (true, Some(id)) = (lost_one, container.id) {
+                        tracing::warn!(%id, "removing a container of a lost attempt that appeared after start-up");
+                        force_remove(&docker, &id).await;
+                    }
+                }
+            }
+        });
     }
 }
 

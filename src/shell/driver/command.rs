@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{AttemptKey, KillError, SubmitError, TaskId, TaskSpec, TaskState};
+use crate::core::{
+    AttemptKey, Desired, KillError, Observation, SubmitError, TaskId, TaskSpec, TaskState,
+};
 use crate::proto;
 
 /// Commands waiting for the driver; beyond this, RPC handlers wait (backpressure, not memory).
@@ -48,6 +50,20 @@ pub enum Command {
     },
     Health {
         reply: oneshot::Sender<Health>,
+    },
+    /// Reconcile era: apply a desired set, answer with observations (`core::reconcile`).
+    Reconcile {
+        desired: Vec<Desired>,
+        reply: oneshot::Sender<Vec<Observation>>,
+    },
+    /// Reconcile era: the attempts whose logs go to the log service (key, task path, finished).
+    PushTargets {
+        reply: oneshot::Sender<Vec<(AttemptKey, String, bool)>>,
+    },
+    /// Kill every live task (a controller reset); answers how many.
+    KillAll {
+        reason: String,
+        reply: oneshot::Sender<usize>,
     },
     /// Kill every task (unless `kill_tasks` is false: a rolling restart keeps containers for
     /// the next run to adopt), deliver the reports (within `grace`), then stop.

@@ -225,6 +225,15 @@ impl Driver {
                     .map(crate::core::worker::attempt_key);
                 let _ = reply.send(current);
             }
+            Command::Reconcile { desired, reply } => {
+                let _ = reply.send(self.core.reconcile(now, desired));
+            }
+            Command::PushTargets { reply } => {
+                let _ = reply.send(self.core.reconcile_attempts());
+            }
+            Command::KillAll { reason, reply } => {
+                let _ = reply.send(self.core.kill_all(now, &reason));
+            }
             Command::Health { reply } => {
                 let _ = reply.send(Health {
                     uptime: self.parts.clock.uptime(),

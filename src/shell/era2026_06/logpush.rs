@@ -1,0 +1,201 @@
+//! Logs to the cluster's log service (finelog, the endpoint `/system/log-server`): every
+//! attempt's lines, in order, under `<task_path>:<attempt_id>`, batched (at most
+//! `PUSH_EVERY` behind, `BATCH_LINES_MAX` a call), with each line's own timestamp. The log on
+//! disk is the buffer: an outage of any length loses nothing the disk log keeps, and the next
+//! line to push is kept beside the log (`logstore::pushed_path`, written after each
+//! acknowledged batch), so a restart or an adoption resumes after the last acknowledged batch;
+//! only a batch in flight at a crash is sent twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::core::{AttemptKey, LineStart, LogFilter, LogLine};
+use crate::proto::v2026_06::finelog::logging as finelog;
+use crate::proto::v2026_06::iris::cluster::controller;
+use crate::shell::connect::client::{ConnectClient, tcp_dialer};
+use crate::shell::controller::ControllerAddress;
+use crate::shell::driver::{Command, DriverHandle};
+use crate::shell::logstore::{LogStore, pushed_path};
+use crate::shell::metrics::Metrics;
+
+pub const PUSH_EVERY: Duration = Duration::from_millis(500);
+pub const BATCH_LINES_MAX: usize = 5_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const LOG_SERVER: &str = "/system/log-server";
+const LIST_ENDPOINTS_PATH: &str = "/iris.cluster.ControllerService/ListEndpoints";
+const PUSH_PATH: &str = "/finelog.logging.LogService/PushLogs";
+
+pub struct LogPusher {
+    pub driver: DriverHandle,
+    pub logs: LogStore,
+    pub controller: ConnectClient,
+    pub token: Option<String>,
+    pub cache_dir: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Per attempt: the next line to push, and whether everything of a finished attempt is out.
+#[derive(Default)]
+struct Progress {
+    next_line: i64,
+    done: bool,
+}
+
+fn read_position(path: &Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Written whole (temporary file, then rename), so a crash leaves the old or the new number.
+fn write_position(path: &Path, next_line: i64) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, next_line.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+fn entry(line: &LogLine, attempt_id: i32, key: &str) -> finelog::LogEntry {
+    finelog::LogEntry {
+        timestamp: Some(finelog::Timestamp {
+            epoch_ms: line.timestamp_ms,
+        }),
+        source: line.source.as_str().to_string(),
+        data: line.data.clone(),
+        attempt_id,
+        level: finelog::LogLevel::Unknown as i32,
+        key: key.to_string(),
+    }
+}
+
+impl LogPusher {
+    pub async fn run(self) {
+        let mut progress: BTreeMap<AttemptKey, Progress> = BTreeMap::new();
+        let mut service: Option<ConnectClient> = None;
+        loop {
+            tokio::time::sleep(PUSH_EVERY).await;
+            let Ok(targets) = self
+                .driver
+                .ask(|reply| Command::PushTargets { reply })
+                .await
+            else {
+                return;
+            };
+            progress.retain(|key, _| targets.iter().any(|(k, _, _)| k == key));
+            for (key, task_path, finished) in targets {
+                let p = progress.entry(key.clone()).or_insert_with(|| Progress {
+                    next_line: read_position(&pushed_path(&self.cache_dir, &key)),
+                    done: false,
+                });
+                if p.done {
+                    continue;
+                }
+                if service.is_none() {
+                    service = self.discover().await;
+                }
+                let Some(client) = &service else {
+                    break;
+                };
+                match self
+                    .push_attempt(client, &key, &task_path, finished, p)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.metrics.log_push_failures.inc();
+                        tracing::warn!(attempt = %key, error = %e, "pushing logs failed; retrying");
+                        service = None;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The log service's address, from the controller's endpoint registry.
+    async fn discover(&self) -> Option<ConnectClient> {
+        let request = controller::ListEndpointsRequest {
+            prefix: LOG_SERVER.to_string(),
+            exact: true,
+        };
+        let found: Result<controller::ListEndpointsResponse, Status> = self
+            .controller
+            .unary(LIST_ENDPOINTS_PATH, &request, CALL_TIMEOUT)
+            .await;
+        let address = match found {
+            Ok(found) => found.endpoints.into_iter().next()?.address,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the log service");
+                return None;
+            }
+        };
+        match ControllerAddress::parse(&address) {
+            Ok(ControllerAddress::Connect(authority)) => Some(ConnectClient::new(
+                &authority,
+                tcp_dialer(),
+                self.token.as_deref(),
+            )),
+            _ => {
+                tracing::warn!(%address, "the log service's address is not host:port or http://");
+                None
+            }
+        }
+    }
+
+    /// Pushes what the attempt has beyond `p.next_line`, a batch at a time, until caught up.
+    async fn push_attempt(
+        &self,
+        client: &ConnectClient,
+        key: &AttemptKey,
+        task_path: &str,
+        finished: bool,
+        p: &mut Progress,
+    ) -> Result<(), Status> {
+        let log_key = format!("{task_path}:{}", key.attempt_id);
+        loop {
+            let lines = self.read(key, p.next_line).await;
+            let Some(last) = lines.last() else {
+                // Lines are on disk before the attempt is finished: nothing more will come.
+                p.done = finished;
+                return Ok(());
+            };
+            let next_line = last.line_number + 1;
+            let request = finelog::PushLogsRequest {
+                key: log_key.clone(),
+                entries: lines
+                    .iter()
+                    .map(|l| entry(l, key.attempt_id, &log_key))
+                    .collect(),
+            };
+            let _: finelog::PushLogsResponse =
+                client.unary(PUSH_PATH, &request, CALL_TIMEOUT).await?;
+            self.metrics.log_lines_pushed.inc_by(lines.len() as u64);
+            p.next_line = next_line;
+            if let Err(e) = write_position(&pushed_path(&self.cache_dir, key), next_line) {
+                tracing::warn!(attempt = %key, error = %e, "cannot keep the pushed position");
+            }
+            if lines.len() < BATCH_LINES_MAX {
+                p.done = finished;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn read(&self, key: &AttemptKey, from: i64) -> Vec<LogLine> {
+        let logs = self.logs.clone();
+        let key = key.clone();
+        let filter = LogFilter {
+            start: LineStart::From(from.max(0)),
+            max_lines: Some(BATCH_LINES_MAX),
+            ..LogFilter::default()
+        };
+        tokio::task::spawn_blocking(move || logs.fetch(&key, &filter).unwrap_or_default())
+            .await
+            .unwrap_or_default()
+    }
+}

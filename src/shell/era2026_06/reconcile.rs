@@ -1,0 +1,109 @@
+//! `WorkerService.Reconcile` of the 2026-06 era: the desired set in Iris's wire form becomes the
+//! core's `Desired`, the core answers at once, and its observations go back keyed by uid.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tonic::{Request, Response, Status};
+
+use super::health::health;
+use super::spec::task_spec;
+use crate::core::{Desired, Intent, Observation, TaskState};
+use crate::proto::v2026_06::iris::cluster::worker;
+use crate::proto::v2026_06::iris::{job, time};
+use crate::shell::driver::{Command, DriverHandle};
+use crate::shell::runtime::wall_ms;
+
+/// Serves Reconcile; `last_reconcile_ms` is what the register watchdog reads.
+#[derive(Clone)]
+pub struct Reconciler {
+    pub driver: DriverHandle,
+    pub worker_id: String,
+    pub cache_dir: PathBuf,
+    pub last_reconcile_ms: Arc<AtomicI64>,
+}
+
+/// One desired attempt in the core's vocabulary.
+fn desired(d: &worker::DesiredAttempt) -> Desired {
+    use worker::desired_attempt::Intent as Wire;
+    let intent = match &d.intent {
+        Some(Wire::Run(spec)) => match &spec.request {
+            None => Intent::Run(None),
+            Some(request) => match task_spec(request, &d.attempt_uid) {
+                Ok(spec) => Intent::Run(Some(Box::new(spec))),
+                Err(e) => Intent::Invalid(format!("invalid RunTaskRequest: {e}")),
+            },
+        },
+        // Iris's worker takes anything but `run` as a stop.
+        Some(Wire::Stop(_)) | None => Intent::Stop,
+    };
+    Desired {
+        attempt_uid: d.attempt_uid.clone(),
+        intent,
+    }
+}
+
+fn observation(o: Observation) -> worker::AttemptObservation {
+    let state = match o.state {
+        None => job::TaskState::Missing as i32,
+        // The core's states keep Iris's numbers 1..8.
+        Some(s) => s.to_proto() as i32,
+    };
+    worker::AttemptObservation {
+        attempt_uid: o.attempt_uid,
+        state,
+        exit_code: o.exit_code,
+        error: o.error,
+        container_id: String::new(),
+        finished_at: o.finished_at_ms.map(|ms| time::Timestamp {
+            epoch_ms: i64::try_from(ms).unwrap_or(i64::MAX),
+        }),
+        resource_usage: Some(job::ResourceUsage {
+            memory_mb: o.resource_usage.memory_mb,
+            disk_mb: o.resource_usage.disk_mb,
+            cpu_millicores: o.resource_usage.cpu_millicores,
+            memory_peak_mb: o.resource_usage.memory_peak_mb,
+            process_count: o.resource_usage.process_count,
+        }),
+    }
+}
+
+impl Reconciler {
+    pub async fn reconcile(
+        &self,
+        request: Request<worker::ReconcileRequest>,
+    ) -> Result<Response<worker::ReconcileResponse>, Status> {
+        let request = request.into_inner();
+        let now = wall_ms();
+        if !request.worker_id.is_empty() && request.worker_id != self.worker_id {
+            // Addressed to another worker (a recycled address): change nothing, say who we are.
+            tracing::warn!(to = %request.worker_id, "Reconcile for another worker; refused");
+            return Ok(Response::new(worker::ReconcileResponse {
+                worker_id: self.worker_id.clone(),
+                observed: Vec::new(),
+                health: Some(health(&self.cache_dir, now, 0)),
+            }));
+        }
+        self.last_reconcile_ms.store(now, Ordering::Relaxed);
+        let desired: Vec<Desired> = request.desired.iter().map(desired).collect();
+        let observed = self
+            .driver
+            .ask(|reply| Command::Reconcile { desired, reply })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let running = observed
+            .iter()
+            .filter(|o| o.state == Some(TaskState::Running))
+            .count();
+        let cache_dir = self.cache_dir.clone();
+        let health = tokio::task::spawn_blocking(move || health(&cache_dir, now, running))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(worker::ReconcileResponse {
+            worker_id: self.worker_id.clone(),
+            observed: observed.into_iter().map(observation).collect(),
+            health: Some(health),
+        }))
+    }
+}

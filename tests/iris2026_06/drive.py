@@ -1,0 +1,98 @@
+"""Drives the real Iris 2026-06 controller (marin-iris, from PyPI) with its own Python client, for
+tests/iris_2026_06.rs: launch a job, optionally terminate it, wait for its end, print what the
+controller says (job state, each task's state, exit code and error, and the lines its log service
+holds per task) as one JSON line.
+
+usage: drive.py PORT NAME REPLICAS [--files name=text,...] [--terminate-after S] [--wait S] -- ARGV...
+"""
+import argparse
+import datetime
+import json
+import sys
+import time
+
+from iris.rpc import controller_pb2, job_pb2
+from iris.rpc.controller_connect import ControllerServiceClientSync
+
+TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_KILLED",
+            "JOB_STATE_WORKER_FAILED", "JOB_STATE_UNSCHEDULABLE"}
+
+
+def log_lines(client, job_id):
+    """What the controller's log service holds under the job's prefix, per task key."""
+    try:
+        from finelog.rpc import logging_pb2
+        from finelog.rpc.logging_connect import LogServiceClientSync
+    except ImportError:
+        return None
+    found = client.list_endpoints(controller_pb2.Controller.ListEndpointsRequest(
+        prefix="/system/log-server", exact=True))
+    if not found.endpoints:
+        return None
+    address = found.endpoints[0].address
+    if "://" not in address:
+        address = "http://" + address
+    logs = LogServiceClientSync(address)
+    answer = logs.fetch_logs(logging_pb2.FetchLogsRequest(
+        source=job_id + "/", match_scope=logging_pb2.MATCH_SCOPE_PREFIX, max_lines=100000))
+    out = {}
+    for e in answer.entries:
+        out.setdefault(e.key, []).append([e.source, e.data])
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("port", type=int)
+    p.add_argument("name")
+    p.add_argument("replicas", type=int)
+    p.add_argument("--files", default="")
+    p.add_argument("--terminate-after", type=float, default=None)
+    p.add_argument("--wait", type=float, default=60)
+    p.add_argument("argv", nargs="+")
+    args = p.parse_args()
+    client = ControllerServiceClientSync(address=f"http://127.0.0.1:{args.port}")
+    files = {}
+    for item in filter(None, args.files.split(",")):
+        k, v = item.split("=", 1)
+        files[k] = v.encode()
+    request = controller_pb2.Controller.LaunchJobRequest(
+        name=args.name,
+        entrypoint=job_pb2.RuntimeEntrypoint(
+            run_command=job_pb2.CommandEntrypoint(argv=args.argv), workdir_files=files),
+        resources=job_pb2.ResourceSpecProto(cpu_millicores=100, memory_bytes=64 << 20),
+        replicas=args.replicas,
+        max_retries_preemption=5,
+        client_revision_date=datetime.date.today().isoformat(),
+    )
+    start = time.time()
+    job_id = client.launch_job(request).job_id
+    terminated = False
+    state = None
+    while time.time() - start < args.wait:
+        status = client.get_job_status(controller_pb2.Controller.GetJobStatusRequest(job_id=job_id))
+        state = job_pb2.JobState.Name(status.job.state)
+        if state in TERMINAL:
+            break
+        if (args.terminate_after is not None and not terminated
+                and time.time() - start >= args.terminate_after):
+            client.terminate_job(controller_pb2.Controller.TerminateJobRequest(job_id=job_id))
+            terminated = True
+        time.sleep(0.05)
+    elapsed = time.time() - start
+    tasks = client.list_tasks(controller_pb2.Controller.ListTasksRequest(job_id=job_id)).tasks
+    # Logs arrive at most a second behind; give them that.
+    time.sleep(1.5)
+    print(json.dumps({
+        "job": job_id,
+        "state": state,
+        "seconds": round(elapsed, 3),
+        "tasks": [{"id": t.task_id, "state": job_pb2.TaskState.Name(t.state),
+                   "exit_code": t.exit_code, "error": t.error,
+                   "attempts": len(t.attempts)} for t in tasks],
+        "logs": log_lines(client, job_id),
+    }))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
