@@ -23,7 +23,12 @@ pub async fn prepare(
         }
         std::fs::create_dir_all(&dir)?;
         for (name, bytes) in files {
-            std::fs::write(dir.join(name), bytes)?;
+            // Names are relative paths inside the workdir (checked at submission).
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, bytes)?;
         }
         Ok(())
     })

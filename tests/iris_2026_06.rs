@@ -1,0 +1,366 @@
+//! The real Iris controller of the reconcile era (marin-iris 0.2.20.dev202606180959 from PyPI,
+//! installed by `scripts/setup-test-deps`) runs jobs on the real binary: submitted with the
+//! controller's own client (`tests/iris2026_06/drive.py`), checked through the controller and
+//! its log service. With CI=true a missing venv fails; elsewhere these tests say so and skip.
+
+mod support;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn python() -> Option<PathBuf> {
+    let venv =
+        std::env::var("IRIS_2026_06_VENV").unwrap_or_else(|_| "target/iris-2026-06-venv".into());
+    let python = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(venv)
+        .join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import iris.cluster.controller.main"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the Iris 2026-06 venv is missing: scripts/setup-test-deps makes it");
+    }
+    if !ready {
+        eprintln!(
+            "NOTICE: no Iris 2026-06 venv ({}); these tests did not run",
+            python.display()
+        );
+    }
+    ready.then_some(python)
+}
+
+/// The real controller on a free port, with its own log service; two SIGTERMs stop it.
+struct Controller {
+    child: Child,
+    port: u16,
+    python: PathBuf,
+    _dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Controller {
+    fn start(python: PathBuf) -> Controller {
+        let dir = temp_dir("iris-2026-06-controller");
+        let port = free_port();
+        let config = format!(
+            "platform: {{manual: {{}}}}\ncontroller: {{manual: {{host: 127.0.0.1, port: {port}}}}}\n\
+             worker_provider: {{}}\nstorage: {{remote_state_dir: file://{d}/remote, local_state_dir: {d}/local}}\n\
+             defaults: {{worker: {{docker_image: iris-test:busybox-uv, default_task_image: iris-test:busybox-uv}}}}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("cluster.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("controller.log")).unwrap();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "iris.cluster.controller.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+            ])
+            .args(["--port", &port.to_string(), "--fresh", "--config"])
+            .arg(dir.join("cluster.yaml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the Iris controller");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "the controller did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Controller {
+            child,
+            port,
+            python,
+            _dir: dir,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Launches a job with `drive.py` and waits for its end: the controller's view as JSON.
+    fn drive(&self, name: &str, replicas: u32, extra: &[&str], argv: &[&str]) -> Value {
+        let out = self
+            .drive_child(name, replicas, extra, argv)
+            .wait_with_output()
+            .unwrap();
+        parse(&out)
+    }
+
+    fn drive_child(&self, name: &str, replicas: u32, extra: &[&str], argv: &[&str]) -> Child {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/drive.py");
+        Command::new(&self.python)
+            .arg(script)
+            .args([&self.port.to_string(), name, &replicas.to_string()])
+            .args(extra)
+            .arg("--")
+            .args(argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn parse(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("drive.py printed nothing"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for _ in 0..2 {
+            // SAFETY: signalling our own child; its first SIGTERM only checkpoints.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn worker(controller: &Controller, dir: &Path, protocol: &str, id: &str) -> WorkerProcess {
+    let addr = controller.address();
+    WorkerProcess::start(
+        dir,
+        &[
+            "--controller-address",
+            &addr,
+            "--iris-protocol",
+            protocol,
+            "--worker-id",
+            id,
+        ],
+    )
+}
+
+fn lines_of(job: &Value, key: &str) -> Vec<String> {
+    job["logs"][key]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| format!("{} {}", l[0].as_str().unwrap(), l[1].as_str().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn task_states(job: &Value) -> Vec<(String, i64, String)> {
+    job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["state"].as_str().unwrap().to_string(),
+                t["exit_code"].as_i64().unwrap(),
+                t["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Processes whose environment says they belong to `task_path`.
+fn processes_of(task_path: &str) -> usize {
+    let needle = format!("IRIS_TASK_ID={task_path}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .count()
+}
+
+#[test]
+fn jobs_run_end_to_end_under_the_real_controller() {
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-worker");
+    // `auto` finds the 2026-06 controller by its Register.
+    let worker = worker(&controller, &dir, "auto", "w-e2e");
+
+    let script = "echo hello $IRIS_TASK_ID; echo num=$IRIS_NUM_TASKS; \
+                  [ \"$(pwd)\" = \"$IRIS_WORKDIR\" ] && echo workdir-ok; echo url=$IRIS_CONTROLLER_URL; \
+                  echo oops >&2";
+    let ok = controller.drive("/alice/ok", 3, &[], &["sh", "-c", script]);
+    assert_eq!(ok["state"], "JOB_STATE_SUCCEEDED", "{ok}");
+    for i in 0..3 {
+        let lines = lines_of(&ok, &format!("/alice/ok/{i}:0"));
+        let url = format!("stdout url=http://{}", controller.address());
+        for want in [
+            &format!("stdout hello /alice/ok/{i}"),
+            "stdout num=3",
+            "stdout workdir-ok",
+            &url,
+            "stderr oops",
+        ] {
+            let n = lines.iter().filter(|l| l.as_str() == want).count();
+            assert_eq!(n, 1, "{want:?} once in the log service: {lines:?}");
+        }
+    }
+
+    let fail = controller.drive(
+        "/alice/fail",
+        1,
+        &[],
+        &["sh", "-c", "echo boom >&2; exit 3"],
+    );
+    assert_eq!(fail["state"], "JOB_STATE_FAILED", "{fail}");
+    let (state, code, error) = &task_states(&fail)[0];
+    assert_eq!((state.as_str(), *code), ("TASK_STATE_FAILED", 3), "{fail}");
+    assert!(error.contains("Exit code: 3"), "{error}");
+
+    let files = controller.drive(
+        "/alice/files",
+        1,
+        &[
+            "--files",
+            "data.txt=hello from a workdir file,sub/more.txt=nested",
+        ],
+        &["sh", "-c", "cat data.txt; echo; cat sub/more.txt"],
+    );
+    assert_eq!(files["state"], "JOB_STATE_SUCCEEDED", "{files}");
+    let lines = lines_of(&files, "/alice/files/0:0");
+    assert_eq!(
+        lines,
+        ["stdout hello from a workdir file", "stdout nested"],
+        "{files}"
+    );
+
+    let killed = controller.drive(
+        "/alice/kill",
+        1,
+        &["--terminate-after", "2"],
+        &["sh", "-c", "echo up; sleep 600"],
+    );
+    assert_eq!(killed["state"], "JOB_STATE_KILLED", "{killed}");
+    assert!(killed["seconds"].as_f64().unwrap() < 15.0, "{killed}");
+    let start = Instant::now();
+    while processes_of("/alice/kill/0") > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the killed task's processes live on"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (status, metrics) = http_get(&worker.dashboard, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("iris_worker_iris_protocol{era=\"2026-06\"} 1"),
+        "{metrics}"
+    );
+    let pushed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("iris_worker_log_lines_pushed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pushed-lines counter: {metrics}"));
+    assert!(pushed >= 20.0, "{pushed} lines pushed");
+}
+
+/// Process runtime: a worker SIGKILLed mid-task loses the task with it; the restarted worker
+/// observes it lost and the controller's retry runs to the end.
+#[test]
+fn a_killed_worker_loses_its_task_and_the_controller_retries_it() {
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-crash");
+    let mark = dir.join("ran-once");
+    let first = worker(&controller, &dir, "2026-06", "w-crash");
+    let script = format!(
+        "if [ -e {m} ]; then echo second; exit 0; fi; touch {m}; echo first; sleep 600",
+        m = mark.display()
+    );
+    let drive = controller.drive_child(
+        "/alice/crash",
+        1,
+        &["--wait", "120"],
+        &["sh", "-c", &script],
+    );
+    let start = Instant::now();
+    while !mark.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the task never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    first.signal(libc::SIGKILL);
+    drop(first);
+    let _second = worker(&controller, &dir, "2026-06", "w-crash");
+    let job = parse(&drive.wait_with_output().unwrap());
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+    assert_eq!(
+        lines_of(&job, "/alice/crash/0:0")[0],
+        "stdout first",
+        "{job}"
+    );
+    assert_eq!(
+        lines_of(&job, "/alice/crash/0:1"),
+        ["stdout second"],
+        "{job}"
+    );
+    assert_eq!(processes_of("/alice/crash/0"), 0);
+}
+
+/// An explicit 2026-06 worker facing a task-era controller fails at start and names the era
+/// that controller speaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_explicit_era_the_controller_does_not_serve_fails_naming_the_other() {
+    let server = ControllerServer::start(TestController::default()).await;
+    let dir = temp_dir("iris-2026-06-wrong-era");
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--cache-dir"])
+        .arg(&dir)
+        .args([
+            "--controller-address",
+            &server.addr.to_string(),
+            "--iris-protocol",
+            "2026-06",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--iris-protocol 2026-01"), "{stderr}");
+    assert!(
+        server
+            .controller
+            .state
+            .lock()
+            .unwrap()
+            .registrations
+            .is_empty()
+    );
+}
