@@ -4,12 +4,15 @@
 
 use std::path::Path;
 
-use iris_worker::fuzzing::{fuzz_bundle, fuzz_connect, fuzz_core, fuzz_decode, fuzz_logs};
+use iris_worker::fuzzing::{
+    fuzz_bundle, fuzz_connect, fuzz_core, fuzz_decode, fuzz_logs, fuzz_reconcile,
+};
 use proptest::prelude::*;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
+    ("reconcile", fuzz_reconcile),
     ("core", fuzz_core),
     ("decode", fuzz_decode),
     ("connect", fuzz_connect),
@@ -53,6 +56,11 @@ fn committed_seeds_and_regressions_replay_clean() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn reconcile_survives_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        fuzz_reconcile(&data);
+    }
 
     #[test]
     fn core_survives_random_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -170,6 +178,47 @@ fn write_seeds() {
     put("bundle", "absolute", &zip(&[("/tmp/evil", b"x")]));
     put("logs", "lines", b"\x05\x10\x00\x03a.c\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x03abc\x01\x00\x05hello");
     put("logs", "tail", b"\x20\xff\xff\x00\xfe\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x00\x00\x01\x01\x02hi\x00\x02\x02yo");
+    let reconcile = proto::v2026_06::iris::cluster::worker::ReconcileRequest {
+        worker_id: "worker-1".into(),
+        desired: vec![
+            proto::v2026_06::iris::cluster::worker::DesiredAttempt {
+                attempt_uid: "u1".into(),
+                intent: Some(
+                    proto::v2026_06::iris::cluster::worker::desired_attempt::Intent::Run(
+                        proto::v2026_06::iris::cluster::worker::AttemptSpec {
+                            request: Some(proto::v2026_06::iris::job::RunTaskRequest {
+                                task_id: "/a/j/0".into(),
+                                attempt_uid: "u1".into(),
+                                entrypoint: Some(proto::v2026_06::iris::job::RuntimeEntrypoint {
+                                    run_command: Some(
+                                        proto::v2026_06::iris::job::CommandEntrypoint {
+                                            argv: vec!["true".into()],
+                                        },
+                                    ),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                        },
+                    ),
+                ),
+            },
+            proto::v2026_06::iris::cluster::worker::DesiredAttempt {
+                attempt_uid: "u2".into(),
+                intent: Some(
+                    proto::v2026_06::iris::cluster::worker::desired_attempt::Intent::Stop(1),
+                ),
+            },
+        ],
+    };
+    put("reconcile", "run-and-stop", &reconcile.encode_to_vec());
+    put(
+        "reconcile",
+        "run-exit-remove-run",
+        &[
+            1, 0x82, 0, 0, 0x81, 0x80, 0, 0x80, 0, 0, 0, 0, 1, 0x82, 0, 0, 0x80, 0x80,
+        ],
+    );
     put(
         "core",
         "submit-run-exit",

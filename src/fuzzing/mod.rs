@@ -2,6 +2,9 @@
 //! arbitrary bytes and panics only when an invariant breaks: bad input must never panic.
 
 pub mod core_model;
+mod reconcile;
+
+pub use reconcile::fuzz_reconcile;
 
 use std::io::Cursor;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ pub struct Reconciler {
 }
 
 /// One desired attempt in the core's vocabulary.
-fn desired(d: &worker::DesiredAttempt) -> Desired {
+pub fn desired(d: &worker::DesiredAttempt) -> Desired {
     use worker::desired_attempt::Intent as Wire;
     let intent = match &d.intent {
         Some(Wire::Run(spec)) => match &spec.request {
