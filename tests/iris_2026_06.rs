@@ -364,3 +364,83 @@ async fn an_explicit_era_the_controller_does_not_serve_fails_naming_the_other() 
             .is_empty()
     );
 }
+
+/// Docker: a worker SIGKILLed while its container runs adopts the container when it comes back:
+/// the same attempt runs to the end, and the log service holds every line once.
+#[test]
+fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
+    const IMAGE: &str = "iris-test:busybox-uv";
+    let image = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output();
+    if !image.is_ok_and(|o| o.status.success()) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the docker image {IMAGE} is missing; scripts/docker-test-image builds it");
+        }
+        eprintln!("NOTICE: no docker engine or no {IMAGE}: the docker 2026-06 test did not run");
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-adopt");
+    let worker_id = format!("w-adopt-{}", std::process::id());
+    let addr = controller.address();
+    let args = [
+        "--controller-address",
+        &addr,
+        "--iris-protocol",
+        "2026-06",
+        "--worker-id",
+        &worker_id,
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+    ];
+    let first = WorkerProcess::start(&dir, &args);
+    let script = "for i in 1 2 3 4 5; do echo before $i; done; sleep 8; echo after";
+    let drive =
+        controller.drive_child("/alice/adopt", 1, &["--wait", "120"], &["sh", "-c", script]);
+    let start = Instant::now();
+    let running = || {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label=iris.worker_id={worker_id}"),
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    };
+    while !running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the container never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Long enough for the first lines to be pushed by the first worker.
+    std::thread::sleep(Duration::from_millis(2_000));
+    first.signal(libc::SIGKILL);
+    drop(first);
+    let _second = WorkerProcess::start(&dir, &args);
+    let job = parse(&drive.wait_with_output().unwrap());
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+    assert!(
+        job["logs"].get("/alice/adopt/0:1").is_none(),
+        "no second attempt: {job}"
+    );
+    let stdout: Vec<String> = lines_of(&job, "/alice/adopt/0:0")
+        .into_iter()
+        .filter(|l| l.starts_with("stdout"))
+        .collect();
+    let want: Vec<String> = (1..=5)
+        .map(|i| format!("stdout before {i}"))
+        .chain(["stdout after".to_string()])
+        .collect();
+    assert_eq!(stdout, want, "{job}");
+}
