@@ -40,7 +40,7 @@ struct Controller {
     child: Child,
     port: u16,
     python: PathBuf,
-    _dir: PathBuf,
+    dir: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -89,7 +89,7 @@ impl Controller {
             child,
             port,
             python,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -443,4 +443,76 @@ fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
         .chain(["stdout after".to_string()])
         .collect();
     assert_eq!(stdout, want, "{job}");
+}
+
+/// A controller that stops calling (here: frozen with SIGSTOP) makes the worker kill every task
+/// after `--reconcile-timeout` and register again once the controller is back, as Iris's does.
+#[test]
+fn a_silent_controller_makes_the_worker_reset() {
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-silent");
+    let addr = controller.address();
+    let _worker = WorkerProcess::start(
+        &dir,
+        &[
+            "--controller-address",
+            &addr,
+            "--iris-protocol",
+            "2026-06",
+            "--worker-id",
+            "w-silent",
+            "--reconcile-timeout",
+            "3s",
+        ],
+    );
+    let mark = dir.join("started");
+    let script = format!("touch {}; sleep 600", mark.display());
+    let drive =
+        controller.drive_child("/alice/silent", 1, &["--wait", "5"], &["sh", "-c", &script]);
+    let start = Instant::now();
+    while processes_of("/alice/silent/0") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the task never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = drive.wait_with_output();
+    let registrations = || {
+        std::fs::read_to_string(controller.dir.join("controller.log"))
+            .unwrap_or_default()
+            .matches("Worker registered: w-silent")
+            .count()
+    };
+    let registered_before = registrations();
+    let pid = controller.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Instant::now();
+    while processes_of("/alice/silent/0") > 0 {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(20),
+            "the task outlived a silent controller"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waited = frozen.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(
+        waited >= Duration::from_secs(2),
+        "killed after {waited:?}, before the timeout"
+    );
+    // And it registers again.
+    let back = Instant::now();
+    while registrations() <= registered_before {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "no second registration"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -309,8 +309,11 @@ async fn resolve_era(
     let mut backoff = Duration::from_millis(200);
     loop {
         match register::register_once(&client, &register).await {
-            Ok(_) => {
+            Ok(accepted) => {
                 info!(controller = %addr, "the controller speaks Iris 2026-06 (Register answered)");
+                if !accepted {
+                    register::register(&client, &register).await;
+                }
                 return Ok(Some(Era2026 { client, register }));
             }
             Err(e) if register::is_unimplemented(&e) => {

@@ -128,8 +128,9 @@ pub async fn register(client: &ConnectClient, request: &controller::RegisterRequ
     }
 }
 
-/// Registers, then watches: a controller silent for `reconcile_timeout` means this worker was
-/// reaped or forgotten; every attempt is killed and the worker registers again.
+/// Watches the controller (the worker registered when it asked the controller's era): one
+/// silent for `reconcile_timeout` means this worker was reaped or forgotten; every attempt is
+/// killed and the worker registers again.
 pub async fn run(
     client: ConnectClient,
     request: controller::RegisterRequest,
@@ -137,7 +138,6 @@ pub async fn run(
     last_reconcile_ms: Arc<AtomicI64>,
     reconcile_timeout: Duration,
 ) {
-    register(&client, &request).await;
     last_reconcile_ms.store(wall_ms(), Ordering::Relaxed);
     let limit_ms = i64::try_from(reconcile_timeout.as_millis()).unwrap_or(i64::MAX);
     loop {
