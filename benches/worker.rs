@@ -8,6 +8,8 @@
 //!   worker's peak RSS;
 //! - protocols: RunTask (an idempotent resubmission) + GetTaskStatus round trips over Connect
 //!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds;
+//! - reconcile (`BENCH_ONLY=reconcile`): one 2026-06 Reconcile of 1,000 desired running
+//!   attempts (decode, the adapter, the core, encode) vs decoding and encoding the same bytes;
 //! - soak (`BENCH_ONLY=soak`, `SOAK_TASKS`, default 100,000): short tasks through one worker
 //!   with default retention; RSS, cache dir, journal, ListTasks latency and tasks/s per tenth.
 
@@ -310,8 +312,114 @@ async fn protocols(addr: &str, rounds: usize, per_round: usize) -> [Vec<f64>; 3]
     samples
 }
 
+/// A steady-state Reconcile of `n` running attempts, in-process: (ms per call through decode,
+/// adapter, core and encode; ms for protobuf decode + encode of the same messages alone).
+fn reconcile_numbers(n: usize, rounds: u32) -> (f64, f64) {
+    use iris_worker::core::{CoreConfig, Effect, Event, WorkerCore};
+    use iris_worker::proto::v2026_06::iris::cluster::worker;
+    use iris_worker::proto::v2026_06::iris::job;
+    use iris_worker::shell::era2026_06::reconcile::desired;
+    use prost::Message;
+    let config = CoreConfig {
+        reconcile: true,
+        live_attempts_max: n + 1,
+        port_range: 30000..=40000,
+        ..iris_worker::fixtures::config()
+    };
+    let mut core = WorkerCore::new(config, 0);
+    let uid = |i: usize| format!("uid-{i:05}");
+    let first: Vec<worker::DesiredAttempt> = (0..n)
+        .map(|i| worker::DesiredAttempt {
+            attempt_uid: uid(i),
+            intent: Some(worker::desired_attempt::Intent::Run(worker::AttemptSpec {
+                request: Some(job::RunTaskRequest {
+                    task_id: format!("/bench/job/{i}"),
+                    num_tasks: n as i32,
+                    attempt_uid: uid(i),
+                    entrypoint: Some(job::RuntimeEntrypoint {
+                        run_command: Some(job::CommandEntrypoint {
+                            argv: vec!["sleep".into(), "600".into()],
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })),
+        })
+        .collect();
+    core.reconcile(1, first.iter().map(desired).collect());
+    // Bring every attempt to RUNNING, as a runtime would.
+    while let Some(effect) = core.poll_effect() {
+        let event = match effect {
+            Effect::PrepareWorkdir { attempt, .. } => Event::WorkdirReady { attempt },
+            Effect::BuildImage { attempt, .. } => Event::BuildFinished {
+                attempt,
+                image: None,
+                from_cache: true,
+            },
+            Effect::StartContainer(spec) => Event::ContainerStarted {
+                attempt: spec.attempt,
+            },
+            _ => continue,
+        };
+        core.handle(2, event);
+    }
+    let steady = worker::ReconcileRequest {
+        worker_id: "worker-1".into(),
+        desired: (0..n)
+            .map(|i| worker::DesiredAttempt {
+                attempt_uid: uid(i),
+                intent: Some(worker::desired_attempt::Intent::Run(worker::AttemptSpec {
+                    request: None,
+                })),
+            })
+            .collect(),
+    };
+    let bytes = steady.encode_to_vec();
+    let start = Instant::now();
+    let mut answer_bytes = Vec::new();
+    for round in 0..rounds {
+        let request = worker::ReconcileRequest::decode(&bytes[..]).unwrap();
+        let wanted = request.desired.iter().map(desired).collect();
+        let observed = core.reconcile(3 + u64::from(round), wanted);
+        let response = worker::ReconcileResponse {
+            worker_id: "worker-1".into(),
+            observed: observed
+                .into_iter()
+                .map(|o| worker::AttemptObservation {
+                    attempt_uid: o.attempt_uid,
+                    state: o.state.map_or(12, |s| s.to_proto() as i32),
+                    exit_code: o.exit_code,
+                    error: o.error,
+                    ..Default::default()
+                })
+                .collect(),
+            health: None,
+        };
+        answer_bytes = response.encode_to_vec();
+    }
+    let ours = start.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let request = worker::ReconcileRequest::decode(&bytes[..]).unwrap();
+        std::hint::black_box(request.encode_to_vec());
+        let response = worker::ReconcileResponse::decode(&answer_bytes[..]).unwrap();
+        std::hint::black_box(response.encode_to_vec());
+    }
+    let base = start.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds);
+    (ours, base)
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("reconcile") {
+        let (ours, base) = reconcile_numbers(1_000, 200);
+        println!(
+            "reconcile of 1,000 running attempts: {ours:.2} ms per call (decode, adapter, core, encode) vs {base:.2} ms protobuf decode+encode alone: ratio {:.1}",
+            ours / base
+        );
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("docker") {
         if let Some((worker, cli, rate)) = docker_numbers().await {
             println!(
