@@ -290,14 +290,6 @@ impl Drop for PyController {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_python_controller_gets_registrations_and_every_report() {
     let dir = temp_dir("connect-ctl");

@@ -18,22 +18,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Whether to run: the engine answers and the test image exists (or CI insists).
 fn engine() -> bool {
-    let socket = std::path::Path::new("/var/run/docker.sock").exists()
-        || std::env::var_os("DOCKER_HOST").is_some();
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    let image = std::process::Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output();
-    let ready = image.is_ok_and(|o| o.status.success());
-    if !ready && ci && socket {
-        panic!(
-            "the docker engine or the image {IMAGE} is missing; scripts/docker-test-image builds it"
-        );
-    }
-    if !ready {
-        eprintln!("NOTICE: no docker engine or no {IMAGE}: docker tests did not run");
-    }
-    ready
+    docker_image_ready(IMAGE, "docker tests")
 }
 
 fn docker_worker(name: &str, extra: &[&str]) -> WorkerProcess {
@@ -88,6 +73,19 @@ impl Restartable {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         WorkerProcess::start(&self.dir, &args)
     }
+}
+
+/// A task's stdout lines with their numbers.
+async fn numbered_stdout(
+    c: &mut proto::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    task_id: &str,
+) -> Vec<(i64, String)> {
+    logs(c, task_id)
+        .await
+        .into_iter()
+        .filter(|e| e.source == "stdout")
+        .map(|e| (e.line_number, e.data))
+        .collect()
 }
 
 /// Containers of this worker still on the engine, after giving removal a moment.
@@ -368,12 +366,7 @@ async fn a_restarted_worker_adopts_its_running_container() {
     // Adopted and still sleeping: what was served before the restart is served again.
     let adopted = support::status(&mut c, "adopt/task-0").await;
     assert_eq!(adopted.state, TaskState::Running as i32, "{adopted:?}");
-    let served: Vec<(i64, String)> = logs(&mut c, "adopt/task-0")
-        .await
-        .into_iter()
-        .filter(|e| e.source == "stdout")
-        .map(|e| (e.line_number, e.data))
-        .collect();
+    let served = numbered_stdout(&mut c, "adopt/task-0").await;
     assert_eq!(
         served,
         [(before, "before".to_string())],
@@ -385,12 +378,7 @@ async fn a_restarted_worker_adopts_its_running_container() {
     assert_eq!(report.attempt_id, 0);
     let done = status_of_finished(&mut c, "adopt/task-0").await;
     assert_eq!(done.state, TaskState::Succeeded as i32);
-    let lines: Vec<(i64, String)> = logs(&mut c, "adopt/task-0")
-        .await
-        .into_iter()
-        .filter(|e| e.source == "stdout")
-        .map(|e| (e.line_number, e.data))
-        .collect();
+    let lines = numbered_stdout(&mut c, "adopt/task-0").await;
     // Nothing lost or taken twice across the restart, and numbering carries on.
     assert_eq!(
         lines,

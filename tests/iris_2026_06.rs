@@ -43,14 +43,6 @@ struct Controller {
     dir: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Controller {
     fn start(python: PathBuf) -> Controller {
         let dir = temp_dir("iris-2026-06-controller");
@@ -184,17 +176,9 @@ fn task_states(job: &Value) -> Vec<(String, i64, String)> {
         .collect()
 }
 
-/// Processes whose environment says they belong to `task_path`.
+/// Processes of the task `task_path` still alive.
 fn processes_of(task_path: &str) -> usize {
-    let needle = format!("IRIS_TASK_ID={task_path}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .count()
+    task_processes(|task| task == task_path).len()
 }
 
 #[test]
@@ -370,14 +354,7 @@ async fn an_explicit_era_the_controller_does_not_serve_fails_naming_the_other() 
 #[test]
 fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
     const IMAGE: &str = "iris-test:busybox-uv";
-    let image = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output();
-    if !image.is_ok_and(|o| o.status.success()) {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the docker image {IMAGE} is missing; scripts/docker-test-image builds it");
-        }
-        eprintln!("NOTICE: no docker engine or no {IMAGE}: the docker 2026-06 test did not run");
+    if !docker_image_ready(IMAGE, "the docker 2026-06 test") {
         return;
     }
     let Some(python) = python() else {

@@ -281,31 +281,10 @@ async fn record_served(c: &mut Client, id: &str, served: &mut Served) {
     }
 }
 
-/// Processes whose environment names a task of this round.
+/// Processes of a task of this round.
 fn processes_of(prefix: &str) -> Vec<i32> {
-    let needle = format!("IRIS_TASK_ID={prefix}/");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        });
-        if !zombie
-            && environ
-                .split(|b| *b == 0)
-                .any(|kv| kv.starts_with(needle.as_bytes()))
-        {
-            found.push(pid);
-        }
-    }
-    found
+    let round = format!("{prefix}/");
+    task_processes(|task| task.starts_with(&round))
 }
 
 fn docker(args: &[&str]) -> String {
@@ -408,26 +387,9 @@ async fn process_runtime() {
     .await;
 }
 
-/// Whether to run: the engine answers and the test image exists (CI insists).
-fn engine() -> bool {
-    let image = std::process::Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output();
-    let ready = image.is_ok_and(|o| o.status.success());
-    if !ready && std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "the docker engine or the image {IMAGE} is missing; scripts/docker-test-image builds it"
-        );
-    }
-    if !ready {
-        eprintln!("NOTICE: no docker engine or no {IMAGE}: the docker torture did not run");
-    }
-    ready
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_runtime() {
-    if !engine() {
+    if !docker_image_ready(IMAGE, "the docker torture") {
         return;
     }
     let worker_id = format!("torture-{}", std::process::id());

@@ -446,3 +446,62 @@ pub fn make_fifo(path: &Path) {
         path.display()
     );
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the docker engine answers and `image` exists. With CI=true and an engine socket, a
+/// missing one fails the test (`scripts/docker-test-image` builds it); elsewhere `what` is said
+/// not to have run.
+pub fn docker_image_ready(image: &str, what: &str) -> bool {
+    let socket =
+        Path::new("/var/run/docker.sock").exists() || std::env::var_os("DOCKER_HOST").is_some();
+    let ready = Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready && socket && std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "the docker engine or the image {image} is missing; scripts/docker-test-image builds it"
+        );
+    }
+    if !ready {
+        eprintln!("NOTICE: no docker engine or no {image}: {what} did not run");
+    }
+    ready
+}
+
+/// Live (not zombie) processes with an environment entry `IRIS_TASK_ID=<value>` for which
+/// `matches(value)` holds: what a task left running.
+pub fn task_processes(matches: impl Fn(&str) -> bool) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        });
+        let ours = environ.split(|b| *b == 0).any(|kv| {
+            std::str::from_utf8(kv)
+                .ok()
+                .and_then(|kv| kv.strip_prefix("IRIS_TASK_ID="))
+                .is_some_and(&matches)
+        });
+        if ours && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
