@@ -220,7 +220,8 @@ fn jobs_run_end_to_end_under_the_real_controller() {
     assert_eq!(fail["state"], "JOB_STATE_FAILED", "{fail}");
     let (state, code, error) = &task_states(&fail)[0];
     assert_eq!((state.as_str(), *code), ("TASK_STATE_FAILED", 3), "{fail}");
-    assert!(error.contains("Exit code: 3"), "{error}");
+    // Iris's wording: the exit code and the last line on stderr.
+    assert_eq!(error, "Exit code: 3. stderr: boom", "{fail}");
 
     let files = controller.drive(
         "/alice/files",
@@ -268,6 +269,187 @@ fn jobs_run_end_to_end_under_the_real_controller() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pushed-lines counter: {metrics}"));
     assert!(pushed >= 20.0, "{pushed} lines pushed");
+}
+
+/// The bytes drive.py's `--big-file` makes: numbered lines, cut to `size`.
+fn big_file(size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        if out.len() >= size {
+            break;
+        }
+        out.extend_from_slice(format!("line {i}\n").as_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What Iris's own client sends beyond inline files: a file past the controller's 10 KB
+/// threshold (a blob ref, fetched from `/blobs/<sha256>` and checked), a bundle zip (bundle_id)
+/// and setup_commands whose `.venv` the command then runs in; a failing setup fails the task
+/// with its output. `run` adds the runtime's own flags.
+fn blobs_bundles_and_setup(controller: &Controller, prefix: &str) {
+    let want_sha = sha256_hex(&big_file(200_000));
+    let blob = controller.drive(
+        &format!("{prefix}-blob"),
+        1,
+        &[
+            "--big-file",
+            "big.bin=200000",
+            "--files",
+            "small.txt=inline",
+        ],
+        &["sh", "-c", "sha256sum big.bin; cat small.txt; echo"],
+    );
+    assert_eq!(blob["state"], "JOB_STATE_SUCCEEDED", "{blob}");
+    let lines = lines_of(&blob, &format!("{prefix}-blob/0:0"));
+    let stdout: Vec<&String> = lines.iter().filter(|l| l.starts_with("stdout")).collect();
+    assert_eq!(
+        stdout,
+        [&format!("stdout {want_sha}  big.bin"), "stdout inline"],
+        "{blob}"
+    );
+
+    let bundled = controller.drive(
+        &format!("{prefix}-bundle"),
+        1,
+        &[
+            "--bundle",
+            "run.sh=echo from the bundle $IRIS_BUNDLE_ID,pkg/data.txt=packaged",
+        ],
+        &["sh", "-c", "sh run.sh; cat pkg/data.txt; echo"],
+    );
+    assert_eq!(bundled["state"], "JOB_STATE_SUCCEEDED", "{bundled}");
+    let lines = lines_of(&bundled, &format!("{prefix}-bundle/0:0"));
+    let stdout: Vec<&String> = lines.iter().filter(|l| l.starts_with("stdout")).collect();
+    assert_eq!(stdout.len(), 2, "{bundled}");
+    let from_bundle = stdout[0].strip_prefix("stdout from the bundle ").unwrap();
+    assert!(
+        from_bundle.len() == 64 && from_bundle.bytes().all(|b| b.is_ascii_hexdigit()),
+        "IRIS_BUNDLE_ID is the bundle's sha256: {bundled}"
+    );
+    assert_eq!(stdout[1], "stdout packaged", "{bundled}");
+
+    let setup = [
+        "--setup",
+        "echo setting up in $(pwd)",
+        "--setup",
+        "mkdir -p .venv/bin && printf '#!/bin/sh\\necho venv tool runs\\n' > .venv/bin/tool",
+        "--setup",
+        "chmod +x .venv/bin/tool",
+    ];
+    let set_up = controller.drive(&format!("{prefix}-setup"), 1, &setup, &["tool"]);
+    assert_eq!(set_up["state"], "JOB_STATE_SUCCEEDED", "{set_up}");
+    let lines = lines_of(&set_up, &format!("{prefix}-setup/0:0"));
+    assert!(
+        lines.iter().any(|l| l.starts_with("build setting up in /")),
+        "setup output is the build log: {lines:?}"
+    );
+    assert!(
+        lines.contains(&"stdout venv tool runs".to_string()),
+        "the command runs in the setup's .venv: {lines:?}"
+    );
+
+    let broken = controller.drive(
+        &format!("{prefix}-setup-fails"),
+        1,
+        &[
+            "--setup",
+            "echo about to fail",
+            "--setup",
+            "exit 7",
+            "--setup",
+            "echo never",
+        ],
+        &["sh", "-c", "echo the command never runs"],
+    );
+    assert_eq!(broken["state"], "JOB_STATE_FAILED", "{broken}");
+    let (state, _, error) = &task_states(&broken)[0];
+    assert_eq!(state, "TASK_STATE_FAILED", "{broken}");
+    assert!(
+        error.contains("setup_commands failed with exit code 7") && error.contains("about to fail"),
+        "{error}"
+    );
+    let lines = lines_of(&broken, &format!("{prefix}-setup-fails/0:0"));
+    assert!(
+        !lines.iter().any(|l| l.contains("never")),
+        "nothing after the failing line ran: {lines:?}"
+    );
+}
+
+#[test]
+fn blobs_bundles_and_setup_commands_in_the_process_runtime() {
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-blobs");
+    let _worker = worker(&controller, &dir, "2026-06", "w-blobs");
+    blobs_bundles_and_setup(&controller, "/alice/process");
+    let cached: Vec<_> = std::fs::read_dir(dir.join("blobs")).unwrap().collect();
+    assert_eq!(
+        cached.len(),
+        2,
+        "the file and the bundle, each kept once by sha256"
+    );
+}
+
+#[test]
+fn docker_blobs_bundles_and_setup_commands_in_the_image_at_app() {
+    const IMAGE: &str = "iris-test:busybox-uv";
+    if !docker_image_ready(IMAGE, "the docker 2026-06 setup test") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-docker-setup");
+    let addr = controller.address();
+    let worker_id = format!("w-docker-setup-{}", std::process::id());
+    let args = [
+        "--controller-address",
+        &addr,
+        "--iris-protocol",
+        "2026-06",
+        "--worker-id",
+        &worker_id,
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+    ];
+    let _worker = WorkerProcess::start(&dir, &args);
+    blobs_bundles_and_setup(&controller, "/alice/docker");
+    let at_app = controller.drive(
+        "/alice/docker-app",
+        1,
+        &[],
+        &["sh", "-c", "echo $(pwd) $IRIS_WORKDIR"],
+    );
+    let stdout: Vec<String> = lines_of(&at_app, "/alice/docker-app/0:0")
+        .into_iter()
+        .filter(|l| l.starts_with("stdout"))
+        .collect();
+    assert_eq!(
+        stdout,
+        ["stdout /app /app"],
+        "Iris mounts the workdir at /app: {at_app}"
+    );
+    let left = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "label=iris.setup=true"])
+        .args(["--filter", &format!("label=iris.worker_id={worker_id}")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "setup containers are removed");
 }
 
 /// Process runtime: a worker SIGKILLed mid-task loses the task with it; the restarted worker

@@ -144,7 +144,7 @@ fn status_of_a_finished_task() {
             code: Some(137),
             signal: Some(9),
             oom_killed: true,
-            finished_at_ms: None,
+            ..ExitStatus::default()
         },
     });
     let status = h

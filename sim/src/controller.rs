@@ -17,14 +17,13 @@ use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
-use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::client::ConnectClient;
 use iris_worker::shell::connect::front::FrontLayer;
-use iris_worker::shell::connect::server;
 
 use crate::db::{CtlTask, Db};
 use crate::net;
 use crate::plan::{CONTROLLER_PORT, KillPlan, WORKER_PORT, worker_host};
+use crate::reconcile;
 use crate::shared::{Shared, lock};
 
 /// A kill not answered by a terminal report is sent again after this long.
@@ -48,8 +47,8 @@ enum Action {
 
 // ---- ControllerService ---------------------------------------------------------------------
 
-struct Service {
-    shared: Arc<Shared>,
+pub(crate) struct Service {
+    pub(crate) shared: Arc<Shared>,
 }
 
 #[tonic::async_trait]
@@ -84,7 +83,7 @@ impl ControllerService for Service {
 }
 
 /// Records a report and checks the per-attempt safety invariants against it.
-fn on_report(shared: &Shared, r: &proto::controller::ReportTaskStateRequest) {
+pub(crate) fn on_report(shared: &Shared, r: &proto::controller::ReportTaskStateRequest) {
     let Some(state) = TaskState::from_proto(r.state) else {
         shared.violation(format!("report with unknown state {}", r.state));
         return;
@@ -271,8 +270,7 @@ fn plan_actions(shared: &Shared, db: &mut Db, now: u64, busy: &BTreeSet<String>)
                     superseded: false,
                 };
                 task.dispatch(0, t.worker);
-                db.tasks
-                    .insert(format!("{}/task-{}", job.job_id, t.index), task);
+                db.tasks.insert(format!("{}/{}", job.job_id, t.index), task);
             }
         }
     }
@@ -324,8 +322,10 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
         }
         return None;
     }
+    // A reconcile-era worker gets its runs and stops in its desired set (`reconcile::desired`).
+    let reconcile = net::speaks_reconcile(worker);
     if !acked {
-        return (now >= next_send).then(|| run(false));
+        return (now >= next_send && !reconcile).then(|| run(false));
     }
     if let Some((due, term_timeout_ms)) = kill_due_ms(shared, task_id, task)
         && now >= due
@@ -334,6 +334,10 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
             .is_none_or(|sent| now >= sent + KILL_RESEND_MS)
     {
         task.kill_sent_ms = Some(now);
+        if reconcile {
+            shared.event(format!("ctl stop {task_id} (desired as stop from now on)"));
+            return None;
+        }
         return Some(Action::Kill {
             task_id: task_id.to_string(),
             term_timeout_ms,
@@ -353,6 +357,7 @@ fn next_action(shared: &Shared, task_id: &str, task: &mut CtlTask, now: u64) -> 
     if let Some(after) = task.plan.duplicate_after_ms
         && since_ack >= after
         && !task.duplicated
+        && !reconcile
     {
         task.duplicated = true;
         return Some(run(true));
@@ -502,8 +507,23 @@ fn on_kill_answer(shared: &Shared, task_id: &str, outcome: Result<(), Status>) {
 async fn dispatcher(shared: Arc<Shared>) {
     let clients: Vec<_> = (0..shared.plan.shape.workers).map(worker_client).collect();
     let busy: Busy = Arc::default();
+    let mut next_reconcile_ms = 0;
     loop {
         let now = shared.now_ms();
+        if now >= next_reconcile_ms {
+            next_reconcile_ms = now + reconcile::TICK_MS;
+            for worker in (0..shared.plan.shape.workers).filter(|w| net::speaks_reconcile(*w)) {
+                let tag = format!("reconcile-{worker}");
+                if !lock(&busy).insert(tag.clone()) {
+                    continue;
+                }
+                let (shared, busy) = (shared.clone(), busy.clone());
+                tokio::spawn(async move {
+                    reconcile::tick(shared, worker).await;
+                    lock(&busy).remove(&tag);
+                });
+            }
+        }
         let actions = {
             let busy_now = lock(&busy).clone();
             let mut db = lock(&shared.db);
@@ -533,7 +553,7 @@ pub async fn host(shared: Arc<Shared>) -> Result<(), Box<dyn std::error::Error>>
     tokio::spawn(dispatcher(shared.clone()));
     // Both protocols on one port: even workers report over Connect, odd ones over gRPC.
     let service = Arc::new(Service { shared });
-    let connect = server::controller_router(service.clone(), RequireToken::new(None));
+    let connect = reconcile::router(service.clone());
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(FrontLayer::new(connect))

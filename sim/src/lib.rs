@@ -10,6 +10,7 @@ pub mod machine;
 pub mod net;
 pub mod oracle;
 pub mod plan;
+pub mod reconcile;
 pub mod rng;
 pub mod runtime;
 pub mod shared;

@@ -51,7 +51,7 @@ impl Container {
                     code: Some(137),
                     signal: None,
                     oom_killed: true,
-                    finished_at_ms: None,
+                    ..ExitStatus::default()
                 },
             };
             (at, status)
@@ -90,9 +90,7 @@ impl Container {
 fn exited(code: i32) -> ExitStatus {
     ExitStatus {
         code: Some(code),
-        signal: None,
-        oom_killed: false,
-        finished_at_ms: None,
+        ..ExitStatus::default()
     }
 }
 
@@ -100,14 +98,15 @@ fn signalled(signal: i32) -> ExitStatus {
     ExitStatus {
         code: None,
         signal: Some(signal),
-        oom_killed: false,
-        finished_at_ms: None,
+        ..ExitStatus::default()
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Machine {
     pub containers: BTreeMap<AttemptKey, Container>,
+    /// Every attempt a container was ever created for: an attempt runs once.
+    pub created: BTreeSet<AttemptKey>,
     /// Ports bound by programs other than the worker's containers.
     pub squatted: BTreeSet<u16>,
     /// The engine answers no call while this is set.
@@ -140,6 +139,7 @@ impl Machine {
     }
 
     pub fn create(&mut self, key: AttemptKey, ports: Vec<u16>, behaviour: Behaviour, now_ms: u64) {
+        self.created.insert(key.clone());
         self.containers.insert(
             key,
             Container {

@@ -42,6 +42,13 @@ pub fn speaks_connect(worker: usize) -> bool {
     worker.is_multiple_of(2)
 }
 
+/// Worker 2 (of the default three) speaks today's Iris, the 2026-06 reconcile protocol: the
+/// controller drives it with Reconcile, it registers with Register and pushes its logs to the
+/// log service. Workers 0 and 1 speak the task era (Connect and gRPC).
+pub fn speaks_reconcile(worker: usize) -> bool {
+    worker % 3 == 2
+}
+
 /// Dials for a Connect client over the simulated network.
 pub fn dialer() -> Dialer {
     Arc::new(|authority: String| {

@@ -145,6 +145,11 @@ impl SimRuntime {
             .is_some_and(|c| c.is_running())
         {
             problems.push(format!("second live container for {}", spec.attempt));
+        } else if machine.created.contains(&spec.attempt) {
+            problems.push(format!(
+                "{} started a second time (an attempt runs once)",
+                spec.attempt
+            ));
         }
         for (other, c) in machine.live() {
             for port in ports.iter().filter(|p| c.ports.contains(p)) {

@@ -33,6 +33,8 @@ pub struct Shared {
     pub cache_dirs: Vec<PathBuf>,
     /// Every log line a worker could serve, by worker and attempt: number -> text.
     pub served: Mutex<BTreeMap<(usize, AttemptKey), BTreeMap<i64, String>>>,
+    /// What the log service received, by key (`/job-1/0:0`): (source, text) in arrival order.
+    pub pushed: Mutex<BTreeMap<String, Vec<(String, String)>>>,
 }
 
 /// A poisoned lock means a host panicked; the run fails on that, so the data is still usable.
@@ -54,6 +56,7 @@ impl Shared {
             oracle: Mutex::new(Oracle::default()),
             cache_dirs,
             served: Mutex::default(),
+            pushed: Mutex::default(),
         }
     }
 

@@ -3,18 +3,23 @@
 //! turmoil's network in place of Docker and real sockets.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use iris_worker::core::{CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
+use iris_worker::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use iris_worker::proto::worker_service_server::WorkerServiceServer;
-use iris_worker::shell::assemble::{WorkerSetup, assemble};
+use iris_worker::shell::assemble::{AssembledWorker, WorkerSetup, assemble};
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::client::ConnectClient;
 use iris_worker::shell::connect::front::FrontLayer;
 use iris_worker::shell::connect::server;
 use iris_worker::shell::controller::{self, ControllerClient, Registration};
 use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
+use iris_worker::shell::era2026_06::logpush::LogPusher;
+use iris_worker::shell::era2026_06::reconcile::Reconciler;
+use iris_worker::shell::era2026_06::register;
 use iris_worker::shell::runtime::Runtime;
 
 use crate::net;
@@ -83,7 +88,9 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         machine.stop_requested = None;
     }
     shared.event(format!("{} up", worker_host(worker)));
-    let config = config(&shared, worker);
+    let mut config = config(&shared, worker);
+    let reconcile = net::speaks_reconcile(worker);
+    config.reconcile = reconcile;
     let me = Registration {
         worker_id: config.identity.worker_id.clone(),
         address: config.identity.address.clone(),
@@ -101,10 +108,12 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         log_memory: LogLimits::default(),
         log_disk_bytes_max: LOG_DISK_BYTES_MAX,
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
-        controller: Some(controller),
+        // A reconcile-era worker reports nothing itself: the controller asks.
+        controller: (!reconcile).then_some(controller),
         deadlines: deadlines(),
         // The host's disk is not the simulation's: no measurement, so runs replay.
         disk_sample_every: None,
+        blobs: None,
     };
     let runtime_shared = shared.clone();
     let worker_parts = assemble(setup, |live| async move {
@@ -116,8 +125,15 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     .map_err(|e| format!("{e:#}"))?;
     shared.machine(worker).log_store = Some(worker_parts.logs.clone());
     // Both protocols on one port, as `serve` has them.
+    let reconciler = reconcile.then(|| start_reconcile_era(&shared, worker, &worker_parts));
     let service = Arc::new(worker_parts.service);
-    let connect = server::worker_router(service.clone(), RequireToken::new(None));
+    let mut connect = server::worker_router(service.clone(), RequireToken::new(None));
+    if let Some(reconciler) = reconciler {
+        connect = connect.merge(server::reconcile_router(
+            reconciler,
+            RequireToken::new(None),
+        ));
+    }
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(FrontLayer::new(connect))
@@ -148,6 +164,52 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     shared.event(format!("{} stopped", worker_host(worker)));
     Ok(())
 }
+
+/// The 2026-06 side of a worker, as `serve` starts it: Register (then the watchdog), the log
+/// pusher, and the Reconcile handler, all over the simulated network and the driver's clock.
+fn start_reconcile_era(shared: &Shared, worker: usize, parts: &AssembledWorker) -> Arc<Reconciler> {
+    let worker_id = worker_host(worker);
+    let now = i64::try_from(parts.clock.now_ms()).unwrap_or(i64::MAX);
+    let reconciler = Arc::new(Reconciler {
+        driver: parts.driver.clone(),
+        worker_id: worker_id.clone(),
+        cache_dir: shared.cache_dirs[worker].clone(),
+        last_reconcile_ms: Arc::new(AtomicI64::new(now)),
+        clock: parts.clock,
+        measure_health: false,
+    });
+    let client = ConnectClient::new(&controller_authority(), net::dialer(), None);
+    let request = RegisterRequest {
+        address: format!("{worker_id}:{WORKER_PORT}"),
+        worker_id,
+        ..RegisterRequest::default()
+    };
+    let (driver, last, clock) = (
+        parts.driver.clone(),
+        reconciler.last_reconcile_ms.clone(),
+        parts.clock,
+    );
+    let registering = client.clone();
+    tokio::spawn(async move {
+        register::register(&registering, &request).await;
+        register::run(registering, request, driver, last, RECONCILE_TIMEOUT, clock).await;
+    });
+    let pusher = LogPusher {
+        driver: parts.driver.clone(),
+        logs: parts.logs.clone(),
+        controller: client,
+        token: None,
+        cache_dir: shared.cache_dirs[worker].clone(),
+        metrics: parts.metrics.clone(),
+        dial: net::dialer(),
+        blocking_reads: false,
+    };
+    tokio::spawn(pusher.run());
+    reconciler
+}
+
+/// As `--reconcile-timeout` defaults: longer than any partition a plan draws.
+const RECONCILE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Resolves when the world asks this worker to stop.
 async fn stop_requested(shared: &Shared, worker: usize) {

@@ -281,6 +281,18 @@ fn unsettled(shared: &Shared) -> Option<String> {
             return Some(format!("worker-{w}: container {key} left ({:?})", c.state));
         }
     }
+    for w in (0..shared.plan.shape.workers).filter(|w| crate::net::speaks_reconcile(*w)) {
+        let store = disk_store(shared, w);
+        let behind = pushes_due(shared, w, &store)
+            .into_iter()
+            .find(|(_, pushed, lines)| pushed.as_ref().map_or(true, |n| n < lines));
+        if let Some((key, pushed, lines)) = behind {
+            return Some(match pushed {
+                Ok(n) => format!("worker-{w}: {n} of {key}'s {lines} lines in the log service"),
+                Err(e) => format!("worker-{w}: {key} in the log service: {e}"),
+            });
+        }
+    }
     let mut db = lock(&shared.db);
     let from = *db.audit_from_ms.get_or_insert(now);
     for w in 0..shared.plan.shape.workers {
@@ -338,13 +350,7 @@ fn record_served(shared: &Shared) {
 /// terms (not lost with its worker or engine) holds its container's whole output, once, in order.
 fn check_logs(shared: &Shared) {
     for w in 0..shared.plan.shape.workers {
-        let store = LogStore::new(LogStoreConfig {
-            root: shared.cache_dirs[w].join(LOGS_DIR),
-            memory: LogLimits::default(),
-            disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
-            ingested: Default::default(),
-            planted_buffering: false,
-        });
+        let store = disk_store(shared, w);
         let printed = shared.machine(w).removed_output.clone();
         for (key, output) in printed {
             if removed_by_retention(shared, w, &key) {
@@ -375,7 +381,78 @@ fn check_logs(shared: &Shared) {
             }
         }
         check_served(shared, w, &store);
+        if crate::net::speaks_reconcile(w) {
+            for (key, pushed, _) in pushes_due(shared, w, &store) {
+                if let Err(e) = pushed {
+                    shared.violation(format!("worker-{w}: {key} in the log service: {e}"));
+                }
+            }
+        }
     }
+}
+
+/// The attempts of reconcile-era worker `w` whose log is on disk: (key, how many of its lines
+/// the log service holds in order, lines).
+type PushState = (AttemptKey, Result<usize, String>, usize);
+
+fn pushes_due(shared: &Shared, w: usize, store: &LogStore) -> Vec<PushState> {
+    let keys: Vec<AttemptKey> = lock(&shared.db)
+        .tasks
+        .iter()
+        .flat_map(|(task_id, t)| {
+            t.attempts
+                .iter()
+                .filter(|(_, a)| a.worker == w)
+                .map(|(id, _)| AttemptKey {
+                    task_id: iris_worker::core::TaskId::new(task_id.clone()).expect("valid"),
+                    attempt_id: *id,
+                })
+        })
+        .collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let [log, _] = segment_paths(&shared.cache_dirs[w], &key);
+            if !log.exists() {
+                return None;
+            }
+            let lines = store.fetch(&key, &LogFilter::default()).ok()?.len();
+            let pushed = push_progress(shared, w, store, &key);
+            Some((key, pushed, lines))
+        })
+        .collect()
+}
+
+/// How many of the attempt's lines the log service holds in order (see `pushed_prefix`).
+fn push_progress(
+    shared: &Shared,
+    w: usize,
+    store: &LogStore,
+    key: &AttemptKey,
+) -> Result<usize, String> {
+    let disk: Vec<(String, String)> = store
+        .fetch(key, &LogFilter::default())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|l| (l.source.as_str().to_string(), l.data))
+        .collect();
+    let log_key = crate::reconcile::log_key(key.task_id.as_str(), key.attempt_id);
+    let pushed = lock(&shared.pushed)
+        .get(&log_key)
+        .cloned()
+        .unwrap_or_default();
+    let restarts = lock(&shared.machines[w]).worker_boots.saturating_sub(1);
+    crate::reconcile::pushed_prefix(&pushed, &disk, restarts)
+}
+
+/// Worker `w`'s logs as a restarted worker would read them from disk.
+fn disk_store(shared: &Shared, w: usize) -> LogStore {
+    LogStore::new(LogStoreConfig {
+        root: shared.cache_dirs[w].join(LOGS_DIR),
+        memory: LogLimits::default(),
+        disk_bytes_max: crate::worker::LOG_DISK_BYTES_MAX,
+        ingested: Default::default(),
+        planted_buffering: false,
+    })
 }
 
 /// A line once served keeps its number and text on disk, whatever became of its attempt or

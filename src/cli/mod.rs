@@ -203,6 +203,14 @@ pub struct ServeArgs {
     /// the oldest finished tasks go early.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub retain_disk_percent: u8,
+    /// Do not run the setup_commands of 2026-06 tasks (Iris's own process runtime skips them;
+    /// this worker runs them in both runtimes unless told not to).
+    #[arg(long)]
+    pub skip_setup_commands: bool,
+    /// Disk kept for bundles and files fetched from the controller's blob store, by sha256;
+    /// the least recently used go first past it.
+    #[arg(long, default_value_t = 10 << 30)]
+    pub blob_cache_bytes: u64,
 }
 
 impl ServeArgs {
@@ -252,6 +260,8 @@ impl ServeArgs {
                 disk_used_percent_max: self.retain_disk_percent,
                 inodes_used_percent_max: self.retain_disk_percent,
             },
+            skip_setup_commands: self.skip_setup_commands,
+            blob_cache_bytes: self.blob_cache_bytes,
         })
     }
 }

@@ -244,6 +244,7 @@ impl World {
                         signal: signal.then_some(9),
                         oom_killed: oom,
                         finished_at_ms: None,
+                        last_stderr: None,
                     };
                     self.exit(key, status);
                 }

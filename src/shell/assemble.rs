@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 
 use crate::core::{AttemptKey, CoreConfig, LogLimits, TaskId, WorkerCore};
+use crate::shell::blobs::BlobStore;
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
 use crate::shell::journal::{Journal, Recovered};
@@ -33,6 +34,8 @@ pub struct WorkerSetup {
     pub deadlines: CallDeadlines,
     /// How often the cache dir's file system is measured for retention (`None`: never).
     pub disk_sample_every: Option<std::time::Duration>,
+    /// The controller's blob store (2026-06).
+    pub blobs: Option<Arc<BlobStore>>,
 }
 
 pub struct AssembledWorker {
@@ -42,6 +45,8 @@ pub struct AssembledWorker {
     pub logs: LogStore,
     pub metrics: Arc<Metrics>,
     pub samples: SampleStore,
+    /// The driver's clock, for the parts of an era that keep time (the reconcile watchdog).
+    pub clock: Clock,
 }
 
 /// The runtime and, of the attempts the journal says were live, those whose containers are still
@@ -103,6 +108,7 @@ where
         r.as_ref()
             .is_ok_and(|r| adoptable.contains(&r.spec.attempt_key()))
     });
+    let clock = setup.clock;
     let parts = DriverParts {
         runtime,
         logs: logs.clone(),
@@ -113,6 +119,7 @@ where
         metrics: metrics.clone(),
         disk_sample_every: setup.disk_sample_every,
         samples: samples.clone(),
+        blobs: setup.blobs,
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
@@ -124,5 +131,6 @@ where
         logs,
         metrics,
         samples,
+        clock,
     })
 }

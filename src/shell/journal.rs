@@ -399,6 +399,7 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
             signal: (record.exit_signal != 0).then_some(record.exit_signal),
             oom_killed: record.oom_killed,
             finished_at_ms: None,
+            last_stderr: None,
         },
         error: Some(record.error.clone()).filter(|e| !e.is_empty()),
         finished_at_ms: positive(record.finished_at_ms).unwrap_or(0),

@@ -222,6 +222,21 @@ impl AttemptLog {
         self.output_mark
     }
 
+    /// The newest `n` lines of `source` still in memory (never a disk scan: callers are on the
+    /// way to reporting an exit).
+    pub fn recent(&self, source: LogSource, n: usize) -> Vec<String> {
+        let filter = LogFilter {
+            start: LineStart::LastN(n as u64),
+            source: Some(source),
+            ..LogFilter::default()
+        };
+        self.memory
+            .fetch(&filter)
+            .into_iter()
+            .map(|line| line.data)
+            .collect()
+    }
+
     /// Appends one line, verbatim (newlines included), and writes it through to the file.
     pub fn append(&mut self, timestamp_ms: i64, source: LogSource, data: &str) {
         self.append_record(Kind::Text, timestamp_ms, source, data.as_bytes(), 1);

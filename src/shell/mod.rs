@@ -1,5 +1,6 @@
 pub mod assemble;
 pub mod auth;
+pub mod blobs;
 pub mod bundle;
 pub mod clock;
 pub mod connect;
@@ -24,6 +25,7 @@ pub mod runtime_error;
 pub mod samples;
 pub mod serve;
 pub mod service;
+pub mod setup;
 pub mod shim;
 pub mod view;
 pub mod workdir;

@@ -21,6 +21,7 @@ use crate::core::{
 use crate::shell::lines::LineReader;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+use crate::shell::setup;
 use crate::shell::shim;
 use crate::shell::workdir;
 
@@ -36,6 +37,8 @@ pub struct ProcessRuntimeConfig {
     /// the group leader is tied to the worker's life).
     pub shim: Option<PathBuf>,
     pub stats_interval: Duration,
+    /// Leave 2026-06 setup_commands unrun (Iris's process runtime never runs them).
+    pub skip_setup_commands: bool,
 }
 
 struct Group {
@@ -59,6 +62,14 @@ impl ProcessRuntime {
     }
 
     fn command(&self, spec: &ContainerSpec) -> Command {
+        let activated;
+        let argv = match spec.activate_venv {
+            true => {
+                activated = setup::activated(&spec.argv);
+                &activated
+            }
+            false => &spec.argv,
+        };
         let mut cmd = match &self.config.shim {
             Some(shim) => {
                 let mut cmd = Command::new(shim);
@@ -68,12 +79,12 @@ impl ProcessRuntime {
                 cmd.arg("--parent-pid")
                     .arg(std::process::id().to_string())
                     .arg("--")
-                    .args(&spec.argv);
+                    .args(argv);
                 cmd
             }
             None => {
-                let mut cmd = Command::new(&spec.argv[0]);
-                cmd.args(&spec.argv[1..]);
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..]);
                 cmd
             }
         };
@@ -199,7 +210,7 @@ impl Runtime for ProcessRuntime {
 
     async fn build_image(
         &self,
-        _attempt: &AttemptKey,
+        attempt: &AttemptKey,
         spec: &BuildSpec,
         sink: AttemptSink,
     ) -> Result<BuiltImage, RuntimeError> {
@@ -211,6 +222,15 @@ impl Runtime for ProcessRuntime {
         if !spec.pip_packages.is_empty() {
             let line = "process runtime: pip_packages are not installed; the host's python is used";
             sink.log(LogSource::Build, line);
+        }
+        if !spec.setup_commands.is_empty() {
+            match self.config.skip_setup_commands {
+                true => sink.log(
+                    LogSource::Build,
+                    "setup_commands skipped (--skip-setup-commands)",
+                ),
+                false => self.run_setup(attempt, spec, &sink).await?,
+            }
         }
         Ok(BuiltImage::default())
     }
@@ -275,6 +295,7 @@ impl Runtime for ProcessRuntime {
                     signal: s.signal(),
                     oom_killed: false,
                     finished_at_ms: None,
+                    last_stderr: None,
                 }),
                 Err(e) => sink.lost(format!("waiting for the process failed: {e}")),
             }
@@ -322,6 +343,84 @@ impl Runtime for ProcessRuntime {
             group.sampler.abort();
         }
         workdir::remove(&self.config.cache_dir, attempt).await;
+    }
+}
+
+impl ProcessRuntime {
+    /// Runs the setup script in the workdir as its own process group (under the shim, so it
+    /// dies with the worker), its output into the build log; a cancelled build kills it.
+    async fn run_setup(
+        &self,
+        attempt: &AttemptKey,
+        spec: &BuildSpec,
+        sink: &AttemptSink,
+    ) -> Result<(), RuntimeError> {
+        let workdir = self.config.cache_dir.join(&spec.workdir);
+        setup::write_script(&workdir, &spec.setup_commands)?;
+        let run = ContainerSpec {
+            attempt: attempt.clone(),
+            image: None,
+            argv: setup::launcher(),
+            env: spec.env.clone(),
+            ports: BTreeMap::new(),
+            resources: Default::default(),
+            workdir: spec.workdir.clone(),
+            container_workdir: String::new(),
+            activate_venv: false,
+            labels: BTreeMap::new(),
+            start_try: 0,
+        };
+        sink.log(
+            LogSource::Build,
+            &format!("running {} setup command(s)", spec.setup_commands.len()),
+        );
+        let mut child = self
+            .command(&run)
+            .spawn()
+            .map_err(|e| RuntimeError::new(format!("cannot run setup_commands: {e}")))?;
+        let group = KillGroupOnDrop(child.id().map(|p| p as i32));
+        let mut readers = Vec::new();
+        let pipes = [
+            child.stdout.take().map(|p| p.into_owned_fd()),
+            child.stderr.take().map(|p| p.into_owned_fd()),
+        ];
+        for pipe in pipes.into_iter().flatten() {
+            if let Ok(drained) = pipe.and_then(|fd| spawn_pump(fd, LogSource::Build, sink.clone()))
+            {
+                readers.push(drained);
+            }
+        }
+        let status = child.wait().await?;
+        drop(group);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures_join(readers)).await;
+        if status.success() {
+            return Ok(());
+        }
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "an unknown status".to_string(),
+        };
+        Err(RuntimeError::new(format!(
+            "setup_commands failed with {how}{}",
+            sink.last_lines_quoted(LogSource::Build, SETUP_TAIL_LINES)
+        )))
+    }
+}
+
+/// Lines of a failed setup's output quoted in the task's error.
+pub const SETUP_TAIL_LINES: usize = 10;
+
+/// Kills a process group when dropped: a build cancelled (or timed out) mid-setup leaves
+/// nothing running.
+struct KillGroupOnDrop(Option<i32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: signalling a process group we created; ESRCH (already gone) is fine.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
     }
 }
 

@@ -124,10 +124,41 @@ impl AttemptSink {
     }
 
     pub fn exited(&self, status: ExitStatus) {
+        // Only a failure's error quotes it.
+        let last_stderr = match status.code {
+            Some(0) => None,
+            _ => self.recent(LogSource::Stderr, 1).pop(),
+        };
         self.send(Event::Exited {
             attempt: self.attempt.clone(),
-            status,
+            status: ExitStatus {
+                last_stderr,
+                ..status
+            },
         });
+    }
+
+    fn recent(&self, source: LogSource, n: usize) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recent(source, n)
+    }
+
+    /// The newest `n` lines of `source` as the tail of an error message (`""` when none).
+    pub fn last_lines_quoted(&self, source: LogSource, n: usize) -> String {
+        let lines = self.recent(source, n);
+        match lines.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; last lines:\n{}",
+                lines
+                    .iter()
+                    .map(|l| l.trim_end())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
     }
 
     pub fn stats(&self, usage: ResourceUsage) {

@@ -19,6 +19,7 @@ use crate::proto;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
+use crate::shell::blobs::BlobStore;
 use crate::shell::connect::client::{ConnectClient, tcp_dialer};
 use crate::shell::connect::{self, front::FrontLayer};
 use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
@@ -72,6 +73,10 @@ pub struct ServeOptions {
     /// docker-init as PID 1 of every container (docker only).
     pub container_init: bool,
     pub retention: Retention,
+    /// Do not run 2026-06 setup_commands (as Iris's process runtime does not).
+    pub skip_setup_commands: bool,
+    /// Disk kept for blobs fetched from the controller (least recently used go first).
+    pub blob_cache_bytes: u64,
 }
 
 /// How often the cache dir's file system is measured for the retention thresholds.
@@ -118,6 +123,7 @@ async fn make_runtime(
                 cache_dir: opts.cache_dir.clone(),
                 shim: shim_path(),
                 stats_interval: opts.stats_interval,
+                skip_setup_commands: opts.skip_setup_commands,
             });
             Ok((Arc::new(runtime), BTreeSet::new()))
         }
@@ -127,6 +133,7 @@ async fn make_runtime(
                 default_image: opts.default_image.clone(),
                 init: opts.container_init,
                 worker_id: worker_id.to_string(),
+                skip_setup_commands: opts.skip_setup_commands,
             })?;
             let keep = |key: &AttemptKey| live.contains(key);
             // An engine that does not answer must not keep the worker from serving: tasks
@@ -208,6 +215,15 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         },
         deadlines: CallDeadlines::default(),
         disk_sample_every: Some(DISK_SAMPLE_EVERY),
+        blobs: era.as_ref().and_then(|e| e.as_ref()).map(|e| {
+            Arc::new(BlobStore::new(
+                &opts.cache_dir,
+                &e.authority,
+                tcp_dialer(),
+                opts.auth_token.as_deref(),
+                opts.blob_cache_bytes,
+            ))
+        }),
     };
     let worker_id = identity.worker_id.clone();
     let worker = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
@@ -274,6 +290,8 @@ fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
 /// What the 2026-06 era needs once the worker is assembled: its Connect client and the
 /// registration it sends.
 struct Era2026 {
+    /// The controller's `host:port`: its Connect services and its blobs.
+    authority: String,
     client: ConnectClient,
     register: RegisterRequest,
 }
@@ -314,7 +332,11 @@ async fn resolve_era(
                 if !accepted {
                     register::register(&client, &register).await;
                 }
-                return Ok(Some(Era2026 { client, register }));
+                return Ok(Some(Era2026 {
+                    authority,
+                    client,
+                    register,
+                }));
             }
             Err(e) if register::is_unimplemented(&e) => {
                 if opts.iris_protocol == IrisProtocol::Reconcile {
@@ -346,6 +368,8 @@ async fn start_reconcile_era(
         worker_id: era.register.worker_id.clone(),
         cache_dir: opts.cache_dir.clone(),
         last_reconcile_ms: Arc::new(AtomicI64::new(wall_ms())),
+        clock: worker.clock,
+        measure_health: true,
     });
     worker
         .metrics
@@ -357,6 +381,8 @@ async fn start_reconcile_era(
         token: opts.auth_token.clone(),
         cache_dir: opts.cache_dir.clone(),
         metrics: worker.metrics.clone(),
+        dial: tcp_dialer(),
+        blocking_reads: true,
     };
     tokio::spawn(pusher.run());
     tokio::spawn(register::run(
@@ -365,6 +391,7 @@ async fn start_reconcile_era(
         worker.driver.clone(),
         reconciler.last_reconcile_ms.clone(),
         opts.reconcile_timeout,
+        worker.clock,
     ));
     reconciler
 }
@@ -423,6 +450,7 @@ async fn serve_rpcs(
         logs,
         metrics,
         samples,
+        ..
     } = worker;
     let token = RequireToken::new(opts.auth_token.as_deref());
     let service = Arc::new(service);

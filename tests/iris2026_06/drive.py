@@ -3,13 +3,20 @@ tests/iris_2026_06.rs: launch a job, optionally terminate it, wait for its end, 
 controller says (job state, each task's state, exit code and error, and the lines its log service
 holds per task) as one JSON line.
 
-usage: drive.py PORT NAME REPLICAS [--files name=text,...] [--terminate-after S] [--wait S] -- ARGV...
+usage: drive.py PORT NAME REPLICAS [--files name=text,...] [--big-file name=BYTES]
+                [--bundle name=text,...] [--setup CMD]... [--terminate-after S] [--wait S] -- ARGV...
+
+A --big-file is BYTES of a repeating pattern (line N is "line N"): past the controller's 10 KB
+threshold it becomes a blob ref (workdir_file_refs). --bundle files go into a zip sent as
+bundle_blob (the controller stores it and sends bundle_id). --setup lines are setup_commands.
 """
 import argparse
 import datetime
+import io
 import json
 import sys
 import time
+import zipfile
 
 from iris.rpc import controller_pb2, job_pb2
 from iris.rpc.controller_connect import ControllerServiceClientSync
@@ -41,12 +48,21 @@ def log_lines(client, job_id):
     return out
 
 
+def big_file(size):
+    """`size` bytes of numbered lines: any byte out of place shows."""
+    out = b"".join(b"line %d\n" % i for i in range(size // 5 + 1))
+    return out[:size]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
     p.add_argument("name")
     p.add_argument("replicas", type=int)
     p.add_argument("--files", default="")
+    p.add_argument("--big-file", default="")
+    p.add_argument("--bundle", default="")
+    p.add_argument("--setup", action="append", default=[])
     p.add_argument("--terminate-after", type=float, default=None)
     p.add_argument("--wait", type=float, default=60)
     p.add_argument("argv", nargs="+")
@@ -56,10 +72,23 @@ def main():
     for item in filter(None, args.files.split(",")):
         k, v = item.split("=", 1)
         files[k] = v.encode()
+    if args.big_file:
+        name, size = args.big_file.split("=", 1)
+        files[name] = big_file(int(size))
+    bundle = b""
+    if args.bundle:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for item in args.bundle.split(","):
+                k, v = item.split("=", 1)
+                z.writestr(k, v)
+        bundle = buf.getvalue()
     request = controller_pb2.Controller.LaunchJobRequest(
         name=args.name,
         entrypoint=job_pb2.RuntimeEntrypoint(
-            run_command=job_pb2.CommandEntrypoint(argv=args.argv), workdir_files=files),
+            run_command=job_pb2.CommandEntrypoint(argv=args.argv), workdir_files=files,
+            setup_commands=args.setup),
+        bundle_blob=bundle,
         resources=job_pb2.ResourceSpecProto(cpu_millicores=100, memory_bytes=64 << 20),
         replicas=args.replicas,
         max_retries_preemption=5,

@@ -143,9 +143,21 @@ impl Outcome {
         }
     }
 
+    /// A failed exit's error with the task's last stderr line appended, as the reconcile era
+    /// (Iris 2026-06) words it: `Exit code: 1. stderr: No such file`.
+    pub fn quote_stderr(&mut self) {
+        let (Some(error), Some(line)) = (&mut self.error, &self.exit.last_stderr) else {
+            return;
+        };
+        if error.starts_with("Exit code: ") && !line.trim().is_empty() {
+            error.push_str(". stderr: ");
+            error.push_str(line.trim_end());
+        }
+    }
+
     /// How an exit ends an attempt: a stop decides the state, else the exit does.
     pub fn of_exit(stop: Option<&StopReason>, exit: ExitStatus) -> Outcome {
-        let (state, error) = match (stop, exit) {
+        let (state, error) = match (stop, &exit) {
             (Some(reason), _) => {
                 let stopped = Outcome::of_stop(reason);
                 (stopped.state, stopped.error)

@@ -37,6 +37,39 @@ pub struct BuildSpec {
     pub has_bundle: bool,
     pub pip_packages: Vec<String>,
     pub extras: Vec<String>,
+    /// Shell lines run in order in the attempt's image and workdir once the image is resolved
+    /// (before the command starts); their output is the build log, a failing one fails the
+    /// attempt.
+    pub setup_commands: Vec<String>,
+    /// The task's own variables, which setup commands see too.
+    pub env: Vec<(String, String)>,
+    /// Where a container sees the workdir (as in `ContainerSpec`).
+    pub container_workdir: String,
+}
+
+/// Where an attempt's bundle and fetched files come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BundleSource {
+    /// A zip at a location the worker opens itself (`file://`, a local path).
+    Path(String),
+    /// Content the controller serves by sha256: an optional zip extracted into the workdir and
+    /// files written into it (path inside the workdir, sha256).
+    Content {
+        bundle: Option<String>,
+        files: Vec<(String, String)>,
+    },
+}
+
+impl fmt::Display for BundleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleSource::Path(path) => write!(f, "{path}"),
+            BundleSource::Content { bundle, files } => {
+                let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+                write!(f, "bundle={bundle:?} files={names:?}")
+            }
+        }
+    }
 }
 
 /// Everything needed to start the container (or process group) of an attempt.
@@ -49,8 +82,13 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub ports: BTreeMap<String, u16>,
     pub resources: Resources,
-    /// Relative to the worker's cache directory; mounted at `/workdir` by docker.
+    /// Relative to the worker's cache directory; mounted at `container_workdir` by docker.
     pub workdir: String,
+    /// Where a container sees the workdir (and starts in).
+    pub container_workdir: String,
+    /// Setup commands ran in the workdir: the command starts with the workdir's `.venv`
+    /// activated when there is one (as Iris does after `uv sync`).
+    pub activate_venv: bool,
     pub labels: BTreeMap<String, String>,
     /// 1 for the first start, then one more per port-conflict retry.
     pub start_try: u32,
@@ -211,10 +249,10 @@ pub enum Effect {
         workdir: String,
         files: Vec<(String, Vec<u8>)>,
     },
-    /// Fetch and extract the bundle into the workdir.
+    /// Fetch the bundle (and files) into the workdir.
     FetchBundle {
         attempt: AttemptKey,
-        bundle_path: String,
+        source: BundleSource,
         workdir: String,
     },
     /// Build or resolve the image the attempt runs in.
@@ -295,10 +333,8 @@ impl fmt::Display for Effect {
                 write!(f, "prepare_workdir {attempt} {workdir} files={names:?}")
             }
             Effect::FetchBundle {
-                attempt,
-                bundle_path,
-                ..
-            } => write!(f, "fetch_bundle {attempt} {bundle_path}"),
+                attempt, source, ..
+            } => write!(f, "fetch_bundle {attempt} {source}"),
             Effect::BuildImage { attempt, spec } => write!(
                 f,
                 "build_image {attempt} base={:?} workspace={:?}",

@@ -4,7 +4,7 @@ use super::ids::AttemptKey;
 use super::task::ResourceUsage;
 
 /// How a container or process group ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExitStatus {
     /// The exit code, when the process exited rather than died of a signal.
     pub code: Option<i32>,
@@ -16,6 +16,9 @@ pub struct ExitStatus {
     /// When it ended, when the runtime knows (the engine's `FinishedAt`): a container that exited
     /// while the worker was down keeps its real finish time. `None`: when the event arrives.
     pub finished_at_ms: Option<u64>,
+    /// The last line the task wrote to stderr, when the runtime still holds it: a reconcile-era
+    /// failure's error quotes it (`Exit code: 1. stderr: ...`), as Iris's own worker does.
+    pub last_stderr: Option<String>,
 }
 
 impl ExitStatus {

@@ -36,7 +36,7 @@ pub use config::{
     CoreConfig, DEFAULT_TERM_TIMEOUT_MS, KILL_REPEAT_MS, Retention, TERM_TIMEOUT_MAX_MS,
 };
 pub use effect::{
-    BuildSpec, ContainerSpec, Effect, JournalEntry, RemovalReason, Signal, TaskReport,
+    BuildSpec, BundleSource, ContainerSpec, Effect, JournalEntry, RemovalReason, Signal, TaskReport,
 };
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};

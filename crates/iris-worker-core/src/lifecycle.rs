@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use super::attempt::{Attempt, Outcome, Phase, Running, StopReason, StopRequest, Stopping};
 use super::config::KILL_REPEAT_MS;
-use super::effect::{BuildSpec, ContainerSpec, Effect, JournalEntry, Signal};
+use super::effect::{BuildSpec, BundleSource, ContainerSpec, Effect, JournalEntry, Signal};
 use super::env::{EnvContext, RuntimeFlavour, build_iris_env};
 use super::event::{Event, ExitStatus};
 use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
 use super::planted::PlantedBug;
 use super::ports::PortsExhausted;
-use super::spec::{Entrypoint, TaskSpec};
+use super::spec::{Entrypoint, ReconcileSpec, TaskSpec};
 use super::state::{TaskState, is_legal_transition};
 use super::task::{BuildMetrics, ResourceUsage, Task};
 use super::timers::Timer;
@@ -234,12 +234,12 @@ impl WorkerCore {
         self.set_state(key, TaskState::Building);
         let attempt = self.attempt_mut(key).expect("exists");
         attempt.task.started_at_ms = Some(now);
-        match attempt.spec.bundle_path.clone() {
-            Some(bundle_path) => {
+        match bundle_source(&attempt.spec) {
+            Some(source) => {
                 attempt.phase = Phase::FetchingBundle;
                 self.effects.push_back(Effect::FetchBundle {
                     attempt: key.clone(),
-                    bundle_path,
+                    source,
                     workdir: key.workdir(),
                 });
             }
@@ -272,6 +272,12 @@ impl WorkerCore {
             has_bundle: attempt.spec.bundle_path.is_some(),
             pip_packages: env.pip_packages.clone(),
             extras: env.extras.clone(),
+            setup_commands: setup_commands(&attempt.spec).to_vec(),
+            env: match setup_commands(&attempt.spec).is_empty() {
+                true => Vec::new(),
+                false => env.env_vars.clone().into_iter().collect(),
+            },
+            container_workdir: container_workdir(&attempt.spec).to_string(),
         };
         self.effects.push_back(Effect::BuildImage {
             attempt: key.clone(),
@@ -333,8 +339,9 @@ impl WorkerCore {
     fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
         let attempt = self.attempt(key).expect("exists");
         let config = &self.config;
+        let container_workdir = container_workdir(&attempt.spec);
         let workdir = match config.flavour {
-            RuntimeFlavour::Docker => "/workdir".to_string(),
+            RuntimeFlavour::Docker => container_workdir.to_string(),
             RuntimeFlavour::Process => format!("{}/{}", config.workdir_root, key.workdir()),
         };
         let ctx = EnvContext {
@@ -358,6 +365,8 @@ impl WorkerCore {
             ports: attempt.task.ports.clone(),
             resources: attempt.spec.resources.clone(),
             workdir: key.workdir(),
+            container_workdir: container_workdir.to_string(),
+            activate_venv: !setup_commands(&attempt.spec).is_empty(),
             labels: self.labels(&attempt.task),
             start_try: attempt.start_try,
         }
@@ -458,7 +467,11 @@ impl WorkerCore {
             return;
         }
         attempt.container_started = true;
-        let outcome = Outcome::of_exit(attempt.stop_reason(), status);
+        let quote_stderr = attempt.spec.reconcile.is_some();
+        let mut outcome = Outcome::of_exit(attempt.stop_reason(), status);
+        if quote_stderr {
+            outcome.quote_stderr();
+        }
         if let Some(error) = &outcome.error {
             self.write_log(key, LogSource::Error, error.clone());
         }
@@ -748,4 +761,35 @@ impl WorkerCore {
             data,
         });
     }
+}
+
+/// Where a task-era container sees its workdir.
+const TASK_ERA_CONTAINER_WORKDIR: &str = "/workdir";
+
+/// What an attempt fetches into its workdir before building, if anything.
+fn bundle_source(spec: &TaskSpec) -> Option<BundleSource> {
+    if let Some(path) = &spec.bundle_path {
+        return Some(BundleSource::Path(path.clone()));
+    }
+    let r = spec.reconcile.as_ref()?;
+    if r.bundle_id.is_none() && r.workdir_file_refs.is_empty() {
+        return None;
+    }
+    Some(BundleSource::Content {
+        bundle: r.bundle_id.clone(),
+        files: r.workdir_file_refs.clone(),
+    })
+}
+
+fn container_workdir(spec: &TaskSpec) -> &'static str {
+    match &spec.reconcile {
+        Some(_) => ReconcileSpec::CONTAINER_WORKDIR,
+        None => TASK_ERA_CONTAINER_WORKDIR,
+    }
+}
+
+fn setup_commands(spec: &TaskSpec) -> &[String] {
+    spec.reconcile
+        .as_ref()
+        .map_or(&[], |r| r.setup_commands.as_slice())
 }

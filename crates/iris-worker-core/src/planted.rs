@@ -14,14 +14,18 @@ pub enum PlantedBug {
     /// Log lines wait in a 64 KiB user-space buffer (flushed when full, at close and in a
     /// destructor) instead of being written through: a `kill -9` loses the ones already served.
     BufferedLogs,
+    /// Reconcile (2026-06): a desired spec naming an attempt the worker already finished starts
+    /// it again (a controller resends the spec when an answer was lost).
+    ReconcileRerunsFinished,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 4] = [
+    pub const ALL: [PlantedBug; 5] = [
         PlantedBug::ReportNotRetried,
         PlantedBug::KillWithoutEscalation,
         PlantedBug::PortsReleasedAtKill,
         PlantedBug::BufferedLogs,
+        PlantedBug::ReconcileRerunsFinished,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +34,7 @@ impl PlantedBug {
             PlantedBug::KillWithoutEscalation => "kill-without-escalation",
             PlantedBug::PortsReleasedAtKill => "ports-released-at-kill",
             PlantedBug::BufferedLogs => "buffered-logs",
+            PlantedBug::ReconcileRerunsFinished => "reconcile-reruns-finished",
         }
     }
 

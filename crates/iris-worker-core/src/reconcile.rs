@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use super::attempt::StopReason;
 use super::effect::{Effect, JournalEntry};
 use super::ids::AttemptKey;
+use super::planted::PlantedBug;
 use super::spec::TaskSpec;
 use super::state::TaskState;
 use super::task::ResourceUsage;
@@ -105,6 +106,12 @@ impl WorkerCore {
             {
                 let _ = self.try_submit((**spec).clone());
             }
+            (Intent::Run(Some(spec)), Some(key))
+                if self.config.planted(PlantedBug::ReconcileRerunsFinished)
+                    && self.attempt(&key).is_some_and(|a| a.task.is_finished()) =>
+            {
+                self.planted_rerun(&key, spec);
+            }
             (Intent::Stop, Some(key)) => {
                 let live = self.attempt(&key).is_some_and(|a| !a.task.is_finished());
                 if live {
@@ -113,6 +120,18 @@ impl WorkerCore {
             }
             _ => {}
         }
+    }
+
+    /// The planted bug `ReconcileRerunsFinished`: the finished attempt is forgotten and its
+    /// spec accepted as new work.
+    fn planted_rerun(&mut self, key: &AttemptKey, spec: &TaskSpec) {
+        if let Some(attempts) = self.tasks.get_mut(&key.task_id) {
+            attempts.retain(|a| a.task.attempt_id != key.attempt_id);
+            if attempts.is_empty() {
+                self.tasks.remove(&key.task_id);
+            }
+        }
+        let _ = self.accept(spec.clone());
     }
 
     /// Attempts with a uid that the set does not name: the controller no longer wants them.

@@ -93,6 +93,15 @@ pub struct ReconcileSpec {
     pub resources_json: String,
     /// Written into the workdir before the task starts (path inside it, bytes).
     pub workdir_files: Vec<(String, Vec<u8>)>,
+    /// Fetched from the controller by sha256 into the workdir (path inside it, sha256).
+    pub workdir_file_refs: Vec<(String, String)>,
+    /// Run in order in the task's image before the command (`RuntimeEntrypoint.setup_commands`).
+    pub setup_commands: Vec<String>,
+}
+
+impl ReconcileSpec {
+    /// Where a container of this era sees its workdir (Iris mounts it at `/app`).
+    pub const CONTAINER_WORKDIR: &'static str = "/app";
 }
 
 impl TaskSpec {
@@ -112,6 +121,8 @@ impl TaskSpec {
         self.environment.extras.clear();
         if let Some(r) = &mut self.reconcile {
             r.workdir_files.clear();
+            r.workdir_file_refs.clear();
+            r.setup_commands.clear();
             r.resources_json.clear();
         }
     }

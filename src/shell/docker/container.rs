@@ -1,10 +1,12 @@
-//! The body of an attempt's container: image, command, env, labels, the workdir mount, port
-//! bindings, limits and hardening.
+//! The body of an attempt's container: image, command, env, labels, the workdir mount (at
+//! `/workdir` in the task era, `/app` in the 2026-06 era, as Iris mounts it), port bindings,
+//! limits and hardening.
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 
 use super::{DockerRuntime, PIDS_MAX};
 use crate::core::ContainerSpec;
+use crate::shell::setup;
 
 impl DockerRuntime {
     pub(super) fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
@@ -22,7 +24,11 @@ impl DockerRuntime {
         let workdir = self.config.cache_dir.join(&spec.workdir);
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
         let host_config = HostConfig {
-            binds: Some(vec![format!("{}:/workdir", workdir.display())]),
+            binds: Some(vec![format!(
+                "{}:{}",
+                workdir.display(),
+                spec.container_workdir
+            )]),
             port_bindings: Some(port_bindings),
             memory: (memory > 0).then_some(memory),
             memory_swap: (memory > 0).then_some(memory),
@@ -41,10 +47,13 @@ impl DockerRuntime {
                     .clone()
                     .unwrap_or_else(|| self.config.default_image.clone()),
             ),
-            cmd: Some(spec.argv.clone()),
+            cmd: Some(match spec.activate_venv {
+                true => setup::activated(&spec.argv),
+                false => spec.argv.clone(),
+            }),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone().into_iter().collect()),
-            working_dir: Some("/workdir".to_string()),
+            working_dir: Some(spec.container_workdir.clone()),
             exposed_ports: Some(spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()

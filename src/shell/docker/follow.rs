@@ -121,5 +121,6 @@ pub(super) async fn watch_exit(
         signal,
         oom_killed,
         finished_at_ms,
+        last_stderr: None,
     });
 }

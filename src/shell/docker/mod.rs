@@ -18,6 +18,7 @@ mod engine;
 mod follow;
 mod image;
 mod naming;
+mod setup;
 mod stats;
 mod survey;
 mod timestamps;
@@ -53,6 +54,8 @@ pub struct DockerRuntimeConfig {
     /// The engine's init as PID 1: the kernel gives PID 1 no default signal actions, so without
     /// it an entrypoint ignores SIGTERM and survives its own SIGKILL.
     pub init: bool,
+    /// Leave 2026-06 setup_commands unrun.
+    pub skip_setup_commands: bool,
 }
 
 pub struct DockerRuntime {
@@ -133,7 +136,7 @@ impl Runtime for DockerRuntime {
 
     async fn build_image(
         &self,
-        _attempt: &AttemptKey,
+        attempt: &AttemptKey,
         spec: &BuildSpec,
         sink: AttemptSink,
     ) -> Result<BuiltImage, RuntimeError> {
@@ -146,14 +149,28 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(|e| engine_error(&format!("image {image}"), &e))?;
         // Iris never sends `workspace`: every bundle is looked at for dependency files.
-        if spec.has_bundle || !spec.pip_packages.is_empty() {
-            return self.build_from_bundle(spec, &image, sink).await;
+        let built = if spec.has_bundle || !spec.pip_packages.is_empty() {
+            self.build_from_bundle(spec, &image, sink.clone()).await?
+        } else {
+            sink.log(LogSource::Build, &format!("using image {image}"));
+            BuiltImage {
+                image: Some(image),
+                from_cache: true,
+            }
+        };
+        if !spec.setup_commands.is_empty() {
+            match self.config.skip_setup_commands {
+                true => sink.log(
+                    LogSource::Build,
+                    "setup_commands skipped (--skip-setup-commands)",
+                ),
+                false => {
+                    let image = built.image.as_deref().unwrap_or(&self.config.default_image);
+                    self.run_setup(attempt, spec, image, &sink).await?
+                }
+            }
         }
-        sink.log(LogSource::Build, &format!("using image {image}"));
-        Ok(BuiltImage {
-            image: Some(image),
-            from_cache: true,
-        })
+        Ok(built)
     }
 
     async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {

@@ -10,11 +10,13 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 use super::Driver;
 use super::deadlines::{REMOVE_RETRY_INITIAL, REMOVE_RETRY_MAX, timed};
 use crate::core::{
-    AttemptKey, ContainerSpec, Effect, Event, JournalEntry, RemovalReason, TaskId, TaskReport,
+    AttemptKey, BundleSource, ContainerSpec, Effect, Event, JournalEntry, RemovalReason, TaskId,
+    TaskReport,
 };
 use crate::shell::metrics::ReasonLabel;
 use crate::shell::retention::remove_attempt_files;
 use crate::shell::runtime::{AttemptSink, RuntimeError};
+use crate::shell::workdir::fetch_content;
 
 impl Driver {
     fn span(&mut self, key: &AttemptKey) -> Span {
@@ -58,12 +60,23 @@ impl Driver {
             }
             Effect::FetchBundle {
                 attempt,
-                bundle_path,
+                source,
                 workdir,
             } => {
                 let key = attempt.clone();
+                let blobs = self.parts.blobs.clone();
                 self.spawn_setup(&key, deadlines.fetch, "fetch_bundle", async move {
-                    match runtime.fetch_bundle(&attempt, &bundle_path, &workdir).await {
+                    let fetched = match &source {
+                        BundleSource::Path(path) => {
+                            runtime.fetch_bundle(&attempt, path, &workdir).await
+                        }
+                        BundleSource::Content { bundle, files } => {
+                            let cache_dir = runtime.cache_dir();
+                            let (bundle, blobs) = (bundle.as_deref(), blobs.as_deref());
+                            fetch_content(blobs, cache_dir, &workdir, bundle, files).await
+                        }
+                    };
+                    match fetched {
                         Ok(()) => Event::BundleReady { attempt },
                         Err(e) => Event::BundleFailed {
                             attempt,

@@ -27,6 +27,7 @@ use self::command::COMMAND_QUEUE_MAX;
 pub use self::command::{Command, DriverGone, DriverHandle, Health, SubmitRefusal};
 pub use self::deadlines::CallDeadlines;
 use crate::core::{AttemptKey, Event, RecoveredAttempt, WorkerCore};
+use crate::shell::blobs::BlobStore;
 pub use crate::shell::clock::Clock;
 use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
@@ -50,6 +51,8 @@ pub struct DriverParts {
     pub disk_sample_every: Option<Duration>,
     /// The dashboard's charts: resource samples and the running-task count.
     pub samples: SampleStore,
+    /// The controller's blobs (2026-06 bundles and workdir file refs); `None` without one.
+    pub blobs: Option<Arc<BlobStore>>,
 }
 
 /// Resource samples waiting for the driver; beyond this they are dropped (see `DriverInbox`).

@@ -16,7 +16,7 @@ use tonic::Status;
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLine};
 use crate::proto::v2026_06::finelog::logging as finelog;
 use crate::proto::v2026_06::iris::cluster::controller;
-use crate::shell::connect::client::{ConnectClient, tcp_dialer};
+use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::controller::ControllerAddress;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logstore::{LogStore, pushed_path};
@@ -36,6 +36,11 @@ pub struct LogPusher {
     pub token: Option<String>,
     pub cache_dir: PathBuf,
     pub metrics: Arc<Metrics>,
+    /// How the log service is dialled (TCP, or the simulator's network).
+    pub dial: Dialer,
+    /// Read the log on a blocking thread (production) or in place (the simulator, whose
+    /// timing must not depend on real threads).
+    pub blocking_reads: bool,
 }
 
 /// Per attempt: the next line to push, and whether everything of a finished attempt is out.
@@ -137,7 +142,7 @@ impl LogPusher {
         match ControllerAddress::parse(&address) {
             Ok(ControllerAddress::Connect(authority)) => Some(ConnectClient::new(
                 &authority,
-                tcp_dialer(),
+                self.dial.clone(),
                 self.token.as_deref(),
             )),
             _ => {
@@ -194,8 +199,10 @@ impl LogPusher {
             max_lines: Some(BATCH_LINES_MAX),
             ..LogFilter::default()
         };
-        tokio::task::spawn_blocking(move || logs.fetch(&key, &filter).unwrap_or_default())
-            .await
-            .unwrap_or_default()
+        let read = move || logs.fetch(&key, &filter).unwrap_or_default();
+        match self.blocking_reads {
+            true => tokio::task::spawn_blocking(read).await.unwrap_or_default(),
+            false => read(),
+        }
     }
 }

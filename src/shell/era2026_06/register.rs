@@ -13,9 +13,9 @@ use super::REGISTER_PATH;
 use crate::proto;
 use crate::proto::v2026_06::iris::cluster::controller;
 use crate::proto::v2026_06::iris::job;
+use crate::shell::clock::Clock;
 use crate::shell::connect::client::ConnectClient;
 use crate::shell::driver::{Command, DriverHandle};
-use crate::shell::runtime::wall_ms;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
@@ -137,7 +137,9 @@ pub async fn run(
     driver: DriverHandle,
     last_reconcile_ms: Arc<AtomicI64>,
     reconcile_timeout: Duration,
+    clock: Clock,
 ) {
+    let wall_ms = || i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
     last_reconcile_ms.store(wall_ms(), Ordering::Relaxed);
     let limit_ms = i64::try_from(reconcile_timeout.as_millis()).unwrap_or(i64::MAX);
     loop {

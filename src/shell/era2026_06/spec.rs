@@ -2,9 +2,11 @@
 //! the task era's validation (`TaskSpec::from_request`), so every bad-input rule is one rule;
 //! what only this era has goes into `ReconcileSpec`. Each refusal names the field.
 
+use crate::core::spec::{ARGV_BYTES_MAX, ARGV_COUNT_MAX};
 use crate::core::{ReconcileSpec, TaskSpec, ValidationError};
 use crate::proto;
 use crate::proto::v2026_06::iris::job;
+use crate::shell::blobs;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
     ValidationError {
@@ -30,8 +32,7 @@ fn split_task_path(path: &str) -> Result<(&str, &str, i32), ValidationError> {
 }
 
 /// A workdir file's name: a relative path inside the workdir.
-fn check_workdir_path(name: &str) -> Result<(), ValidationError> {
-    const FIELD: &str = "entrypoint.workdir_files";
+fn check_workdir_path(field: &'static str, name: &str) -> Result<(), ValidationError> {
     let bad = name.is_empty()
         || name.len() > 4096
         || name.starts_with('/')
@@ -39,7 +40,7 @@ fn check_workdir_path(name: &str) -> Result<(), ValidationError> {
         || name.split('/').any(|part| part == ".." || part.is_empty());
     if bad {
         return Err(invalid(
-            FIELD,
+            field,
             format!("{name:?} must be a relative path inside the workdir, without .."),
         ));
     }
@@ -90,23 +91,43 @@ fn shared_request(
     }
 }
 
-/// Parts of the era a worker does not act on yet: refused by name rather than ignored.
-fn refuse_unsupported(req: &job::RunTaskRequest) -> Result<(), ValidationError> {
-    if !req.bundle_id.is_empty() {
+/// `bundle_id` and `workdir_file_refs` name blobs of the controller by sha256.
+fn check_blob_refs(req: &job::RunTaskRequest) -> Result<(), ValidationError> {
+    if !req.bundle_id.is_empty() && !blobs::is_sha256(&req.bundle_id) {
         return Err(invalid(
             "bundle_id",
-            "bundles from the controller are not fetched by this worker yet",
+            format!(
+                "{:?} must be a sha256 (64 lowercase hex digits)",
+                req.bundle_id
+            ),
         ));
     }
-    let refs = req
-        .entrypoint
-        .as_ref()
-        .map_or(0, |e| e.workdir_file_refs.len());
-    if refs > 0 {
+    const FIELD: &str = "entrypoint.workdir_file_refs";
+    let refs = req.entrypoint.iter().flat_map(|e| &e.workdir_file_refs);
+    for (name, sha256) in refs {
+        check_workdir_path(FIELD, name)?;
+        if !blobs::is_sha256(sha256) {
+            return Err(invalid(
+                FIELD,
+                format!("{name:?} -> {sha256:?} must name a sha256 (64 lowercase hex digits)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Setup commands are shell lines: no NUL, within the argv budget.
+fn check_setup_commands(commands: &[String]) -> Result<(), ValidationError> {
+    const FIELD: &str = "entrypoint.setup_commands";
+    let bytes: usize = commands.iter().map(String::len).sum();
+    if commands.len() > ARGV_COUNT_MAX || bytes > ARGV_BYTES_MAX {
         return Err(invalid(
-            "entrypoint.workdir_file_refs",
-            "blob-backed workdir files are not fetched by this worker yet",
+            FIELD,
+            format!("must hold at most {ARGV_COUNT_MAX} lines and {ARGV_BYTES_MAX} bytes"),
         ));
+    }
+    if commands.iter().any(|c| c.contains('\0')) {
+        return Err(invalid(FIELD, "must not contain NUL bytes"));
     }
     Ok(())
 }
@@ -123,7 +144,7 @@ pub fn task_spec(
         return Err(invalid("attempt_uid", "differs from the desired attempt's"));
     }
     let (task_id, job_id, index) = split_task_path(&req.task_id)?;
-    refuse_unsupported(req)?;
+    check_blob_refs(req)?;
     let mut spec = TaskSpec::from_request(&shared_request(req, job_id, task_id, index))?;
     spec.timeout_ms = timeout_ms(req)?;
     if let Some(res) = &req.resources {
@@ -143,18 +164,22 @@ pub fn task_spec(
         .map(|e| e.workdir_files.clone())
         .unwrap_or_default();
     for name in files.keys() {
-        check_workdir_path(name)?;
+        check_workdir_path("entrypoint.workdir_files", name)?;
     }
+    let entrypoint = req.entrypoint.clone().unwrap_or_default();
+    check_setup_commands(&entrypoint.setup_commands)?;
     spec.reconcile = Some(ReconcileSpec {
         attempt_uid: attempt_uid.to_string(),
         task_path: req.task_id.clone(),
-        bundle_id: None,
+        bundle_id: Some(req.bundle_id.clone()).filter(|b| !b.is_empty()),
         resources_json: req
             .resources
             .as_ref()
             .and_then(|r| serde_json::to_string(r).ok())
             .unwrap_or_else(|| "{}".to_string()),
         workdir_files: files.into_iter().collect(),
+        workdir_file_refs: entrypoint.workdir_file_refs.into_iter().collect(),
+        setup_commands: entrypoint.setup_commands,
     });
     Ok(spec)
 }
@@ -177,6 +202,25 @@ mod tests {
             attempt_uid: "u1".into(),
             ..Default::default()
         }
+    }
+
+    const SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn blob_refs_and_setup_commands_reach_the_spec() {
+        let mut req = request("/a/j/0");
+        req.bundle_id = SHA.into();
+        let e = req.entrypoint.as_mut().unwrap();
+        e.workdir_file_refs
+            .insert("dir/data.bin".into(), SHA.into());
+        e.setup_commands = vec!["echo one".into(), "echo two".into()];
+        let r = task_spec(&req, "u1").unwrap().reconcile.unwrap();
+        assert_eq!(r.bundle_id.as_deref(), Some(SHA));
+        assert_eq!(
+            r.workdir_file_refs,
+            [("dir/data.bin".to_string(), SHA.to_string())]
+        );
+        assert_eq!(r.setup_commands, ["echo one", "echo two"]);
     }
 
     #[test]
@@ -234,6 +278,42 @@ mod tests {
                     r
                 },
                 "bundle_id",
+            ),
+            (
+                {
+                    let mut r = request("/a/j/0");
+                    r.entrypoint
+                        .as_mut()
+                        .unwrap()
+                        .workdir_file_refs
+                        .insert("data.bin".into(), "not-a-hash".into());
+                    r
+                },
+                "entrypoint.workdir_file_refs",
+            ),
+            (
+                {
+                    let mut r = request("/a/j/0");
+                    r.entrypoint
+                        .as_mut()
+                        .unwrap()
+                        .workdir_file_refs
+                        .insert("/etc/passwd".into(), SHA.into());
+                    r
+                },
+                "entrypoint.workdir_file_refs",
+            ),
+            (
+                {
+                    let mut r = request("/a/j/0");
+                    r.entrypoint
+                        .as_mut()
+                        .unwrap()
+                        .setup_commands
+                        .push("echo \0".into());
+                    r
+                },
+                "entrypoint.setup_commands",
             ),
         ];
         for (req, field) in cases {
