@@ -185,6 +185,38 @@ fn a_finished_attempt_left_out_is_removed_and_never_runs_again() {
     );
 }
 
+/// With a log service to ship to, a finished attempt stays (whatever retention says) until the
+/// shell's pusher has every line of it there: an outage of the log service loses nothing.
+#[test]
+fn a_finished_attempt_waits_for_its_logs_to_ship_before_removal() {
+    let mut h = Harness::new(CoreConfig {
+        ships_logs: true,
+        ..reconcile_config()
+    });
+    let task = TaskId::new("a/j/0").unwrap();
+    tick(&mut h, vec![run("u1", "/a/j/0", 0)]);
+    let key = key("a/j/0", 0);
+    h.start(&key);
+    h.event(Event::Exited {
+        attempt: key.clone(),
+        status: ExitStatus::code(0),
+    });
+    tick(&mut h, vec![again("u1")]);
+    tick(&mut h, vec![]);
+    assert!(
+        h.core.get_task(&task).is_some(),
+        "kept: its logs are not out yet"
+    );
+    h.now += 1_000;
+    h.core.logs_shipped(h.now, &key);
+    h.drain();
+    assert!(
+        h.core.get_task(&task).is_none(),
+        "shipped and settled: removed"
+    );
+    h.core.check_invariants().unwrap();
+}
+
 #[test]
 fn an_invalid_spec_is_a_failed_attempt_naming_the_field() {
     let mut h = Harness::new(reconcile_config());

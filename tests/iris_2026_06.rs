@@ -269,6 +269,16 @@ fn jobs_run_end_to_end_under_the_real_controller() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pushed-lines counter: {metrics}"));
     assert!(pushed >= 20.0, "{pushed} lines pushed");
+    assert!(
+        metrics.contains("iris_worker_log_push_lag_lines "),
+        "{metrics}"
+    );
+    let (status, page) = http_get(&worker.dashboard, "/", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Iris 2026-06 (reconcile)"),
+        "the dashboard names the era: {page}"
+    );
 }
 
 /// The bytes drive.py's `--big-file` makes: numbered lines, cut to `size`.

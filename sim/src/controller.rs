@@ -550,6 +550,9 @@ async fn dispatcher(shared: Arc<Shared>) {
 /// The controller host's software: the service and the dispatcher.
 pub async fn host(shared: Arc<Shared>) -> Result<(), Box<dyn std::error::Error>> {
     shared.event("controller up");
+    // A Reconcile answer in flight died with the previous controller, if there was one.
+    let reconciled = (0..shared.plan.shape.workers).filter(|w| net::speaks_reconcile(*w));
+    lock(&shared.db).reconcile_missed.extend(reconciled);
     tokio::spawn(dispatcher(shared.clone()));
     // Both protocols on one port: even workers report over Connect, odd ones over gRPC.
     let service = Arc::new(Service { shared });

@@ -81,6 +81,9 @@ pub struct Db {
     pub audits: BTreeMap<usize, (u64, Listing)>,
     /// Workers whose next registration is answered with `should_reset`.
     pub resets: BTreeSet<usize>,
+    /// Reconcile-era workers whose last Reconcile answer never arrived: states it carried (a
+    /// RUNNING passed on the way to the end) may be missing from the next one.
+    pub reconcile_missed: BTreeSet<usize>,
 }
 
 impl Db {

@@ -123,9 +123,8 @@ async fn push_logs(State(r): State<Routes>, req: Request) -> Response {
         &r.token,
         |q: tonic::Request<finelog::PushLogsRequest>| async move {
             let q = q.into_inner();
-            let mut pushed = lock(&shared.pushed);
-            let lines = pushed.entry(q.key).or_default();
-            lines.extend(q.entries.into_iter().map(|e| (e.source, e.data)));
+            let batch = q.entries.into_iter().map(|e| (e.source, e.data)).collect();
+            lock(&shared.pushed).entry(q.key).or_default().push(batch);
             Ok(tonic::Response::new(finelog::PushLogsResponse {}))
         },
     )
@@ -220,9 +219,11 @@ pub(crate) async fn tick(shared: Arc<Shared>, worker: usize) {
                 worker_host(worker),
                 s.code()
             ));
+            lock(&shared.db).reconcile_missed.insert(worker);
             return;
         }
     };
+    let missed = lock(&shared.db).reconcile_missed.remove(&worker);
     if answer.worker_id != worker_host(worker) {
         shared.violation(format!(
             "{} answered Reconcile as {:?}",
@@ -234,12 +235,26 @@ pub(crate) async fn tick(shared: Arc<Shared>, worker: usize) {
         shared.violation(format!("{} says it is unhealthy", worker_host(worker)));
     }
     for o in answer.observed {
-        observe(&shared, worker, &o, with_spec.contains(&o.attempt_uid));
+        observe(
+            &shared,
+            worker,
+            &o,
+            with_spec.contains(&o.attempt_uid),
+            missed,
+        );
     }
 }
 
-/// Records one observation as the task era's report of it would be.
-fn observe(shared: &Shared, worker: usize, o: &w06::AttemptObservation, sent_spec: bool) {
+/// Records one observation as the task era's report of it would be. After a lost answer
+/// (`missed`) the RUNNING it carried may be the one thing the controller never saw: a BUILDING
+/// attempt observed terminal then counts as having passed RUNNING.
+fn observe(
+    shared: &Shared,
+    worker: usize,
+    o: &w06::AttemptObservation,
+    sent_spec: bool,
+    missed: bool,
+) {
     let Some((task_id, attempt_id)) = parse_uid(&o.attempt_uid) else {
         shared.violation(format!("observation of an unknown uid {:?}", o.attempt_uid));
         return;
@@ -293,6 +308,13 @@ fn observe(shared: &Shared, worker: usize, o: &w06::AttemptObservation, sent_spe
         if a.reports.last() == Some(&state) && !is_task_finished(state) {
             return;
         }
+        let passed_running = missed
+            && is_task_finished(state)
+            && a.reports.last() == Some(&TaskState::Building)
+            && a.terminal.is_none();
+        if passed_running {
+            a.reports.push(TaskState::Running);
+        }
     }
     on_report(
         shared,
@@ -310,33 +332,31 @@ fn observe(shared: &Shared, worker: usize, o: &w06::AttemptObservation, sent_spe
 
 // ---- what the log service must hold ---------------------------------------------------------
 
-/// How far the pushed lines of one attempt agree with its log (`disk`: source and text in line
-/// order): `Ok(n)` when they are the log's first `n` lines in order, each once, except that after
-/// each of at most `restarts` worker restarts a batch may be sent again (it was in flight at a
-/// crash, or acknowledged but not yet recorded). `Err` says what broke.
+/// How far the pushed batches of one attempt agree with its log (`disk`: source and text in
+/// line order): `Ok(n)` when together they are the log's first `n` lines, in order. Each batch
+/// either continues where the last one ended or is the last one again (from the same line,
+/// maybe longer): a batch whose acknowledgment never came back (a lost answer, a crash before
+/// the position was kept) is sent again, and only that one. `Err` says what broke.
 pub fn pushed_prefix(
-    pushed: &[(String, String)],
+    batches: &[Vec<(String, String)>],
     disk: &[(String, String)],
-    restarts: u32,
 ) -> Result<usize, String> {
-    let (mut next, mut rewinds) = (0usize, 0u32);
-    for (i, line) in pushed.iter().enumerate() {
-        if disk.get(next) == Some(line) {
-            next += 1;
-            continue;
-        }
-        let Some(back) = disk[..next].iter().rposition(|l| l == line) else {
+    let (mut next, mut last_start) = (0usize, 0usize);
+    let fits =
+        |at: usize, batch: &[(String, String)]| disk.get(at..at + batch.len()) == Some(batch);
+    for (i, batch) in batches.iter().enumerate() {
+        if fits(next, batch) {
+            last_start = next;
+            next += batch.len();
+        } else if fits(last_start, batch) {
+            next = next.max(last_start + batch.len());
+        } else {
             return Err(format!(
-                "pushed line {i} {line:?} is not the log's next line {next}"
-            ));
-        };
-        rewinds += 1;
-        if rewinds > restarts {
-            return Err(format!(
-                "pushed line {i} {line:?} again (line {back}) with only {restarts} worker restarts"
+                "batch {i} (first line {:?}) is neither the log's lines from {next} nor the \
+                 previous batch again (from {last_start})",
+                batch.first()
             ));
         }
-        next = back + 1;
     }
     Ok(next)
 }

@@ -22,6 +22,9 @@ pub struct Variant {
     pub planted: Option<iris_worker::core::planted::PlantedBug>,
 }
 
+/// One PushLogs call's lines: (source, text).
+pub type Batch = Vec<(String, String)>;
+
 pub struct Shared {
     pub plan: Plan,
     pub variant: Variant,
@@ -33,8 +36,9 @@ pub struct Shared {
     pub cache_dirs: Vec<PathBuf>,
     /// Every log line a worker could serve, by worker and attempt: number -> text.
     pub served: Mutex<BTreeMap<(usize, AttemptKey), BTreeMap<i64, String>>>,
-    /// What the log service received, by key (`/job-1/0:0`): (source, text) in arrival order.
-    pub pushed: Mutex<BTreeMap<String, Vec<(String, String)>>>,
+    /// What the log service received, by key (`/job-1/0:0`): each PushLogs batch of (source,
+    /// text), in arrival order.
+    pub pushed: Mutex<BTreeMap<String, Vec<Batch>>>,
 }
 
 /// A poisoned lock means a host panicked; the run fails on that, so the data is still usable.

@@ -91,6 +91,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     let mut config = config(&shared, worker);
     let reconcile = net::speaks_reconcile(worker);
     config.reconcile = reconcile;
+    config.ships_logs = reconcile;
     let me = Registration {
         worker_id: config.identity.worker_id.clone(),
         address: config.identity.address.clone(),

@@ -416,19 +416,14 @@ fn pushes_due(shared: &Shared, w: usize, store: &LogStore) -> Vec<PushState> {
                 return None;
             }
             let lines = store.fetch(&key, &LogFilter::default()).ok()?.len();
-            let pushed = push_progress(shared, w, store, &key);
+            let pushed = push_progress(shared, store, &key);
             Some((key, pushed, lines))
         })
         .collect()
 }
 
 /// How many of the attempt's lines the log service holds in order (see `pushed_prefix`).
-fn push_progress(
-    shared: &Shared,
-    w: usize,
-    store: &LogStore,
-    key: &AttemptKey,
-) -> Result<usize, String> {
+fn push_progress(shared: &Shared, store: &LogStore, key: &AttemptKey) -> Result<usize, String> {
     let disk: Vec<(String, String)> = store
         .fetch(key, &LogFilter::default())
         .map_err(|e| e.to_string())?
@@ -440,8 +435,7 @@ fn push_progress(
         .get(&log_key)
         .cloned()
         .unwrap_or_default();
-    let restarts = lock(&shared.machines[w]).worker_boots.saturating_sub(1);
-    crate::reconcile::pushed_prefix(&pushed, &disk, restarts)
+    crate::reconcile::pushed_prefix(&pushed, &disk)
 }
 
 /// Worker `w`'s logs as a restarted worker would read them from disk.

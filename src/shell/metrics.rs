@@ -71,6 +71,10 @@ pub struct Metrics {
     pub protocol_era: Family<EraLabel, Gauge>,
     pub log_lines_pushed: Counter,
     pub log_push_failures: Counter,
+    /// 2026-06: lines on disk not yet in the log service (summed over the attempts pushed).
+    pub log_push_lag_lines: Gauge,
+    /// The Iris protocol era the worker speaks, once chosen (the dashboard shows it).
+    era: std::sync::OnceLock<String>,
 }
 
 impl Default for Metrics {
@@ -82,11 +86,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Says which era the worker speaks (`iris_worker_iris_protocol{era}` = 1).
     pub fn set_protocol_era(&self, era: &str) {
+        let _ = self.era.set(era.to_string());
         self.protocol_era
             .get_or_create(&EraLabel {
                 era: era.to_string(),
             })
             .set(1);
+    }
+
+    /// `2026-01` or `2026-06` once the controller's era is known; `None` standalone.
+    pub fn era(&self) -> Option<&str> {
+        self.era.get().map(String::as_str)
     }
 
     pub fn new() -> Metrics {
@@ -111,7 +121,14 @@ impl Metrics {
             protocol_era: Family::default(),
             log_lines_pushed: Counter::default(),
             log_push_failures: Counter::default(),
+            log_push_lag_lines: Gauge::default(),
+            era: std::sync::OnceLock::new(),
         };
+        registry.register(
+            "log_push_lag_lines",
+            "2026-06: log lines written but not yet acknowledged by the log service",
+            m.log_push_lag_lines.clone(),
+        );
         registry.register(
             "log_lines_pushed",
             "2026-06: log lines the log service acknowledged",

@@ -403,6 +403,7 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) 
         .to_string();
     CoreConfig {
         reconcile,
+        ships_logs: reconcile,
         workdir_root,
         identity: identity.clone(),
         controller_address: opts.controller_address.clone(),

@@ -101,6 +101,9 @@ pub(crate) struct Attempt {
     /// Reconcile era: a RUNNING observation of the attempt was answered, so a terminal one may
     /// follow (the controller takes BUILDING -> FAILED as a sign of a broken worker).
     pub running_observed: bool,
+    /// Its whole log reached the log service (reconcile era; not journalled: the pusher says
+    /// so again after a restart).
+    pub logs_shipped: bool,
 }
 
 impl Attempt {

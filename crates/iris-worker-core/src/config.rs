@@ -34,6 +34,10 @@ pub struct CoreConfig {
     /// The controller drives the worker with desired sets (Iris 2026-06, `reconcile.rs`): no
     /// reports are pushed, and a finished attempt is settled once a desired set leaves it out.
     pub reconcile: bool,
+    /// Reconcile era: a finished attempt's log must have reached the log service (the shell's
+    /// pusher says so, `WorkerCore::logs_shipped`) before retention may remove it, so an outage
+    /// of the log service loses no line to retention.
+    pub ships_logs: bool,
     /// The cache dir as a process-runtime task sees it (its `IRIS_WORKDIR` is under it; a
     /// container sees its workdir at `/workdir`).
     pub workdir_root: String,
@@ -58,6 +62,7 @@ impl Default for CoreConfig {
             live_attempts_max: 1024,
             retention: Retention::default(),
             reconcile: false,
+            ships_logs: false,
             workdir_root: String::new(),
             #[cfg(feature = "planted")]
             planted: None,

@@ -125,6 +125,7 @@ impl WorkerCore {
             terminal_report: None,
             report_acked: false,
             running_observed: false,
+            logs_shipped: false,
         }
     }
 

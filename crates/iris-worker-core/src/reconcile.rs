@@ -222,6 +222,20 @@ impl WorkerCore {
             .collect()
     }
 
+    /// The shell's log pusher has every line of this finished attempt in the log service: the
+    /// attempt may now be settled (and retention may remove it).
+    pub fn logs_shipped(&mut self, now_ms: u64, key: &AttemptKey) {
+        self.tick(now_ms);
+        if let Some(a) = self.attempt_mut(key)
+            && a.task.is_finished()
+            && !a.logs_shipped
+        {
+            a.logs_shipped = true;
+            self.refresh_settled(&key.task_id);
+        }
+        self.end_step();
+    }
+
     /// The attempt with this uid, if the core holds it.
     pub fn attempt_by_uid(&self, attempt_uid: &str) -> Option<&AttemptKey> {
         self.uids.get(attempt_uid)

@@ -440,8 +440,10 @@ impl WorkerCore {
     /// Whether an attempt is finished and the controller has acknowledged its terminal report
     /// (or there is no controller to tell).
     pub fn is_settled(&self, key: &AttemptKey) -> bool {
-        self.attempt(key)
-            .is_some_and(|a| a.task.is_finished() && (a.report_acked || !self.needs_ack()))
+        self.attempt(key).is_some_and(|a| {
+            let shipped = a.logs_shipped || !self.config.ships_logs || a.spec.reconcile.is_none();
+            a.task.is_finished() && (a.report_acked || !self.needs_ack()) && shipped
+        })
     }
 
     /// Whether a finished attempt waits for the controller before it may be removed: its

@@ -19,6 +19,8 @@ pub struct WorkerView {
     pub disk: Option<(u8, u8)>,
     /// (time, running tasks), oldest first.
     pub running: Vec<(u64, usize)>,
+    /// The Iris protocol era spoken with the controller; `None` without a controller.
+    pub era: Option<String>,
 }
 
 /// How a task page shows its log: the source tab, a search, and whether it follows the end.
@@ -122,6 +124,12 @@ width=\"{W}\" height=\"{H}\" role=\"img\"><title>{title}</title>\
 
 fn machine_header(body: &mut String, w: &WorkerView) {
     body.push_str("<p class=\"machine\">");
+    let era = match w.era.as_deref() {
+        Some(era @ "2026-06") => format!("Iris {era} (reconcile)"),
+        Some(era) => format!("Iris {} (task era)", escape(era)),
+        None => "standalone (no controller)".to_string(),
+    };
+    let _ = write!(body, "<span class=\"era\">{era}</span>");
     let _ = write!(body, "<span>{} CPUs</span>", w.cpus);
     if let Some([a, b, c]) = w.load {
         let _ = write!(body, "<span>load {a:.2} {b:.2} {c:.2}</span>");

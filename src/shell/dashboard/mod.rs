@@ -112,6 +112,7 @@ async fn index(State(d): State<Dashboard>, Query(q): Query<StateQuery>) -> Respo
         .and_then(|name| TaskState::ALL.into_iter().find(|s| s.short_name() == name));
     let worker = WorkerView {
         running: d.samples.running(),
+        era: d.metrics.era().map(str::to_string),
         ..machine_view(&d.cache_dir)
     };
     Html(html::index(
@@ -152,6 +153,7 @@ fn machine_view(cache_dir: &std::path::Path) -> WorkerView {
         memory,
         disk,
         running: Vec::new(),
+        era: None,
     }
 }
 

@@ -60,6 +60,11 @@ pub enum Command {
     PushTargets {
         reply: oneshot::Sender<Vec<(AttemptKey, String, bool)>>,
     },
+    /// Reconcile era: every line of this finished attempt is in the log service.
+    LogsShipped {
+        attempt: AttemptKey,
+        reply: oneshot::Sender<()>,
+    },
     /// Kill every live task (a controller reset); answers how many.
     KillAll {
         reason: String,

@@ -234,6 +234,10 @@ impl Driver {
             Command::PushTargets { reply } => {
                 let _ = reply.send(self.core.reconcile_attempts());
             }
+            Command::LogsShipped { attempt, reply } => {
+                self.core.logs_shipped(now, &attempt);
+                let _ = reply.send(());
+            }
             Command::KillAll { reason, reply } => {
                 let _ = reply.send(self.core.kill_all(now, &reason));
             }

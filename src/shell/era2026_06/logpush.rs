@@ -92,6 +92,7 @@ impl LogPusher {
                 return;
             };
             progress.retain(|key, _| targets.iter().any(|(k, _, _)| k == key));
+            self.record_lag(&progress);
             for (key, task_path, finished) in targets {
                 let p = progress.entry(key.clone()).or_insert_with(|| Progress {
                     next_line: read_position(&pushed_path(&self.cache_dir, &key)),
@@ -110,6 +111,14 @@ impl LogPusher {
                     .push_attempt(client, &key, &task_path, finished, p)
                     .await
                 {
+                    Ok(()) if p.done => {
+                        // Retention may take the attempt now: nothing of it is left to push.
+                        let attempt = key.clone();
+                        let _ = self
+                            .driver
+                            .ask(|reply| Command::LogsShipped { attempt, reply })
+                            .await;
+                    }
                     Ok(()) => {}
                     Err(e) => {
                         self.metrics.log_push_failures.inc();
@@ -120,6 +129,22 @@ impl LogPusher {
                 }
             }
         }
+    }
+
+    /// `log_push_lag_lines`: what open logs hold beyond what the log service acknowledged.
+    fn record_lag(&self, progress: &BTreeMap<AttemptKey, Progress>) {
+        let behind: i64 = progress
+            .iter()
+            .filter_map(|(key, p)| {
+                let log = self.logs.get(key)?;
+                let end = log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_line_number();
+                Some((end - p.next_line).max(0))
+            })
+            .sum();
+        self.metrics.log_push_lag_lines.set(behind);
     }
 
     /// The log service's address, from the controller's endpoint registry.
