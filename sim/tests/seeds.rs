@@ -36,6 +36,20 @@ fn fixed_seeds_keep_every_invariant() {
     assert!(events > 50 * count, "only {events} events in {count} seeds");
 }
 
+/// Seeds that once found a bug, from fresh ranges: each must keep passing.
+#[test]
+fn seeds_that_found_bugs_keep_every_invariant() {
+    // 301055, 500949, 503152, 503047: a removed attempt run again (issue 21); 702116: a
+    // port-conflict retry's fresh ports not journalled, so an adopted container's port was
+    // handed to another task; 700011, 701572: the reconcile era's checks themselves (a batch
+    // re-sent after a lost answer, RUNNING in a lost answer).
+    let seeds = [301055, 500949, 503152, 503047, 702116, 700011, 701572];
+    let outcomes = run_seeds(&seeds, &Shape::default(), &Variant::default(), 2, &|_| {});
+    for o in &outcomes {
+        assert!(o.passed(), "{}", failure_report(o, &repro(o.seed)));
+    }
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     for seed in [3, 1443] {

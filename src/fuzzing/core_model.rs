@@ -551,6 +551,14 @@ impl World {
             let seen = self.seen.entry(attempt.clone()).or_default();
             let (name, needs) = match entry {
                 JournalEntry::Accepted { .. } => ("accepted", None),
+                // Once per port-conflict retry, after the start it retries.
+                JournalEntry::Ports { .. } => {
+                    assert!(
+                        seen.journal.contains(&"started"),
+                        "{attempt}: journaled fresh ports before it started"
+                    );
+                    return;
+                }
                 JournalEntry::Started { .. } => ("started", Some("accepted")),
                 JournalEntry::Finished { .. } => ("finished", Some("accepted")),
                 JournalEntry::ReportAcked { .. } => {

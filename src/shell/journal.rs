@@ -217,6 +217,12 @@ impl Journal {
                 record.error = error.clone().unwrap_or_default();
                 record.finished_at_ms = ms(Some(*finished_at_ms));
             }),
+            JournalEntry::Ports { attempt, ports } => self.update(attempt, |record| {
+                record.ports = ports
+                    .iter()
+                    .map(|(k, v)| (k.clone(), i32::from(*v)))
+                    .collect();
+            }),
             JournalEntry::ReportAcked { attempt } => {
                 self.update(attempt, |record| record.report_acked = true)
             }
@@ -501,6 +507,28 @@ mod tests {
             (outcome.state, outcome.exit.code, outcome.finished_at_ms),
             (TaskState::Failed, Some(2), 9)
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A port-conflict retry's fresh ports replace the accepted ones: an adopted container's
+    /// ports stay held (sim seed 702116 handed one of them to another task).
+    #[test]
+    fn fresh_ports_of_a_retried_start_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("iris-journal-ports-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut journal, _) = Journal::open(&dir).unwrap();
+        let spec = spec("job/task-0", 0);
+        journal.record(&accepted(&spec)).unwrap();
+        let fresh: BTreeMap<String, u16> = [("http".to_string(), 31_001)].into();
+        journal
+            .record(&JournalEntry::Ports {
+                attempt: spec.attempt_key(),
+                ports: fresh.clone(),
+            })
+            .unwrap();
+        drop(journal);
+        let (_, found) = Journal::open(&dir).unwrap();
+        assert_eq!(found[0].as_ref().unwrap().ports, fresh);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -155,6 +155,12 @@ pub enum JournalEntry {
         attempt: AttemptKey,
         started_at_ms: u64,
     },
+    /// A port-conflict retry gave the attempt fresh ports; comes before the start that uses
+    /// them, so an attempt adopted after a restart holds the ports its container has.
+    Ports {
+        attempt: AttemptKey,
+        ports: BTreeMap<String, u16>,
+    },
     /// The attempt ended; comes before its terminal report and the removal of its container.
     Finished {
         attempt: AttemptKey,
@@ -184,6 +190,7 @@ impl JournalEntry {
         match self {
             JournalEntry::Accepted { spec, .. } => spec.attempt_key(),
             JournalEntry::Started { attempt, .. }
+            | JournalEntry::Ports { attempt, .. }
             | JournalEntry::Finished { attempt, .. }
             | JournalEntry::ReportAcked { attempt }
             | JournalEntry::Removed { attempt, .. }
@@ -208,6 +215,7 @@ impl fmt::Display for JournalEntry {
                 attempt,
                 started_at_ms,
             } => write!(f, "started {attempt} at={started_at_ms}"),
+            JournalEntry::Ports { attempt, ports } => write!(f, "ports {attempt} {ports:?}"),
             JournalEntry::Finished {
                 attempt,
                 state,

@@ -447,6 +447,12 @@ impl WorkerCore {
         match self.allocate_ports(key, &names) {
             Ok(ports) => {
                 self.ports.release_ports(&old);
+                // Journalled before the start: a restart that adopts the container must hold
+                // these ports, not the ones it was accepted with (found by sim seed 702116).
+                self.effects.push_back(Effect::Journal(JournalEntry::Ports {
+                    attempt: key.clone(),
+                    ports: ports.clone(),
+                }));
                 self.attempt_mut(key).expect("exists").task.ports = ports;
                 let line = format!("Port conflict ({error}); retrying with fresh ports");
                 self.write_log(key, LogSource::Error, line);
