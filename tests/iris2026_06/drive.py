@@ -116,9 +116,12 @@ def main():
         "job": job_id,
         "state": state,
         "seconds": round(elapsed, 3),
+        "launched_ms": int(start * 1000),
         "tasks": [{"id": t.task_id, "state": job_pb2.TaskState.Name(t.state),
                    "exit_code": t.exit_code, "error": t.error,
-                   "attempts": len(t.attempts)} for t in tasks],
+                   "attempts": len(t.attempts),
+                   "started_ms": t.started_at.epoch_ms, "finished_ms": t.finished_at.epoch_ms}
+                  for t in tasks],
         "logs": log_lines(client, job_id),
     }))
 

@@ -1,0 +1,135 @@
+//! The real Iris 2026-06 controller (marin-iris from PyPI, in the venv `scripts/setup-test-deps`
+//! makes) on a free port with its own log service, and `drive.py` launching jobs on it with the
+//! controller's own client: shared by `tests/iris_2026_06.rs` and `benches/iris2026.rs`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{free_port, temp_dir};
+
+pub fn python() -> Option<PathBuf> {
+    let venv =
+        std::env::var("IRIS_2026_06_VENV").unwrap_or_else(|_| "target/iris-2026-06-venv".into());
+    let python = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(venv)
+        .join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import iris.cluster.controller.main"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the Iris 2026-06 venv is missing: scripts/setup-test-deps makes it");
+    }
+    if !ready {
+        eprintln!(
+            "NOTICE: no Iris 2026-06 venv ({}); these tests did not run",
+            python.display()
+        );
+    }
+    ready.then_some(python)
+}
+
+/// The real controller on a free port, with its own log service; two SIGTERMs stop it.
+pub struct Controller {
+    pub child: Child,
+    pub port: u16,
+    python: PathBuf,
+    /// Its config, state and `controller.log`.
+    pub dir: PathBuf,
+}
+
+impl Controller {
+    pub fn start(python: PathBuf) -> Controller {
+        let dir = temp_dir("iris-2026-06-controller");
+        let port = free_port();
+        let config = format!(
+            "platform: {{manual: {{}}}}\ncontroller: {{manual: {{host: 127.0.0.1, port: {port}}}}}\n\
+             worker_provider: {{}}\nstorage: {{remote_state_dir: file://{d}/remote, local_state_dir: {d}/local}}\n\
+             defaults: {{worker: {{docker_image: iris-test:busybox-uv, default_task_image: iris-test:busybox-uv}}}}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("cluster.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("controller.log")).unwrap();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "iris.cluster.controller.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+            ])
+            .args(["--port", &port.to_string(), "--fresh", "--config"])
+            .arg(dir.join("cluster.yaml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the Iris controller");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "the controller did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Controller {
+            child,
+            port,
+            python,
+            dir,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Launches a job with `drive.py` and waits for its end: the controller's view as JSON.
+    pub fn drive(&self, name: &str, replicas: u32, extra: &[&str], argv: &[&str]) -> Value {
+        let out = self
+            .drive_child(name, replicas, extra, argv)
+            .wait_with_output()
+            .unwrap();
+        parse(&out)
+    }
+
+    pub fn drive_child(&self, name: &str, replicas: u32, extra: &[&str], argv: &[&str]) -> Child {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/drive.py");
+        Command::new(&self.python)
+            .arg(script)
+            .args([&self.port.to_string(), name, &replicas.to_string()])
+            .args(extra)
+            .arg("--")
+            .args(argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+}
+
+pub fn parse(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("drive.py printed nothing"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for _ in 0..2 {
+            // SAFETY: signalling our own child; its first SIGTERM only checkpoints.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
