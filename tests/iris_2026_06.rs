@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use controller::{Controller, parse, python};
+use serde_json::Value;
 use support::*;
 
 fn worker(controller: &Controller, dir: &Path, protocol: &str, id: &str) -> WorkerProcess {

@@ -132,4 +132,3 @@ impl Drop for Controller {
         let _ = self.child.wait();
     }
 }
-
