@@ -11,6 +11,7 @@ pub mod net;
 pub mod oracle;
 pub mod plan;
 pub mod reconcile;
+pub mod reports;
 pub mod rng;
 pub mod runtime;
 pub mod shared;

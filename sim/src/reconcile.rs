@@ -24,10 +24,10 @@ use iris_worker::shell::connect::server::{self, unary};
 use iris_worker::shell::era2026_06::RECONCILE_PATH;
 use tonic::Status;
 
-use crate::controller::{Service, on_report};
 use crate::db::{CtlTask, Db};
 use crate::net;
 use crate::plan::{CONTROLLER_PORT, WORKER_PORT, worker_host};
+use crate::reports::{Service, on_report};
 use crate::shared::{Shared, lock};
 
 /// How often a worker is reconciled (Iris: about every second).
