@@ -16,6 +16,8 @@ use controller::{Controller, parse, python};
 use serde_json::Value;
 use support::*;
 
+const DOCKER_IMAGE: &str = "iris-test:busybox-uv";
+
 fn worker(controller: &Controller, dir: &Path, protocol: &str, id: &str) -> WorkerProcess {
     let addr = controller.address();
     WorkerProcess::start(
@@ -29,6 +31,24 @@ fn worker(controller: &Controller, dir: &Path, protocol: &str, id: &str) -> Work
             id,
         ],
     )
+}
+
+/// A 2026-06 worker in the docker runtime on the test image.
+fn docker_args(controller: &str, worker_id: &str) -> Vec<String> {
+    [
+        "--controller-address",
+        controller,
+        "--iris-protocol",
+        "2026-06",
+        "--worker-id",
+        worker_id,
+        "--runtime",
+        "docker",
+        "--default-image",
+        DOCKER_IMAGE,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn lines_of(job: &Value, key: &str) -> Vec<String> {
@@ -296,8 +316,7 @@ fn blobs_bundles_and_setup_commands_in_the_process_runtime() {
 
 #[test]
 fn docker_blobs_bundles_and_setup_commands_in_the_image_at_app() {
-    const IMAGE: &str = "iris-test:busybox-uv";
-    if !docker_image_ready(IMAGE, "the docker 2026-06 setup test") {
+    if !docker_image_ready(DOCKER_IMAGE, "the docker 2026-06 setup test") {
         return;
     }
     let Some(python) = python() else {
@@ -307,18 +326,8 @@ fn docker_blobs_bundles_and_setup_commands_in_the_image_at_app() {
     let dir = temp_dir("iris-2026-06-docker-setup");
     let addr = controller.address();
     let worker_id = format!("w-docker-setup-{}", std::process::id());
-    let args = [
-        "--controller-address",
-        &addr,
-        "--iris-protocol",
-        "2026-06",
-        "--worker-id",
-        &worker_id,
-        "--runtime",
-        "docker",
-        "--default-image",
-        IMAGE,
-    ];
+    let args = docker_args(&addr, &worker_id);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _worker = WorkerProcess::start(&dir, &args);
     blobs_bundles_and_setup(&controller, "/alice/docker");
     let at_app = controller.drive(
@@ -427,8 +436,7 @@ async fn an_explicit_era_the_controller_does_not_serve_fails_naming_the_other() 
 /// the same attempt runs to the end, and the log service holds every line once.
 #[test]
 fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
-    const IMAGE: &str = "iris-test:busybox-uv";
-    if !docker_image_ready(IMAGE, "the docker 2026-06 test") {
+    if !docker_image_ready(DOCKER_IMAGE, "the docker 2026-06 test") {
         return;
     }
     let Some(python) = python() else {
@@ -438,18 +446,8 @@ fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
     let dir = temp_dir("iris-2026-06-adopt");
     let worker_id = format!("w-adopt-{}", std::process::id());
     let addr = controller.address();
-    let args = [
-        "--controller-address",
-        &addr,
-        "--iris-protocol",
-        "2026-06",
-        "--worker-id",
-        &worker_id,
-        "--runtime",
-        "docker",
-        "--default-image",
-        IMAGE,
-    ];
+    let args = docker_args(&addr, &worker_id);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = WorkerProcess::start(&dir, &args);
     let script = "for i in 1 2 3 4 5; do echo before $i; done; sleep 8; echo after";
     let drive =

@@ -43,6 +43,10 @@ fn env_for(flavour: RuntimeFlavour) -> Vec<(String, String)> {
         controller_address: Some("http://127.0.0.1:10000"),
         advertise_host: "10.1.2.3",
         workdir: "/workdir",
+        // Bridged containers: a loopback controller is reached through the gateway.
+        host_network: false,
+        python: "python3",
+        cache_root: "/cache",
     };
     build_iris_env(&spec, &ports, &ctx)
 }
@@ -96,12 +100,129 @@ fn env_without_worker_id_or_controller_omits_them() {
         controller_address: None,
         advertise_host: "127.0.0.1",
         workdir: "/cache/tasks/w",
+        host_network: true,
+        python: "python3",
+        cache_root: "/cache",
     };
     let env = build_iris_env(&spec, &BTreeMap::new(), &ctx);
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     assert!(!keys.contains(&"IRIS_WORKER_ID"));
     assert!(!keys.contains(&"IRIS_CONTROLLER_ADDRESS"));
     assert!(!keys.contains(&"IRIS_BUNDLE_GCS_PATH"));
+}
+
+/// A 2026-06 request as Iris's client sends it (a callable, env vars, pip packages, a region
+/// constraint, a port), through the era's adapter.
+fn reconcile_spec() -> TaskSpec {
+    use iris_worker::proto::v2026_06::iris::job;
+    let req = job::RunTaskRequest {
+        task_id: "/alice/train/1".into(),
+        num_tasks: 2,
+        attempt_id: 3,
+        attempt_uid: "u-1".into(),
+        ports: vec!["actor".into()],
+        entrypoint: Some(job::RuntimeEntrypoint {
+            run_command: Some(job::CommandEntrypoint {
+                argv: [
+                    "bash",
+                    "-c",
+                    "exec $IRIS_PYTHON -u $IRIS_WORKDIR/_callable_runner.py",
+                ]
+                .map(String::from)
+                .to_vec(),
+            }),
+            ..Default::default()
+        }),
+        environment: Some(job::EnvironmentConfig {
+            env_vars: [
+                ("HF_TOKEN", "t0ken"),
+                ("IRIS_BIND_HOST", "127.0.0.9"),
+                ("DATA", "/app/data"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            pip_packages: vec!["six".into()],
+            ..Default::default()
+        }),
+        resources: Some(job::ResourceSpecProto {
+            cpu_millicores: 500,
+            ..Default::default()
+        }),
+        constraints: vec![job::Constraint {
+            key: "region".into(),
+            value: Some(job::AttributeValue {
+                value: Some(job::attribute_value::Value::StringValue("us-east5".into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    iris_worker::shell::era2026_06::spec::task_spec(&req, "u-1").unwrap()
+}
+
+fn reconcile_env(flavour: RuntimeFlavour, workdir: &str) -> Vec<(String, String)> {
+    let ports: BTreeMap<String, u16> = [("actor".to_string(), 30005)].into_iter().collect();
+    let ctx = EnvContext {
+        flavour,
+        worker_id: Some("worker-1"),
+        controller_address: Some("127.0.0.1:10000"),
+        advertise_host: "10.1.2.3",
+        workdir,
+        host_network: true,
+        python: "/opt/venv/bin/python",
+        cache_root: "/cache",
+    };
+    build_iris_env(&reconcile_spec(), &ports, &ctx)
+}
+
+fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// What Iris 0.2.20's worker gives a task (`build_common_iris_env` and `_create_container`):
+/// the job's env_vars override the IRIS_ set, the controller is a URL, children inherit the
+/// job's env, packages and region constraint as JSON.
+#[test]
+fn env_2026_06_docker() {
+    let env = reconcile_env(RuntimeFlavour::Docker, "/app");
+    assert_eq!(get(&env, "IRIS_TASK_ID"), Some("/alice/train/1:3"));
+    assert_eq!(
+        get(&env, "IRIS_BIND_HOST"),
+        Some("127.0.0.9"),
+        "the job's own wins"
+    );
+    assert_eq!(
+        get(&env, "IRIS_CONTROLLER_ADDRESS"),
+        Some("http://127.0.0.1:10000")
+    );
+    assert_eq!(
+        get(&env, "IRIS_CONTROLLER_URL"),
+        Some("http://127.0.0.1:10000")
+    );
+    assert_eq!(get(&env, "IRIS_PYTHON"), Some("python"));
+    assert_eq!(get(&env, "IRIS_BUNDLE_ID"), Some(""));
+    assert_eq!(get(&env, "IRIS_JOB_PIP_PACKAGES"), Some(r#"["six"]"#));
+    assert_eq!(get(&env, "DATA"), Some("/app/data"));
+    assert_eq!(env.iter().filter(|(k, _)| k == "IRIS_BIND_HOST").count(), 1);
+    insta::assert_snapshot!(render_env(&env));
+}
+
+/// The process runtime runs the same request on the host: IRIS_PYTHON is the worker's, the
+/// container layout's paths point at the workdir and the worker's cache dir.
+#[test]
+fn env_2026_06_process() {
+    let env = reconcile_env(RuntimeFlavour::Process, "/cache/tasks/w");
+    assert_eq!(get(&env, "IRIS_PYTHON"), Some("/opt/venv/bin/python"));
+    assert_eq!(get(&env, "IRIS_WORKDIR"), Some("/cache/tasks/w"));
+    assert_eq!(get(&env, "DATA"), Some("/cache/tasks/w/data"));
+    assert_eq!(
+        get(&env, "UV_PYTHON_INSTALL_DIR"),
+        Some("/cache/uv-cache/python")
+    );
+    assert_eq!(get(&env, "CARGO_TARGET_DIR"), Some("/cache/cargo-target"));
+    assert_eq!(get(&env, "IRIS_PORT_ACTOR"), Some("30005"));
+    insta::assert_snapshot!(render_env(&env));
 }
 
 #[test]

@@ -415,27 +415,31 @@ fn pushes_due(shared: &Shared, w: usize, store: &LogStore) -> Vec<PushState> {
             if !log.exists() {
                 return None;
             }
-            let lines = store.fetch(&key, &LogFilter::default()).ok()?.len();
-            let pushed = push_progress(shared, store, &key);
-            Some((key, pushed, lines))
+            let disk: Vec<(String, String)> = store
+                .fetch(&key, &LogFilter::default())
+                .ok()?
+                .into_iter()
+                .map(|l| (l.source.as_str().to_string(), l.data))
+                .collect();
+            let pushed = push_progress(shared, &key, &disk);
+            Some((key, pushed, disk.len()))
         })
         .collect()
 }
 
-/// How many of the attempt's lines the log service holds in order (see `pushed_prefix`).
-fn push_progress(shared: &Shared, store: &LogStore, key: &AttemptKey) -> Result<usize, String> {
-    let disk: Vec<(String, String)> = store
-        .fetch(key, &LogFilter::default())
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|l| (l.source.as_str().to_string(), l.data))
-        .collect();
+/// How many of the attempt's lines (`disk`, as read back) the log service holds in order (see
+/// `pushed_prefix`).
+fn push_progress(
+    shared: &Shared,
+    key: &AttemptKey,
+    disk: &[(String, String)],
+) -> Result<usize, String> {
     let log_key = crate::reconcile::log_key(key.task_id.as_str(), key.attempt_id);
     let pushed = lock(&shared.pushed)
         .get(&log_key)
         .cloned()
         .unwrap_or_default();
-    crate::reconcile::pushed_prefix(&pushed, &disk)
+    crate::reconcile::pushed_prefix(&pushed, disk)
 }
 
 /// Worker `w`'s logs as a restarted worker would read them from disk.

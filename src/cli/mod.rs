@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::{LogLimits, Retention};
+use crate::shell::docker::DockerNetwork;
 use crate::shell::serve::{IrisProtocol, ServeOptions};
 
 /// `0.1.0 (abc1234)`: the package version and the git commit it was built from.
@@ -93,6 +94,23 @@ pub struct Target {
 pub enum RuntimeKind {
     Process,
     Docker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SetupCommands {
+    Run,
+    Skip,
+}
+
+/// `--python`, else the python3 on PATH as an absolute path (tasks get their own PATH).
+fn task_python(given: Option<&std::path::Path>) -> String {
+    let found = given.map(PathBuf::from).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("python3"))
+            .find(|p| p.is_file())
+    });
+    found.map_or_else(|| "python3".to_string(), |p| p.display().to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -203,10 +221,21 @@ pub struct ServeArgs {
     /// the oldest finished tasks go early.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub retain_disk_percent: u8,
-    /// Do not run the setup_commands of 2026-06 tasks (Iris's own process runtime skips them;
-    /// this worker runs them in both runtimes unless told not to).
-    #[arg(long)]
-    pub skip_setup_commands: bool,
+    /// 2026-06 setup_commands (Iris's client sends its container recipe, `cd /app`, `uv sync`,
+    /// with every job): `run` them before the command, or `skip` them. Default: run in docker
+    /// (in the task's image); skip in the process runtime, as Iris's own does, which runs tasks
+    /// in the worker's Python (`--python`).
+    #[arg(long, value_enum)]
+    pub setup_commands: Option<SetupCommands>,
+    /// The Python that 2026-06 tasks of the process runtime get as IRIS_PYTHON (and run for a
+    /// bare `python` command); default the python3 on the worker's PATH.
+    #[arg(long, env = "IRIS_WORKER_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// Docker: every container on the host's network (`host`, as Iris runs them: a task's
+    /// ports, the controller and other hosts reach it directly), or on docker's bridge with
+    /// only the task's declared ports published (`bridge`).
+    #[arg(long, value_enum, default_value_t = DockerNetwork::Host)]
+    pub docker_network: DockerNetwork,
     /// Disk kept for bundles and files fetched from the controller's blob store, by sha256;
     /// the least recently used go first past it.
     #[arg(long, default_value_t = 10 << 30)]
@@ -260,7 +289,13 @@ impl ServeArgs {
                 disk_used_percent_max: self.retain_disk_percent,
                 inodes_used_percent_max: self.retain_disk_percent,
             },
-            skip_setup_commands: self.skip_setup_commands,
+            run_setup_commands: match (self.setup_commands, self.runtime) {
+                (Some(choice), _) => choice == SetupCommands::Run,
+                (None, RuntimeKind::Docker) => true,
+                (None, RuntimeKind::Process) => false,
+            },
+            task_python: task_python(self.python.as_deref()),
+            docker_network: self.docker_network,
             blob_cache_bytes: self.blob_cache_bytes,
         })
     }

@@ -20,7 +20,7 @@ use crate::core::{
 };
 use crate::shell::lines::LineReader;
 use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
-use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, check_ports_free};
 use crate::shell::setup;
 use crate::shell::shim;
 use crate::shell::workdir;
@@ -37,8 +37,11 @@ pub struct ProcessRuntimeConfig {
     /// the group leader is tied to the worker's life).
     pub shim: Option<PathBuf>,
     pub stats_interval: Duration,
-    /// Leave 2026-06 setup_commands unrun (Iris's process runtime never runs them).
-    pub skip_setup_commands: bool,
+    /// Run 2026-06 setup_commands on the host (Iris's process runtime never runs them: its
+    /// client writes them for a container).
+    pub run_setup_commands: bool,
+    /// The interpreter tasks get as IRIS_PYTHON (named in the build log when setup is skipped).
+    pub task_python: String,
 }
 
 struct Group {
@@ -224,12 +227,18 @@ impl Runtime for ProcessRuntime {
             sink.log(LogSource::Build, line);
         }
         if !spec.setup_commands.is_empty() {
-            match self.config.skip_setup_commands {
-                true => sink.log(
-                    LogSource::Build,
-                    "setup_commands skipped (--skip-setup-commands)",
-                ),
-                false => self.run_setup(attempt, spec, &sink).await?,
+            match self.config.run_setup_commands {
+                true => self.run_setup(attempt, spec, &sink).await?,
+                false => {
+                    let line = format!(
+                        "process runtime: {} setup command(s) skipped, as Iris's process runtime \
+                         does (they are written for a container); the task runs with \
+                         IRIS_PYTHON={} (--setup-commands run runs them on the host)",
+                        spec.setup_commands.len(),
+                        self.config.task_python
+                    );
+                    sink.log(LogSource::Build, &line);
+                }
             }
         }
         Ok(BuiltImage::default())
@@ -370,10 +379,7 @@ impl ProcessRuntime {
             labels: BTreeMap::new(),
             start_try: 0,
         };
-        sink.log(
-            LogSource::Build,
-            &format!("running {} setup command(s)", spec.setup_commands.len()),
-        );
+        setup::announce(sink, &spec.setup_commands, "");
         let mut child = self
             .command(&run)
             .spawn()
@@ -401,15 +407,9 @@ impl ProcessRuntime {
             (None, Some(sig)) => format!("signal {sig}"),
             _ => "an unknown status".to_string(),
         };
-        Err(RuntimeError::new(format!(
-            "setup_commands failed with {how}{}",
-            sink.last_lines_quoted(LogSource::Build, SETUP_TAIL_LINES)
-        )))
+        Err(setup::failed(&how, sink))
     }
 }
-
-/// Lines of a failed setup's output quoted in the task's error.
-pub const SETUP_TAIL_LINES: usize = 10;
 
 /// Kills a process group when dropped: a build cancelled (or timed out) mid-setup leaves
 /// nothing running.
@@ -428,18 +428,4 @@ async fn futures_join(pumps: Vec<oneshot::Receiver<()>>) {
     for drained in pumps {
         let _ = drained.await;
     }
-}
-
-/// A process binds its ports itself, so a port another program holds would fail the task: the
-/// start fails with `port_conflict` instead, and the core retries with fresh ports (as the
-/// engine's own bind error does for containers). The port is free again when this returns.
-fn check_ports_free(ports: &std::collections::BTreeMap<String, u16>) -> Result<(), RuntimeError> {
-    for (name, &port) in ports {
-        if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
-            return Err(RuntimeError::port_conflict(format!(
-                "port {port} ({name}) is taken on the host: {e}"
-            )));
-        }
-    }
-    Ok(())
 }

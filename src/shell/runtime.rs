@@ -241,3 +241,20 @@ pub trait Runtime: Send + Sync + 'static {
         )))
     }
 }
+
+/// A task on the host's network binds its ports itself (a process, or a container on the host
+/// network), so a port another program holds would fail the task: the start fails with
+/// `port_conflict` instead, and the core retries with fresh ports (as the engine's own bind
+/// error does for a bridged container). The port is free again when this returns.
+pub fn check_ports_free(
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> Result<(), RuntimeError> {
+    for (name, &port) in ports {
+        if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            return Err(RuntimeError::port_conflict(format!(
+                "port {port} ({name}) is taken on the host: {e}"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -24,7 +24,7 @@ use crate::shell::connect::client::{ConnectClient, tcp_dialer};
 use crate::shell::connect::{self, front::FrontLayer};
 use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
-use crate::shell::docker::{DockerRuntime, DockerRuntimeConfig};
+use crate::shell::docker::{DockerNetwork, DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
 use crate::shell::era2026_06::logpush::LogPusher;
 use crate::shell::era2026_06::reconcile::Reconciler;
@@ -73,8 +73,12 @@ pub struct ServeOptions {
     /// docker-init as PID 1 of every container (docker only).
     pub container_init: bool,
     pub retention: Retention,
-    /// Do not run 2026-06 setup_commands (as Iris's process runtime does not).
-    pub skip_setup_commands: bool,
+    /// Run 2026-06 setup_commands (docker: in the task's image; process: on the host).
+    pub run_setup_commands: bool,
+    /// IRIS_PYTHON of 2026-06 process-runtime tasks.
+    pub task_python: String,
+    /// The network of task containers (docker only).
+    pub docker_network: DockerNetwork,
     /// Disk kept for blobs fetched from the controller (least recently used go first).
     pub blob_cache_bytes: u64,
 }
@@ -123,7 +127,8 @@ async fn make_runtime(
                 cache_dir: opts.cache_dir.clone(),
                 shim: shim_path(),
                 stats_interval: opts.stats_interval,
-                skip_setup_commands: opts.skip_setup_commands,
+                run_setup_commands: opts.run_setup_commands,
+                task_python: opts.task_python.clone(),
             });
             Ok((Arc::new(runtime), BTreeSet::new()))
         }
@@ -133,7 +138,8 @@ async fn make_runtime(
                 default_image: opts.default_image.clone(),
                 init: opts.container_init,
                 worker_id: worker_id.to_string(),
-                skip_setup_commands: opts.skip_setup_commands,
+                run_setup_commands: opts.run_setup_commands,
+                network: opts.docker_network,
             })?;
             let keep = |key: &AttemptKey| live.contains(key);
             // An engine that does not answer must not keep the worker from serving: tasks
@@ -413,6 +419,8 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) 
         heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
         live_attempts_max: opts.live_attempts_max,
         retention: opts.retention.clone(),
+        task_python: opts.task_python.clone(),
+        host_network: opts.docker_network == DockerNetwork::Host,
         ..CoreConfig::default()
     }
 }

@@ -5,6 +5,26 @@
 
 use std::path::Path;
 
+use crate::core::LogSource;
+use crate::shell::runtime::{AttemptSink, RuntimeError};
+
+/// Lines of a failed setup's output quoted in the task's error.
+pub const TAIL_LINES: usize = 10;
+
+/// The build log's first line of a setup (`where_`: " in IMAGE" for a container, or "").
+pub fn announce(sink: &AttemptSink, commands: &[String], where_: &str) {
+    let line = format!("running {} setup command(s){where_}", commands.len());
+    sink.log(LogSource::Build, &line);
+}
+
+/// The attempt's error for a setup that ended with `how` (`exit code 7`): with its last lines.
+pub fn failed(how: &str, sink: &AttemptSink) -> RuntimeError {
+    RuntimeError::new(format!(
+        "setup_commands failed with {how}{}",
+        sink.last_lines_quoted(LogSource::Build, TAIL_LINES)
+    ))
+}
+
 /// The script's name inside the workdir (Iris's name).
 pub const SCRIPT_FILE: &str = "_setup_env.sh";
 

@@ -41,6 +41,13 @@ pub struct CoreConfig {
     /// The cache dir as a process-runtime task sees it (its `IRIS_WORKDIR` is under it; a
     /// container sees its workdir at `/workdir`).
     pub workdir_root: String,
+    /// The interpreter a process-runtime task of the reconcile era runs as `IRIS_PYTHON` (and
+    /// for a bare `python` command); a container's is the image's `python`.
+    pub task_python: String,
+    /// Containers share the host's network (docker `--network host`, as Iris runs them), so a
+    /// loopback controller address reaches the controller unchanged; bridged containers get
+    /// it through the docker host gateway.
+    pub host_network: bool,
     /// A deliberately broken behaviour, for the simulator only.
     #[cfg(feature = "planted")]
     pub planted: Option<PlantedBug>,
@@ -64,6 +71,8 @@ impl Default for CoreConfig {
             reconcile: false,
             ships_logs: false,
             workdir_root: String::new(),
+            task_python: "python3".to_string(),
+            host_network: true,
             #[cfg(feature = "planted")]
             planted: None,
         }

@@ -41,10 +41,12 @@ pub struct BuildSpec {
     /// (before the command starts); their output is the build log, a failing one fails the
     /// attempt.
     pub setup_commands: Vec<String>,
-    /// The task's own variables, which setup commands see too.
+    /// The task's environment, which setup commands see too (empty without setup commands).
     pub env: Vec<(String, String)>,
     /// Where a container sees the workdir (as in `ContainerSpec`).
     pub container_workdir: String,
+    /// The task's limits; a setup container gets its cpu and at least its memory.
+    pub resources: Resources,
 }
 
 /// Where an attempt's bundle and fetched files come from.

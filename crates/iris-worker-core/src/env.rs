@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::spec::TaskSpec;
+use super::hostpaths;
+use super::spec::{ReconcileSpec, TaskSpec};
 
 /// Which runtime will run the task; it decides the bind host and the controller address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,35 @@ pub struct EnvContext<'a> {
     pub advertise_host: &'a str,
     /// The attempt's workdir as the task sees it (`IRIS_WORKDIR`, reconcile era).
     pub workdir: &'a str,
+    /// Containers share the host's network: the controller's address reaches it as it is.
+    pub host_network: bool,
+    /// `IRIS_PYTHON` of a process-runtime task (a container's is the image's `python`).
+    pub python: &'a str,
+    /// The cache dir as a process-runtime task sees it: Iris's cache mounts live under it.
+    pub cache_root: &'a str,
+}
+
+impl EnvContext<'_> {
+    /// Where a path of Iris's container layout is, for this task.
+    fn path(&self, container_path: &str) -> String {
+        match self.flavour {
+            RuntimeFlavour::Docker => container_path.to_string(),
+            RuntimeFlavour::Process => {
+                hostpaths::map(container_path, self.workdir, self.cache_root)
+                    .unwrap_or_else(|| container_path.to_string())
+            }
+        }
+    }
+
+    /// The controller's address as a task reaches it: through the docker gateway from a
+    /// bridged container, as given otherwise.
+    fn controller_address(&self) -> Option<String> {
+        let address = self.controller_address.filter(|a| !a.is_empty())?;
+        Some(match (self.flavour, self.host_network) {
+            (RuntimeFlavour::Docker, false) => rewrite_loopback_for_docker(address),
+            _ => address.to_string(),
+        })
+    }
 }
 
 /// The docker host gateway name that reaches the host's loopback from inside a container.
@@ -72,47 +102,122 @@ pub fn build_iris_env(
     ports: &BTreeMap<String, u16>,
     ctx: &EnvContext<'_>,
 ) -> Vec<(String, String)> {
-    let iris = iris_vars(spec, ports, ctx);
-    let mut env: Vec<(String, String)> = spec
-        .environment
-        .env_vars
-        .iter()
-        .filter(|(key, _)| !iris.iter().any(|(k, _)| k == *key))
-        .map(|(k, v)| (k.clone(), v.clone()))
+    match &spec.reconcile {
+        None => task_era_env(spec, ports, ctx),
+        Some(r) => reconcile_era_env(spec, r, ports, ctx),
+    }
+}
+
+/// `first` without the keys `then` sets, then `then`: the later list wins a clash.
+fn layered(first: Vec<(String, String)>, then: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = first
+        .into_iter()
+        .filter(|(key, _)| !then.iter().any(|(k, _)| k == key))
         .collect();
-    env.extend(iris);
+    env.extend(then);
     env
 }
 
-fn iris_vars(
+/// The task era: the job's env_vars first, the IRIS_ variables win a clash.
+fn task_era_env(
     spec: &TaskSpec,
     ports: &BTreeMap<String, u16>,
     ctx: &EnvContext<'_>,
 ) -> Vec<(String, String)> {
-    let mut vars = match &spec.reconcile {
-        None => task_era_vars(spec),
-        Some(r) => reconcile_era_vars(spec, r, ctx),
+    let mut iris = vec![
+        ("IRIS_JOB_ID".to_string(), spec.job_id.to_string()),
+        ("IRIS_TASK_ID".to_string(), spec.task_id.to_string()),
+        ("IRIS_TASK_INDEX".to_string(), spec.task_index.to_string()),
+        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
+        ("IRIS_ATTEMPT_ID".to_string(), spec.attempt_id.to_string()),
+    ];
+    push_worker_id(&mut iris, ctx);
+    if let Some(address) = ctx.controller_address() {
+        iris.push(("IRIS_CONTROLLER_ADDRESS".to_string(), address));
+    }
+    if let Some(bundle) = &spec.bundle_path {
+        iris.push(("IRIS_BUNDLE_GCS_PATH".to_string(), bundle.clone()));
+    }
+    let bind_host = ctx.flavour.bind_host();
+    iris.push(("IRIS_BIND_HOST".to_string(), bind_host.to_string()));
+    push_advertise_and_ports(&mut iris, spec, ports, ctx);
+    layered(user_env(spec, ctx), iris)
+}
+
+/// The reconcile era (2026-06), as Iris's `build_common_iris_env` and its worker's
+/// `_create_container`: the IRIS_ set first, the job's env_vars override it. The task id in
+/// Iris's path form, `:N` appended for attempt N > 0; the controller's address as a URL in
+/// both variables (in-task clients connect with it); no IRIS_JOB_ID or IRIS_TASK_INDEX.
+fn reconcile_era_env(
+    spec: &TaskSpec,
+    r: &ReconcileSpec,
+    ports: &BTreeMap<String, u16>,
+    ctx: &EnvContext<'_>,
+) -> Vec<(String, String)> {
+    let task_id = match spec.attempt_id {
+        0 => r.task_path.clone(),
+        n => format!("{}:{n}", r.task_path),
     };
+    let bundle_id = r.bundle_id.clone().unwrap_or_default();
+    let mut iris = vec![
+        ("IRIS_TASK_ID".to_string(), task_id),
+        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
+        ("IRIS_BUNDLE_ID".to_string(), bundle_id),
+    ];
+    if let Some(address) = ctx.controller_address() {
+        let url = controller_url(&address);
+        iris.push(("IRIS_CONTROLLER_ADDRESS".to_string(), url.clone()));
+        iris.push(("IRIS_CONTROLLER_URL".to_string(), url));
+    }
+    let python = match ctx.flavour {
+        RuntimeFlavour::Docker => "python",
+        RuntimeFlavour::Process => ctx.python,
+    };
+    iris.extend([
+        ("IRIS_BIND_HOST".to_string(), "0.0.0.0".to_string()),
+        ("IRIS_WORKDIR".to_string(), ctx.workdir.to_string()),
+        ("IRIS_PYTHON".to_string(), python.to_string()),
+        (
+            "UV_PYTHON_INSTALL_DIR".to_string(),
+            ctx.path(hostpaths::UV_PYTHON_INSTALL_DIR),
+        ),
+        (
+            "CARGO_TARGET_DIR".to_string(),
+            ctx.path(hostpaths::CARGO_TARGET_DIR),
+        ),
+    ]);
+    iris.extend(r.request_env.iter().cloned());
+    push_worker_id(&mut iris, ctx);
+    push_advertise_and_ports(&mut iris, spec, ports, ctx);
+    layered(iris, user_env(spec, ctx))
+}
+
+/// The job's env_vars; for a process-runtime task, values naming a path of Iris's container
+/// layout (`/app/...`) point at the host's (as Iris's process runtime maps them).
+fn user_env(spec: &TaskSpec, ctx: &EnvContext<'_>) -> Vec<(String, String)> {
+    let map = spec.reconcile.is_some() && ctx.flavour == RuntimeFlavour::Process;
+    spec.environment
+        .env_vars
+        .iter()
+        .map(|(k, v)| match map {
+            true => (k.clone(), ctx.path(v)),
+            false => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+fn push_worker_id(vars: &mut Vec<(String, String)>, ctx: &EnvContext<'_>) {
     if let Some(worker_id) = ctx.worker_id.filter(|w| !w.is_empty()) {
         vars.push(("IRIS_WORKER_ID".to_string(), worker_id.to_string()));
     }
-    if let Some(address) = ctx.controller_address.filter(|a| !a.is_empty()) {
-        let address = match ctx.flavour {
-            RuntimeFlavour::Docker => rewrite_loopback_for_docker(address),
-            RuntimeFlavour::Process => address.to_string(),
-        };
-        if spec.reconcile.is_some() {
-            vars.push(("IRIS_CONTROLLER_URL".to_string(), controller_url(&address)));
-        }
-        vars.push(("IRIS_CONTROLLER_ADDRESS".to_string(), address));
-    }
-    if let Some(bundle) = &spec.bundle_path {
-        vars.push(("IRIS_BUNDLE_GCS_PATH".to_string(), bundle.clone()));
-    }
-    vars.push((
-        "IRIS_BIND_HOST".to_string(),
-        ctx.flavour.bind_host().to_string(),
-    ));
+}
+
+fn push_advertise_and_ports(
+    vars: &mut Vec<(String, String)>,
+    spec: &TaskSpec,
+    ports: &BTreeMap<String, u16>,
+    ctx: &EnvContext<'_>,
+) {
     vars.push((
         "IRIS_ADVERTISE_HOST".to_string(),
         ctx.advertise_host.to_string(),
@@ -126,50 +231,15 @@ fn iris_vars(
             ));
         }
     }
-    vars
 }
 
 /// `http://host:port` for an address given as `host:port` (Iris's convention) or a URL.
-fn controller_url(address: &str) -> String {
+pub fn controller_url(address: &str) -> String {
     if address.contains("://") {
         address.replacen("grpc://", "http://", 1)
     } else {
         format!("http://{address}")
     }
-}
-
-/// The task era's identity variables.
-fn task_era_vars(spec: &TaskSpec) -> Vec<(String, String)> {
-    vec![
-        ("IRIS_JOB_ID".to_string(), spec.job_id.to_string()),
-        ("IRIS_TASK_ID".to_string(), spec.task_id.to_string()),
-        ("IRIS_TASK_INDEX".to_string(), spec.task_index.to_string()),
-        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
-        ("IRIS_ATTEMPT_ID".to_string(), spec.attempt_id.to_string()),
-    ]
-}
-
-/// The reconcile era's (2026-06): the task id in Iris's path form, `:N` appended for attempt
-/// N > 0; no IRIS_JOB_ID or IRIS_TASK_INDEX (Iris dropped them).
-fn reconcile_era_vars(
-    spec: &TaskSpec,
-    r: &super::spec::ReconcileSpec,
-    ctx: &EnvContext<'_>,
-) -> Vec<(String, String)> {
-    let task_id = match spec.attempt_id {
-        0 => r.task_path.clone(),
-        n => format!("{}:{n}", r.task_path),
-    };
-    let mut vars = vec![
-        ("IRIS_TASK_ID".to_string(), task_id),
-        ("IRIS_NUM_TASKS".to_string(), spec.num_tasks.to_string()),
-        ("IRIS_WORKDIR".to_string(), ctx.workdir.to_string()),
-        ("IRIS_TASK_RESOURCES".to_string(), r.resources_json.clone()),
-    ];
-    if let Some(bundle) = &r.bundle_id {
-        vars.push(("IRIS_BUNDLE_ID".to_string(), bundle.clone()));
-    }
-    vars
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod controller;
 pub mod effect;
 pub mod env;
 pub mod event;
+pub mod hostpaths;
 pub mod ids;
 mod invariants;
 pub mod ledger;

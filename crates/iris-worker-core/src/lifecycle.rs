@@ -9,6 +9,7 @@ use super::config::KILL_REPEAT_MS;
 use super::effect::{BuildSpec, BundleSource, ContainerSpec, Effect, JournalEntry, Signal};
 use super::env::{EnvContext, RuntimeFlavour, build_iris_env};
 use super::event::{Event, ExitStatus};
+use super::hostpaths;
 use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
 use super::planted::PlantedBug;
@@ -274,11 +275,17 @@ impl WorkerCore {
             pip_packages: env.pip_packages.clone(),
             extras: env.extras.clone(),
             setup_commands: setup_commands(&attempt.spec).to_vec(),
-            env: match setup_commands(&attempt.spec).is_empty() {
-                true => Vec::new(),
-                false => env.env_vars.clone().into_iter().collect(),
-            },
+            env: Vec::new(),
             container_workdir: container_workdir(&attempt.spec).to_string(),
+            resources: attempt.spec.resources.clone(),
+        };
+        // Setup commands see the task's whole environment (Iris's build container gets it).
+        let spec = match spec.setup_commands.is_empty() {
+            true => spec,
+            false => BuildSpec {
+                env: self.env_and_argv(key).0,
+                ..spec
+            },
         };
         self.effects.push_back(Effect::BuildImage {
             attempt: key.clone(),
@@ -339,30 +346,13 @@ impl WorkerCore {
 
     fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
         let attempt = self.attempt(key).expect("exists");
-        let config = &self.config;
         let container_workdir = container_workdir(&attempt.spec);
-        let workdir = match config.flavour {
-            RuntimeFlavour::Docker => container_workdir.to_string(),
-            RuntimeFlavour::Process => format!("{}/{}", config.workdir_root, key.workdir()),
-        };
-        let ctx = EnvContext {
-            flavour: config.flavour,
-            worker_id: Some(config.identity.worker_id.as_str()),
-            controller_address: config.controller_address.as_deref(),
-            advertise_host: &config.advertise_host,
-            workdir: &workdir,
-        };
-        let argv = match &attempt.spec.entrypoint {
-            Entrypoint::Command(argv) => argv.clone(),
-            Entrypoint::Callable(_) => ["python3", "-u", "-c", CALLABLE_THUNK]
-                .map(String::from)
-                .to_vec(),
-        };
+        let (env, argv) = self.env_and_argv(key);
         ContainerSpec {
             attempt: key.clone(),
             image: attempt.image.clone(),
             argv,
-            env: build_iris_env(&attempt.spec, &attempt.task.ports, &ctx),
+            env,
             ports: attempt.task.ports.clone(),
             resources: attempt.spec.resources.clone(),
             workdir: key.workdir(),
@@ -371,6 +361,41 @@ impl WorkerCore {
             labels: self.labels(&attempt.task),
             start_try: attempt.start_try,
         }
+    }
+
+    /// The attempt's environment and argv as its runtime runs them.
+    fn env_and_argv(&self, key: &AttemptKey) -> (Vec<(String, String)>, Vec<String>) {
+        let attempt = self.attempt(key).expect("exists");
+        let config = &self.config;
+        let workdir = match config.flavour {
+            RuntimeFlavour::Docker => container_workdir(&attempt.spec).to_string(),
+            RuntimeFlavour::Process => format!("{}/{}", config.workdir_root, key.workdir()),
+        };
+        let ctx = EnvContext {
+            flavour: config.flavour,
+            worker_id: Some(config.identity.worker_id.as_str()),
+            controller_address: config.controller_address.as_deref(),
+            advertise_host: &config.advertise_host,
+            workdir: &workdir,
+            host_network: config.host_network,
+            python: &config.task_python,
+            cache_root: &config.workdir_root,
+        };
+        let argv = match &attempt.spec.entrypoint {
+            Entrypoint::Command(argv) => argv.clone(),
+            Entrypoint::Callable(_) => ["python3", "-u", "-c", CALLABLE_THUNK]
+                .map(String::from)
+                .to_vec(),
+        };
+        // Iris's client writes a reconcile-era command for its container layout.
+        let argv = match (config.flavour, &attempt.spec.reconcile) {
+            (RuntimeFlavour::Process, Some(_)) => {
+                hostpaths::map_argv(&argv, &workdir, &config.workdir_root, &config.task_python)
+            }
+            _ => argv,
+        };
+        let env = build_iris_env(&attempt.spec, &attempt.task.ports, &ctx);
+        (env, argv)
     }
 
     fn labels(&self, task: &Task) -> BTreeMap<String, String> {

@@ -89,8 +89,11 @@ pub struct ReconcileSpec {
     /// The task id as Iris writes it (`/alice/job/0`).
     pub task_path: String,
     pub bundle_id: Option<String>,
-    /// `IRIS_TASK_RESOURCES`: the request's ResourceSpecProto as JSON.
-    pub resources_json: String,
+    /// The variables Iris derives from the request alone (`IRIS_TASK_RESOURCES`, `IRIS_JOB_ENV`,
+    /// `IRIS_JOB_EXTRAS`, `IRIS_JOB_PIP_PACKAGES`, `IRIS_JOB_CONSTRAINTS`, the TPU ones), made
+    /// by the era's adapter, which owns the JSON encodings. They may hold secrets (the job's
+    /// env as JSON): dropped with the payload.
+    pub request_env: Vec<(String, String)>,
     /// Written into the workdir before the task starts (path inside it, bytes).
     pub workdir_files: Vec<(String, Vec<u8>)>,
     /// Fetched from the controller by sha256 into the workdir (path inside it, sha256).
@@ -123,7 +126,7 @@ impl TaskSpec {
             r.workdir_files.clear();
             r.workdir_file_refs.clear();
             r.setup_commands.clear();
-            r.resources_json.clear();
+            r.request_env.clear();
         }
     }
 

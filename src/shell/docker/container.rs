@@ -1,18 +1,20 @@
 //! The body of an attempt's container: image, command, env, labels, the workdir mount (at
-//! `/workdir` in the task era, `/app` in the 2026-06 era, as Iris mounts it), port bindings,
-//! limits and hardening.
+//! `/workdir` in the task era, `/app` and the shared caches in the 2026-06 era, as Iris mounts
+//! them), the network (the host's, or the bridge with port bindings), limits and hardening.
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 
-use super::{DockerRuntime, PIDS_MAX};
+use super::{DockerNetwork, DockerRuntime, PIDS_MAX};
 use crate::core::ContainerSpec;
 use crate::shell::setup;
 
 impl DockerRuntime {
     pub(super) fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
+        let bridged = self.config.network == DockerNetwork::Bridge;
         let port_bindings = spec
             .ports
             .values()
+            .filter(|_| bridged)
             .map(|port| {
                 let binding = PortBinding {
                     host_ip: Some("0.0.0.0".to_string()),
@@ -24,12 +26,8 @@ impl DockerRuntime {
         let workdir = self.config.cache_dir.join(&spec.workdir);
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
         let host_config = HostConfig {
-            binds: Some(vec![format!(
-                "{}:{}",
-                workdir.display(),
-                spec.container_workdir
-            )]),
-            port_bindings: Some(port_bindings),
+            binds: Some(self.binds(&workdir, &spec.container_workdir)),
+            port_bindings: bridged.then_some(port_bindings),
             memory: (memory > 0).then_some(memory),
             memory_swap: (memory > 0).then_some(memory),
             nano_cpus: (spec.resources.cpu_millicores > 0)
@@ -37,10 +35,11 @@ impl DockerRuntime {
             pids_limit: Some(PIDS_MAX),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
             cap_drop: Some(vec!["ALL".to_string()]),
-            extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
             init: Some(self.config.init),
             ..HostConfig::default()
         };
+        let host_config = self.network(host_config);
+        let exposed = spec.ports.values().filter(|_| bridged);
         ContainerCreateBody {
             image: Some(
                 spec.image
@@ -54,7 +53,7 @@ impl DockerRuntime {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone().into_iter().collect()),
             working_dir: Some(spec.container_workdir.clone()),
-            exposed_ports: Some(spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
+            exposed_ports: bridged.then(|| exposed.map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
         }

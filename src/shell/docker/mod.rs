@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -38,9 +38,10 @@ use self::engine::{engine_error, is_port_conflict, message, status_code};
 pub use self::image::{DEPENDENCY_FILES, Recipe, image_tag};
 pub use self::naming::container_name;
 pub use self::survey::remove_all_managed;
+use crate::core::hostpaths::{self, CACHE_MOUNTS};
 use crate::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
 use crate::shell::output_mark::OutputMark;
-use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
+use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, check_ports_free};
 use crate::shell::workdir;
 
 /// Processes a container may run.
@@ -54,8 +55,20 @@ pub struct DockerRuntimeConfig {
     /// The engine's init as PID 1: the kernel gives PID 1 no default signal actions, so without
     /// it an entrypoint ignores SIGTERM and survives its own SIGKILL.
     pub init: bool,
-    /// Leave 2026-06 setup_commands unrun.
-    pub skip_setup_commands: bool,
+    /// Run 2026-06 setup_commands (in a container of the task's image before the command).
+    pub run_setup_commands: bool,
+    pub network: DockerNetwork,
+}
+
+/// `--docker-network`: where task containers (and setup containers) are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DockerNetwork {
+    /// The host's network stack, as Iris runs its tasks: ports are the host's, checked free
+    /// before the start; the controller is reached at the worker's own address for it.
+    Host,
+    /// Docker's default bridge: each declared port published on the host, the host's loopback
+    /// reached as `host.docker.internal`.
+    Bridge,
 }
 
 pub struct DockerRuntime {
@@ -69,6 +82,10 @@ impl DockerRuntime {
     pub fn connect(config: DockerRuntimeConfig) -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| RuntimeError::new(format!("docker engine: {e}")))?;
+        for (_, name) in CACHE_MOUNTS {
+            // The engine would make a missing one itself; made here, it is ours and visible.
+            let _ = std::fs::create_dir_all(config.cache_dir.join(name));
+        }
         Ok(DockerRuntime {
             docker,
             config,
@@ -128,6 +145,38 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// The binds of a container seeing the workdir at `container_workdir`: the workdir, and
+    /// for Iris's 2026-06 layout (`/app`) the worker's shared caches (`CACHE_MOUNTS`), the same
+    /// in the setup container and the run container.
+    fn binds(&self, workdir: &std::path::Path, container_workdir: &str) -> Vec<String> {
+        let mut binds = vec![format!("{}:{container_workdir}", workdir.display())];
+        if container_workdir == hostpaths::APP {
+            binds.extend(
+                CACHE_MOUNTS.iter().map(|(at, name)| {
+                    format!("{}:{at}", self.config.cache_dir.join(name).display())
+                }),
+            );
+        }
+        binds
+    }
+
+    /// The network settings of every container: the host's network, or the bridge with the
+    /// host gateway named.
+    fn network(&self, host_config: HostConfig) -> HostConfig {
+        match self.config.network {
+            DockerNetwork::Host => HostConfig {
+                network_mode: Some("host".to_string()),
+                ..host_config
+            },
+            DockerNetwork::Bridge => HostConfig {
+                extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
+                ..host_config
+            },
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Runtime for DockerRuntime {
     fn cache_dir(&self) -> &std::path::Path {
@@ -159,12 +208,12 @@ impl Runtime for DockerRuntime {
             }
         };
         if !spec.setup_commands.is_empty() {
-            match self.config.skip_setup_commands {
-                true => sink.log(
+            match self.config.run_setup_commands {
+                false => sink.log(
                     LogSource::Build,
-                    "setup_commands skipped (--skip-setup-commands)",
+                    "setup_commands skipped (--setup-commands skip)",
                 ),
-                false => {
+                true => {
                     let image = built.image.as_deref().unwrap_or(&self.config.default_image);
                     self.run_setup(attempt, spec, image, &sink).await?
                 }
@@ -174,6 +223,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {
+        if self.config.network == DockerNetwork::Host {
+            check_ports_free(&spec.ports)?;
+        }
         let name = self.name(&spec.attempt);
         self.create(&name, self.container_body(spec)).await?;
         if let Err(e) = self.docker.start_container(&name, None).await {

@@ -12,7 +12,6 @@ use super::engine::{engine_error, message};
 use super::{DockerRuntime, PIDS_MAX};
 use crate::core::{AttemptKey, BuildSpec, LogSource};
 use crate::shell::lines::LineSplitter;
-use crate::shell::process::SETUP_TAIL_LINES;
 use crate::shell::runtime::{AttemptSink, RuntimeError};
 use crate::shell::setup;
 
@@ -40,13 +39,7 @@ impl DockerRuntime {
         let workdir = self.config.cache_dir.join(&spec.workdir);
         setup::write_script(&workdir, &spec.setup_commands)?;
         let name = format!("{}-setup", self.name(attempt));
-        sink.log(
-            LogSource::Build,
-            &format!(
-                "running {} setup command(s) in {image}",
-                spec.setup_commands.len()
-            ),
-        );
+        setup::announce(sink, &spec.setup_commands, &format!(" in {image}"));
         let body = self.setup_body(spec, image, &workdir);
         self.create(&name, body).await?;
         let _remove = RemoveOnDrop {
@@ -79,10 +72,7 @@ impl DockerRuntime {
         };
         match code {
             0 => Ok(()),
-            code => Err(RuntimeError::new(format!(
-                "setup_commands failed with exit code {code}{}",
-                sink.last_lines_quoted(LogSource::Build, SETUP_TAIL_LINES)
-            ))),
+            code => Err(setup::failed(&format!("exit code {code}"), sink)),
         }
     }
 
@@ -108,18 +98,18 @@ impl DockerRuntime {
                     .collect(),
             ),
             working_dir: Some(spec.container_workdir.clone()),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!(
-                    "{}:{}",
-                    workdir.display(),
-                    spec.container_workdir
-                )]),
-                pids_limit: Some(PIDS_MAX),
-                security_opt: Some(vec!["no-new-privileges".to_string()]),
-                extra_hosts: Some(vec!["host.docker.internal:host-gateway".to_string()]),
-                init: Some(self.config.init),
-                ..HostConfig::default()
-            }),
+            host_config: Some(
+                self.network(HostConfig {
+                    binds: Some(self.binds(workdir, &spec.container_workdir)),
+                    memory: Some(setup_memory(spec.resources.memory_bytes)),
+                    nano_cpus: (spec.resources.cpu_millicores > 0)
+                        .then(|| i64::from(spec.resources.cpu_millicores) * 1_000_000),
+                    pids_limit: Some(PIDS_MAX),
+                    security_opt: Some(vec!["no-new-privileges".to_string()]),
+                    init: Some(self.config.init),
+                    ..HostConfig::default()
+                }),
+            ),
             ..ContainerCreateBody::default()
         }
     }
@@ -139,4 +129,11 @@ impl DockerRuntime {
         }
         splitter.finish(&mut emit);
     }
+}
+
+/// Memory of a setup container: the task's, but at least 32 GiB, as Iris gives its build
+/// containers (`uv sync` of a large workspace needs more than many tasks ask for).
+fn setup_memory(task_bytes: u64) -> i64 {
+    const FLOOR: u64 = 32 << 30;
+    i64::try_from(task_bytes.max(FLOOR)).unwrap_or(i64::MAX)
 }

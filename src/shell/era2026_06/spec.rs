@@ -7,6 +7,7 @@ use crate::core::{ReconcileSpec, TaskSpec, ValidationError};
 use crate::proto;
 use crate::proto::v2026_06::iris::job;
 use crate::shell::blobs;
+use crate::shell::era2026_06::task_env;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
     ValidationError {
@@ -77,10 +78,13 @@ fn shared_request(
                 argv,
             })),
         }),
+        // No pip_packages or extras: in this era the client's setup_commands install them
+        // (`uv pip install`), and the task era's image build would install them twice. They
+        // reach the task as IRIS_JOB_PIP_PACKAGES / IRIS_JOB_EXTRAS (`task_env`).
         environment: Some(proto::EnvironmentConfig {
-            pip_packages: env.pip_packages,
+            pip_packages: Vec::new(),
             env_vars: env.env_vars,
-            extras: env.extras,
+            extras: Vec::new(),
             docker_image: req.task_image.clone(),
             workspace: String::new(),
         }),
@@ -172,11 +176,7 @@ pub fn task_spec(
         attempt_uid: attempt_uid.to_string(),
         task_path: req.task_id.clone(),
         bundle_id: Some(req.bundle_id.clone()).filter(|b| !b.is_empty()),
-        resources_json: req
-            .resources
-            .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok())
-            .unwrap_or_else(|| "{}".to_string()),
+        request_env: task_env::request_env(req)?,
         workdir_files: files.into_iter().collect(),
         workdir_file_refs: entrypoint.workdir_file_refs.into_iter().collect(),
         setup_commands: entrypoint.setup_commands,

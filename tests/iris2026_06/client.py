@@ -1,0 +1,217 @@
+"""Runs jobs the way Iris's users do, with Iris's own client (marin-iris 0.2.20 from PyPI):
+`IrisClient.remote(...).submit(Entrypoint.from_callable(...))`, child jobs from inside a task,
+a `WorkerPool`, named ports, and the `iris job run` CLI. For tests/iris_2026_06.rs: each scenario
+prints one JSON line `{"scenario", "state", ...what it saw}`; a scenario that raises prints its
+error instead, and the others still run.
+
+usage: client.py CONTROLLER_URL WORKSPACE_DIR SCENARIO...
+       (SCENARIO: callable, raises, command, replicas, child, inherit_env, pool, port, cli,
+        pip_package, or all)
+
+The client stamps its build date on submissions and the controller refuses one older than 14
+days: the stamp is today's, as a current client's would be (also inside tasks that submit).
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import iris.version
+
+iris.version._CACHED = datetime.date.today().isoformat()
+
+from iris.client.client import IrisClient, iris_ctx  # noqa: E402
+from iris.client.worker_pool import WorkerPool, WorkerPoolConfig  # noqa: E402
+from iris.cluster.client.job_info import get_job_info  # noqa: E402
+from iris.cluster.types import Entrypoint, EnvironmentSpec, ResourceSpec  # noqa: E402
+from iris.rpc import job_pb2  # noqa: E402
+
+RESOURCES = ResourceSpec(cpu=0.1, memory="128m")
+WAIT = float(os.environ.get("IRIS_TEST_JOB_WAIT", "180"))
+
+
+def state_name(status):
+    return job_pb2.JobState.Name(status.state)
+
+
+def lines(client, job):
+    """What the controller's log service holds for the job (Iris's own log path), by task."""
+    time.sleep(1.5)  # logs are pushed at most a second behind the state
+    return [e.data for e in client.fetch_task_logs(job.job_id)]
+
+
+def run(client, name, entrypoint, **kw):
+    job = client.submit(entrypoint, name, kw.pop("resources", RESOURCES), **kw)
+    start = time.time()
+    status = job.wait(timeout=WAIT, poll_interval=0.2, raise_on_failure=False)
+    return job, status, time.time() - start
+
+
+def summary(client, job, status, seconds, **extra):
+    tasks = client.list_tasks(job.job_id)
+    return {
+        "state": state_name(status),
+        "error": status.error,
+        "seconds": round(seconds, 3),
+        "task_errors": [t.error for t in tasks],
+        "task_exit_codes": [t.exit_code for t in tasks],
+        "logs": lines(client, job),
+        **extra,
+    }
+
+
+# Task bodies: functions of __main__, so cloudpickle sends them by value.
+
+def say_hello():
+    print("hello from a callable", flush=True)
+
+
+def raise_boom():
+    raise ValueError("boom-2718")
+
+
+def report_job_info():
+    info = get_job_info()
+    print(f"job-info index={info.task_index} of={info.num_tasks} job={info.job_id}", flush=True)
+
+
+def submit_child(stamp):
+    import iris.version as v
+
+    v._CACHED = stamp
+    from iris.client.client import iris_ctx
+    from iris.cluster.types import Entrypoint, ResourceSpec
+
+    def child():
+        import os
+
+        print("child sees PARENT_SECRET=" + os.environ.get("PARENT_SECRET", "<unset>"), flush=True)
+
+    client = iris_ctx().client
+    job = client.submit(Entrypoint.from_callable(child), "child", ResourceSpec(cpu=0.1, memory="128m"))
+    status = job.wait(timeout=120, poll_interval=0.2, raise_on_failure=False)
+    from iris.rpc import job_pb2
+
+    print("child ended " + job_pb2.JobState.Name(status.state) + " as " + str(job.job_id), flush=True)
+
+
+def bind_named_port():
+    import socket
+
+    info = get_job_info()
+    port = info.ports["web"]
+    host = os.environ["IRIS_BIND_HOST"]
+    with socket.socket() as s:
+        s.bind((host, port))
+        s.listen()
+        print(f"bound web port {port} on {host}, advertised {info.advertise_host}", flush=True)
+
+
+def import_six():
+    import six
+
+    print("six " + six.__version__ + " from " + six.__file__, flush=True)
+
+
+def square(x):
+    return x * x
+
+
+# Scenarios.
+
+def scenario_callable(client, _ws):
+    job, status, secs = run(client, "callable", Entrypoint.from_callable(say_hello))
+    return summary(client, job, status, secs)
+
+
+def scenario_raises(client, _ws):
+    job, status, secs = run(client, "raises", Entrypoint.from_callable(raise_boom))
+    return summary(client, job, status, secs)
+
+
+def scenario_command(client, _ws):
+    ep = Entrypoint.from_command("sh", "-c", "echo from a command in $IRIS_WORKDIR")
+    job, status, secs = run(client, "command", ep)
+    return summary(client, job, status, secs)
+
+
+def scenario_replicas(client, _ws):
+    job, status, secs = run(client, "replicas", Entrypoint.from_callable(report_job_info), replicas=2)
+    return summary(client, job, status, secs, job_id=str(job.job_id))
+
+
+def scenario_child(client, _ws):
+    stamp = iris.version._CACHED
+    env = EnvironmentSpec(env_vars={"PARENT_SECRET": "tok-31415"})
+    job, status, secs = run(client, "parent", Entrypoint.from_callable(submit_child, stamp), environment=env)
+    from iris.cluster.types import JobName
+
+    children = [j.job_id for j in client.list_jobs(prefix=job.job_id.to_wire() + "/")]
+    child_logs = [e.data for c in children for e in client.fetch_task_logs(JobName.from_wire(c))]
+    return summary(client, job, status, secs, children=children, child_logs=child_logs)
+
+
+def scenario_pool(client, _ws):
+    start = time.time()
+    config = WorkerPoolConfig(num_workers=2, resources=RESOURCES, name_prefix="pool")
+    with WorkerPool(client, config, timeout=120.0) as pool:
+        results = [f.result(timeout=120) for f in pool.map(square, range(6))]
+    return {"state": "JOB_STATE_SUCCEEDED", "results": results, "seconds": round(time.time() - start, 3)}
+
+
+def scenario_port(client, _ws):
+    job, status, secs = run(client, "port", Entrypoint.from_callable(bind_named_port), ports=["web"])
+    return summary(client, job, status, secs)
+
+
+def scenario_pip_package(client, _ws):
+    env = EnvironmentSpec(pip_packages=["six==1.16.0"])
+    job, status, secs = run(client, "pip-package", Entrypoint.from_callable(import_six), environment=env)
+    return summary(client, job, status, secs)
+
+
+def scenario_cli(client, ws):
+    """`iris job run` from Iris's CLI, in the workspace (it bundles the cwd)."""
+    url = client_url
+    stamp = iris.version._CACHED
+    code = (
+        "import sys, iris.version as v; v._CACHED = sys.argv.pop(1); "
+        "from iris.cli import iris; sys.argv[0] = 'iris'; iris()"
+    )
+    argv = [sys.executable, "-c", code, stamp, "--controller-url", url, "job", "run",
+            "--job-name", "cli-run", "--memory", "256MB", "--", "sh", "-c", "echo from iris job run"]
+    start = time.time()
+    out = subprocess.run(argv, cwd=ws, capture_output=True, text=True, timeout=WAIT)
+    return {
+        "state": "JOB_STATE_SUCCEEDED" if out.returncode == 0 else "exit %d" % out.returncode,
+        "seconds": round(time.time() - start, 3),
+        "output": (out.stdout + out.stderr)[-4000:],
+    }
+
+
+SCENARIOS = {
+    name[len("scenario_"):]: fn for name, fn in list(globals().items()) if name.startswith("scenario_")
+}
+
+
+def main():
+    global client_url
+    client_url, ws = sys.argv[1], Path(sys.argv[2])
+    wanted = sys.argv[3:]
+    if wanted == ["all"]:
+        wanted = list(SCENARIOS)
+    client = IrisClient.remote(client_url, workspace=ws)
+    for name in wanted:
+        try:
+            result = SCENARIOS[name](client, ws)
+        except Exception as e:  # one scenario's failure must not hide the others
+            result = {"state": "raised", "error": repr(e), "traceback": traceback.format_exc()[-3000:]}
+        print(json.dumps({"scenario": name, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
