@@ -100,7 +100,7 @@ fn jobs_run_end_to_end_under_the_real_controller() {
     assert_eq!(ok["state"], "JOB_STATE_SUCCEEDED", "{ok}");
     for i in 0..3 {
         let lines = lines_of(&ok, &format!("/alice/ok/{i}:0"));
-        let url = format!("stdout url=http://{}", controller.address());
+        let url = format!("stdout url={}", controller.url());
         for want in [
             &format!("stdout hello /alice/ok/{i}"),
             "stdout num=3",

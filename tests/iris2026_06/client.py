@@ -32,6 +32,8 @@ from iris.rpc import job_pb2  # noqa: E402
 
 RESOURCES = ResourceSpec(cpu=0.1, memory="128m")
 WAIT = float(os.environ.get("IRIS_TEST_JOB_WAIT", "180"))
+# The docker runtime's task image (python3 + uv); empty: the cluster's default.
+TASK_IMAGE = os.environ.get("IRIS_TEST_TASK_IMAGE") or None
 
 
 def state_name(status):
@@ -45,6 +47,7 @@ def lines(client, job):
 
 
 def run(client, name, entrypoint, **kw):
+    kw.setdefault("task_image", TASK_IMAGE)
     job = client.submit(entrypoint, name, kw.pop("resources", RESOURCES), **kw)
     start = time.time()
     status = job.wait(timeout=WAIT, poll_interval=0.2, raise_on_failure=False)
@@ -111,10 +114,10 @@ def bind_named_port():
         print(f"bound web port {port} on {host}, advertised {info.advertise_host}", flush=True)
 
 
-def import_six():
-    import six
+def import_toolz():
+    import toolz
 
-    print("six " + six.__version__ + " from " + six.__file__, flush=True)
+    print("toolz " + toolz.__version__ + " from " + toolz.__file__, flush=True)
 
 
 def square(x):
@@ -169,8 +172,8 @@ def scenario_port(client, _ws):
 
 
 def scenario_pip_package(client, _ws):
-    env = EnvironmentSpec(pip_packages=["six==1.16.0"])
-    job, status, secs = run(client, "pip-package", Entrypoint.from_callable(import_six), environment=env)
+    env = EnvironmentSpec(pip_packages=["toolz==1.0.0"])
+    job, status, secs = run(client, "pip-package", Entrypoint.from_callable(import_toolz), environment=env)
     return summary(client, job, status, secs)
 
 
@@ -183,7 +186,9 @@ def scenario_cli(client, ws):
         "from iris.cli import iris; sys.argv[0] = 'iris'; iris()"
     )
     argv = [sys.executable, "-c", code, stamp, "--controller-url", url, "job", "run",
-            "--job-name", "cli-run", "--memory", "256MB", "--", "sh", "-c", "echo from iris job run"]
+            "--job-name", "cli-run", "--memory", "256MB"]
+    argv += ["--task-image", TASK_IMAGE] if TASK_IMAGE else []
+    argv += ["--", "sh", "-c", "echo from iris job run"]
     start = time.time()
     out = subprocess.run(argv, cwd=ws, capture_output=True, text=True, timeout=WAIT)
     return {

@@ -44,12 +44,18 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(python: PathBuf) -> Controller {
+        Controller::start_with_task_image(python, "iris-test:busybox-uv")
+    }
+
+    /// A controller whose jobs run in `image` unless they name their own (Iris's
+    /// `default_task_image`).
+    pub fn start_with_task_image(python: PathBuf, image: &str) -> Controller {
         let dir = temp_dir("iris-2026-06-controller");
         let port = free_port();
         let config = format!(
             "platform: {{manual: {{}}}}\ncontroller: {{manual: {{host: 127.0.0.1, port: {port}}}}}\n\
              worker_provider: {{}}\nstorage: {{remote_state_dir: file://{d}/remote, local_state_dir: {d}/local}}\n\
-             defaults: {{worker: {{docker_image: iris-test:busybox-uv, default_task_image: iris-test:busybox-uv}}}}\n",
+             defaults: {{worker: {{docker_image: {image}, default_task_image: {image}}}}}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("cluster.yaml"), config).unwrap();
@@ -82,6 +88,11 @@ impl Controller {
             python,
             dir,
         }
+    }
+
+    /// The controller as Iris's client and CLI take it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address())
     }
 
     pub fn address(&self) -> String {

@@ -1,0 +1,277 @@
+//! Jobs as Iris's users submit them, with Iris's own client and CLI (marin-iris
+//! 0.2.20.dev202606180959 from PyPI, `tests/iris2026_06/client.py`), against the real controller
+//! and our worker in both runtimes: callables (`Entrypoint.from_callable`), a command, replicas
+//! reading `get_job_info()`, a task submitting a child job that inherits its env, a
+//! `WorkerPool`, a named port, `iris job run`, and in docker the client's own container recipe
+//! (`uv sync` of a real workspace, `uv pip install`) in a python3 + uv image. Nothing here builds
+//! a request by hand. With CI=true a missing venv, engine or image fails; elsewhere the tests say
+//! so and skip.
+
+mod support;
+
+#[path = "iris2026_06/controller.rs"]
+#[allow(dead_code)] // drive.py's half serves tests/iris_2026_06.rs
+mod controller;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use controller::{Controller, python};
+use serde_json::Value;
+use support::*;
+
+const PYTHON_IMAGE: &str = "iris-test:python-uv";
+
+/// Every scenario the client script runs in both runtimes.
+const SCENARIOS: &[&str] = &[
+    "callable", "raises", "command", "replicas", "child", "port", "pool", "cli",
+];
+
+/// A workspace as a user's: a pyproject with a dependency and an empty dev group (the client
+/// syncs `--no-group dev`). In docker its tasks import iris (child jobs, `get_job_info`, the
+/// pool's actors), so it depends on marin-iris, with every package pinned to the set the tests'
+/// controller venv was resolved to (`constraints.txt`).
+fn workspace(dir: &Path) -> PathBuf {
+    let ws = dir.join("workspace");
+    std::fs::create_dir_all(&ws).unwrap();
+    let constraints = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/constraints.txt"),
+    )
+    .unwrap();
+    let pins: Vec<String> = constraints
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l:?}"))
+        .collect();
+    let pyproject = format!(
+        "[project]\nname = \"client-workspace\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
+         dependencies = [\"six\", \"marin-iris==0.2.20.dev202606180959\"]\n\n\
+         [dependency-groups]\ndev = []\n\n[tool.uv]\nconstraint-dependencies = [{}]\n",
+        pins.join(", ")
+    );
+    std::fs::write(ws.join("pyproject.toml"), pyproject).unwrap();
+    std::fs::write(ws.join("README.md"), "a workspace of the client tests\n").unwrap();
+    ws
+}
+
+/// Runs `scenarios` with the client; each one's JSON result by name.
+fn run_client(
+    python: &Path,
+    controller: &Controller,
+    ws: &Path,
+    image: Option<&str>,
+    scenarios: &[&str],
+) -> Vec<(String, Value)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(controller.url())
+        .arg(ws)
+        .args(scenarios)
+        .env("IRIS_TEST_TASK_IMAGE", image.unwrap_or(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<(String, Value)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| Some((v["scenario"].as_str()?.to_string(), v)))
+        .collect();
+    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, scenarios, "client.py answered: {text}");
+    results
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn count(lines: &[String], want: &str) -> usize {
+    lines.iter().filter(|l| l.as_str() == want).count()
+}
+
+/// What every scenario must show, whichever runtime ran it (`workdir`: where the command ran).
+fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
+    let state = r["state"].as_str().unwrap_or_default();
+    let logs = strings(&r["logs"]);
+    let ok = "JOB_STATE_SUCCEEDED";
+    match name {
+        "callable" => {
+            assert_eq!(state, ok, "{r}");
+            assert_eq!(count(&logs, "hello from a callable"), 1, "{r}");
+        }
+        "raises" => {
+            assert_eq!(state, "JOB_STATE_FAILED", "{r}");
+            let errors = strings(&r["task_errors"]);
+            assert!(errors[0].contains("ValueError: boom-2718"), "{r}");
+            assert_eq!(r["task_exit_codes"][0], 1, "{r}");
+        }
+        "command" => {
+            assert_eq!(state, ok, "{r}");
+            let line = logs
+                .iter()
+                .find_map(|l| l.strip_prefix("from a command in "))
+                .unwrap_or_else(|| panic!("no command output: {r}"));
+            assert!(workdir(line), "ran in {line}: {r}");
+        }
+        "replicas" => {
+            assert_eq!(state, ok, "{r}");
+            for i in 0..2 {
+                let want = format!("job-info index={i} of=2 job=/root/replicas");
+                assert_eq!(count(&logs, &want), 1, "{want}: {r}");
+            }
+        }
+        "child" => {
+            assert_eq!(state, ok, "{r}");
+            let want = "child ended JOB_STATE_SUCCEEDED as /root/parent/child";
+            assert_eq!(count(&logs, want), 1, "{r}");
+            let child = strings(&r["child_logs"]);
+            assert_eq!(
+                count(&child, "child sees PARENT_SECRET=tok-31415"),
+                1,
+                "{r}"
+            );
+        }
+        "port" => {
+            assert_eq!(state, ok, "{r}");
+            assert!(
+                logs.iter()
+                    .any(|l| l.starts_with("bound web port") && l.contains("on 0.0.0.0")),
+                "{r}"
+            );
+        }
+        "pool" => {
+            assert_eq!(state, ok, "{r}");
+            assert_eq!(r["results"], serde_json::json!([0, 1, 4, 9, 16, 25]), "{r}");
+        }
+        "cli" => {
+            assert_eq!(state, ok, "{r}");
+            let output = r["output"].as_str().unwrap_or_default();
+            assert!(output.contains("from iris job run"), "{r}");
+        }
+        "pip_package" => {
+            assert_eq!(state, ok, "{r}");
+            assert!(
+                logs.iter()
+                    .any(|l| l.starts_with("toolz 1.0.0 from /app/.venv/")),
+                "the package is in the task's venv: {r}"
+            );
+        }
+        other => panic!("no check for {other}"),
+    }
+}
+
+#[test]
+fn the_clients_jobs_run_in_the_process_runtime() {
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python.clone());
+    let dir = temp_dir("iris-client-process");
+    let ws = workspace(&dir);
+    let id = format!("w-client-process-{}", std::process::id());
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let worker_python = python.display().to_string();
+    let _worker = WorkerProcess::start(
+        &cache,
+        &[
+            "--controller-address",
+            &controller.address(),
+            "--iris-protocol",
+            "2026-06",
+            "--worker-id",
+            &id,
+            "--python",
+            &worker_python,
+        ],
+    );
+    let cache = std::fs::canonicalize(&cache).unwrap();
+    for (name, r) in run_client(&python, &controller, &ws, None, SCENARIOS) {
+        // The client's container recipe is not run on the host (Iris's process runtime skips it
+        // too) and the build log says so.
+        if let Some(logs) = r["logs"].as_array() {
+            let skipped = logs.iter().any(|l| {
+                l.as_str()
+                    .is_some_and(|l| l.contains("setup command(s) skipped"))
+            });
+            assert!(skipped, "{name}: {r}");
+        }
+        check(&name, &r, |dir| Path::new(dir).starts_with(&cache));
+    }
+}
+
+/// Images the worker built (`iris-<job>` repositories): the 2026-06 era builds none.
+fn built_images() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("iris-root"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn docker_the_clients_jobs_run_with_its_container_recipe() {
+    if !docker_image_ready(PYTHON_IMAGE, "the client's docker jobs") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start_with_task_image(python.clone(), PYTHON_IMAGE);
+    let dir = temp_dir("iris-client-docker");
+    let ws = workspace(&dir);
+    let id = format!("w-client-docker-{}", std::process::id());
+    let _worker = WorkerProcess::start(
+        &dir.join("cache"),
+        &[
+            "--controller-address",
+            &controller.address(),
+            "--iris-protocol",
+            "2026-06",
+            "--worker-id",
+            &id,
+            "--runtime",
+            "docker",
+            "--default-image",
+            PYTHON_IMAGE,
+        ],
+    );
+    let before = built_images();
+    let mut scenarios = SCENARIOS.to_vec();
+    scenarios.push("pip_package");
+    let results = run_client(&python, &controller, &ws, Some(PYTHON_IMAGE), &scenarios);
+    for (name, r) in &results {
+        // The client's recipe ran in the task's image: uv synced the workspace into /app/.venv.
+        if let Some(logs) = r["logs"].as_array() {
+            let synced = logs.iter().any(|l| l == "python=/app/.venv/bin/python");
+            assert!(synced, "{name}: {r}");
+        }
+        check(name, r, |dir| dir == "/app");
+    }
+    assert_eq!(built_images(), before, "no image is built for pip_packages");
+    // setup and run containers shared uv's cache under the worker's cache dir.
+    let cache = dir.join("cache/uv-cache");
+    let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert!(entries > 0, "uv's cache is kept at {}", cache.display());
+    let seconds: Vec<(String, f64)> = results
+        .iter()
+        .map(|(n, r)| (n.clone(), r["seconds"].as_f64().unwrap_or(-1.0)))
+        .collect();
+    eprintln!(
+        "docker client jobs, submit -> end in seconds (the first one fills uv's cache): {seconds:?}"
+    );
+}
