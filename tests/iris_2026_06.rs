@@ -304,7 +304,21 @@ fn blobs_bundles_and_setup_commands_in_the_process_runtime() {
     };
     let controller = Controller::start(python);
     let dir = temp_dir("iris-2026-06-blobs");
-    let _worker = worker(&controller, &dir, "2026-06", "w-blobs");
+    // These setup commands are written for the host, so the process runtime is told to run
+    // them (by default it skips them, as Iris's: the client's are written for a container).
+    let _worker = WorkerProcess::start(
+        &dir,
+        &[
+            "--controller-address",
+            &controller.address(),
+            "--iris-protocol",
+            "2026-06",
+            "--worker-id",
+            "w-blobs",
+            "--setup-commands",
+            "run",
+        ],
+    );
     blobs_bundles_and_setup(&controller, "/alice/process");
     let cached: Vec<_> = std::fs::read_dir(dir.join("blobs")).unwrap().collect();
     assert_eq!(
