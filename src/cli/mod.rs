@@ -236,6 +236,10 @@ pub struct ServeArgs {
     /// only the task's declared ports published (`bridge`).
     #[arg(long, value_enum, default_value_t = DockerNetwork::Host)]
     pub docker_network: DockerNetwork,
+    /// The caches all 2026-06 tasks share (uv's and cargo's, under the cache dir): emptied at
+    /// start-up when over this and no task can be using them (a venv links into uv's cache).
+    #[arg(long, default_value_t = 50 << 30)]
+    pub task_cache_bytes: u64,
     /// Disk kept for bundles and files fetched from the controller's blob store, by sha256;
     /// the least recently used go first past it.
     #[arg(long, default_value_t = 10 << 30)]
@@ -296,6 +300,7 @@ impl ServeArgs {
             },
             task_python: task_python(self.python.as_deref()),
             docker_network: self.docker_network,
+            task_cache_bytes: self.task_cache_bytes,
             blob_cache_bytes: self.blob_cache_bytes,
         })
     }

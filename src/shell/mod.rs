@@ -27,5 +27,6 @@ pub mod serve;
 pub mod service;
 pub mod setup;
 pub mod shim;
+pub mod task_caches;
 pub mod view;
 pub mod workdir;

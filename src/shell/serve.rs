@@ -32,6 +32,7 @@ use crate::shell::era2026_06::register;
 use crate::shell::probe::{hostname, probe};
 use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
+use crate::shell::task_caches;
 
 /// How long start-up waits for the engine before serving anyway.
 const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +80,8 @@ pub struct ServeOptions {
     pub task_python: String,
     /// The network of task containers (docker only).
     pub docker_network: DockerNetwork,
+    /// Bound of the tasks' shared uv and cargo caches (`task_caches`).
+    pub task_cache_bytes: u64,
     /// Disk kept for blobs fetched from the controller (least recently used go first).
     pub blob_cache_bytes: u64,
 }
@@ -115,6 +118,19 @@ async fn shutdown_signal() {
     }
 }
 
+/// The tasks' shared caches (`task_caches`), emptied at start-up when over
+/// `--task-cache-bytes` and no task can be using them.
+fn prepare_task_caches(opts: &ServeOptions, in_use: bool) {
+    let (bytes, emptied) = task_caches::prepare(&opts.cache_dir, opts.task_cache_bytes, in_use);
+    if emptied {
+        tracing::warn!(
+            bytes,
+            limit = opts.task_cache_bytes,
+            "the tasks' shared caches were over --task-cache-bytes: emptied"
+        );
+    }
+}
+
 /// The runtime, and the attempts whose containers survived the last run and are adopted.
 async fn make_runtime(
     opts: &ServeOptions,
@@ -130,6 +146,8 @@ async fn make_runtime(
                 run_setup_commands: opts.run_setup_commands,
                 task_python: opts.task_python.clone(),
             });
+            // The process runtime adopts nothing: no task of an earlier run uses the caches.
+            prepare_task_caches(opts, false);
             Ok((Arc::new(runtime), BTreeSet::new()))
         }
         RuntimeFlavour::Docker => {
@@ -144,7 +162,7 @@ async fn make_runtime(
             let keep = |key: &AttemptKey| live.contains(key);
             // An engine that does not answer must not keep the worker from serving: tasks
             // then fail on their own deadlines while health checks and kills still work.
-            let adopted =
+            let (adopted, surveyed) =
                 match tokio::time::timeout(ENGINE_STARTUP_TIMEOUT, docker.survey(&keep)).await {
                     Ok(Ok((running, removed))) => {
                         if removed > 0 {
@@ -155,19 +173,21 @@ async fn make_runtime(
                         }
                         let adopted: BTreeSet<AttemptKey> = running.into_iter().collect();
                         docker.sweep_lost_later(live.difference(&adopted).cloned().collect());
-                        adopted
+                        (adopted, true)
                     }
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot list this worker's containers");
-                        BTreeSet::new()
+                        (BTreeSet::new(), false)
                     }
                     Err(_) => {
                         tracing::error!(
                             "the docker engine did not answer within {ENGINE_STARTUP_TIMEOUT:?}"
                         );
-                        BTreeSet::new()
+                        (BTreeSet::new(), false)
                     }
                 };
+            // An adopted container's venv links into the caches; unsurveyed, one might.
+            prepare_task_caches(opts, !surveyed || !adopted.is_empty());
             Ok((Arc::new(docker), adopted))
         }
     }

@@ -82,10 +82,6 @@ impl DockerRuntime {
     pub fn connect(config: DockerRuntimeConfig) -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| RuntimeError::new(format!("docker engine: {e}")))?;
-        for (_, name) in CACHE_MOUNTS {
-            // The engine would make a missing one itself; made here, it is ours and visible.
-            let _ = std::fs::create_dir_all(config.cache_dir.join(name));
-        }
         Ok(DockerRuntime {
             docker,
             config,
