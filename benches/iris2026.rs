@@ -124,6 +124,11 @@ fn controller_jobs(python: PathBuf) {
         median(runs.clone()),
         runs.iter().cloned().fold(0.0, f64::max)
     );
+    let starts: Vec<String> = times.iter().map(|(s, _)| format!("{s:.1}")).collect();
+    println!(
+        "  starts (s after submit; the controller assigns at most 4 tasks a worker per scheduling pass and 8 building, and schedules again on a submit, after assigning, or every 10 s): {}",
+        starts.join(" ")
+    );
 }
 
 /// Which worker runs the client's jobs.
@@ -178,6 +183,7 @@ fn start_iris_worker(python: &Path, ctl: &Controller, dir: &Path) -> Child {
     )
     .unwrap();
     let config = serde_json::json!({
+        "platform": {"manual": {}},
         "host": "127.0.0.1",
         "port": free_port(),
         "cache_dir": dir.join("cache").display().to_string(),
@@ -208,20 +214,14 @@ fn cold_and_warm(python: &Path, kind: Worker) -> (f64, f64) {
     let mut iris = None;
     let _ours = match kind {
         Worker::Ours => {
-            let args = [
-                "--controller-address",
-                &ctl.address(),
-                "--iris-protocol",
-                "2026-06",
-                "--worker-id",
-                "bench-ours",
+            let extra = [
                 "--runtime",
                 "docker",
                 "--default-image",
                 PYTHON_IMAGE,
                 "--no-dashboard",
             ];
-            Some(WorkerProcess::start(&dir.join("cache"), &args))
+            Some(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
         }
         Worker::Iris => {
             iris = Some(start_iris_worker(python, &ctl, &dir));

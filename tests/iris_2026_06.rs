@@ -33,23 +33,8 @@ fn worker(controller: &Controller, dir: &Path, protocol: &str, id: &str) -> Work
     )
 }
 
-/// A 2026-06 worker in the docker runtime on the test image.
-fn docker_args(controller: &str, worker_id: &str) -> Vec<String> {
-    [
-        "--controller-address",
-        controller,
-        "--iris-protocol",
-        "2026-06",
-        "--worker-id",
-        worker_id,
-        "--runtime",
-        "docker",
-        "--default-image",
-        DOCKER_IMAGE,
-    ]
-    .map(String::from)
-    .to_vec()
-}
+/// The flags of a 2026-06 worker in the docker runtime on the test image.
+const DOCKER: &[&str] = &["--runtime", "docker", "--default-image", DOCKER_IMAGE];
 
 fn lines_of(job: &Value, key: &str) -> Vec<String> {
     job["logs"][key]
@@ -306,19 +291,7 @@ fn blobs_bundles_and_setup_commands_in_the_process_runtime() {
     let dir = temp_dir("iris-2026-06-blobs");
     // These setup commands are written for the host, so the process runtime is told to run
     // them (by default it skips them, as Iris's: the client's are written for a container).
-    let _worker = WorkerProcess::start(
-        &dir,
-        &[
-            "--controller-address",
-            &controller.address(),
-            "--iris-protocol",
-            "2026-06",
-            "--worker-id",
-            "w-blobs",
-            "--setup-commands",
-            "run",
-        ],
-    );
+    let _worker = controller.start_worker(&dir, "w-blobs", &["--setup-commands", "run"]);
     blobs_bundles_and_setup(&controller, "/alice/process");
     let cached: Vec<_> = std::fs::read_dir(dir.join("blobs")).unwrap().collect();
     assert_eq!(
@@ -338,11 +311,8 @@ fn docker_blobs_bundles_and_setup_commands_in_the_image_at_app() {
     };
     let controller = Controller::start(python);
     let dir = temp_dir("iris-2026-06-docker-setup");
-    let addr = controller.address();
     let worker_id = format!("w-docker-setup-{}", std::process::id());
-    let args = docker_args(&addr, &worker_id);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _worker = WorkerProcess::start(&dir, &args);
+    let _worker = controller.start_worker(&dir, &worker_id, DOCKER);
     blobs_bundles_and_setup(&controller, "/alice/docker");
     let at_app = controller.drive(
         "/alice/docker-app",
@@ -459,8 +429,7 @@ fn docker_a_killed_worker_adopts_its_container_and_no_line_is_pushed_twice() {
     let controller = Controller::start(python);
     let dir = temp_dir("iris-2026-06-adopt");
     let worker_id = format!("w-adopt-{}", std::process::id());
-    let addr = controller.address();
-    let args = docker_args(&addr, &worker_id);
+    let args = controller.worker_args(&worker_id, DOCKER);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = WorkerProcess::start(&dir, &args);
     let script = "for i in 1 2 3 4 5; do echo before $i; done; sleep 8; echo after";
@@ -517,20 +486,7 @@ fn a_silent_controller_makes_the_worker_reset() {
     };
     let controller = Controller::start(python);
     let dir = temp_dir("iris-2026-06-silent");
-    let addr = controller.address();
-    let _worker = WorkerProcess::start(
-        &dir,
-        &[
-            "--controller-address",
-            &addr,
-            "--iris-protocol",
-            "2026-06",
-            "--worker-id",
-            "w-silent",
-            "--reconcile-timeout",
-            "3s",
-        ],
-    );
+    let _worker = controller.start_worker(&dir, "w-silent", &["--reconcile-timeout", "3s"]);
     let mark = dir.join("started");
     let script = format!("touch {}; sleep 600", mark.display());
     let drive =

@@ -182,19 +182,7 @@ fn the_clients_jobs_run_in_the_process_runtime() {
     let cache = dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let worker_python = python.display().to_string();
-    let _worker = WorkerProcess::start(
-        &cache,
-        &[
-            "--controller-address",
-            &controller.address(),
-            "--iris-protocol",
-            "2026-06",
-            "--worker-id",
-            &id,
-            "--python",
-            &worker_python,
-        ],
-    );
+    let _worker = controller.start_worker(&cache, &id, &["--python", &worker_python]);
     let cache = std::fs::canonicalize(&cache).unwrap();
     for (name, r) in run_client(&python, &controller, &ws, None, SCENARIOS) {
         // The client's container recipe is not run on the host (Iris's process runtime skips it
@@ -235,21 +223,8 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let dir = temp_dir("iris-client-docker");
     let ws = workspace(&dir);
     let id = format!("w-client-docker-{}", std::process::id());
-    let _worker = WorkerProcess::start(
-        &dir.join("cache"),
-        &[
-            "--controller-address",
-            &controller.address(),
-            "--iris-protocol",
-            "2026-06",
-            "--worker-id",
-            &id,
-            "--runtime",
-            "docker",
-            "--default-image",
-            PYTHON_IMAGE,
-        ],
-    );
+    let docker = ["--runtime", "docker", "--default-image", PYTHON_IMAGE];
+    let _worker = controller.start_worker(&dir.join("cache"), &id, &docker);
     let before = built_images();
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{free_port, temp_dir};
+use crate::support::{WorkerProcess, free_port, temp_dir};
 
 pub fn python() -> Option<PathBuf> {
     let venv =
@@ -88,6 +88,26 @@ impl Controller {
             python,
             dir,
         }
+    }
+
+    /// The flags of a 2026-06 worker of this controller named `id`, then `extra`.
+    pub fn worker_args(&self, id: &str, extra: &[&str]) -> Vec<String> {
+        let common = [
+            "--controller-address",
+            &self.address(),
+            "--iris-protocol",
+            "2026-06",
+            "--worker-id",
+            id,
+        ];
+        common.iter().chain(extra).map(|a| a.to_string()).collect()
+    }
+
+    /// A 2026-06 worker of this controller named `id` (`worker_args`), caching under `dir`.
+    pub fn start_worker(&self, dir: &Path, id: &str, extra: &[&str]) -> WorkerProcess {
+        let args = self.worker_args(id, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        WorkerProcess::start(dir, &args)
     }
 
     /// The controller as Iris's client and CLI take it.

@@ -1,5 +1,6 @@
-//! `build_iris_env`: the environment a task sees. User variables come first; the IRIS_ variables
-//! are applied after them and win on a clash. The order is deterministic.
+//! `build_iris_env`: the environment a task sees, in each era's order: in the task era the job's
+//! variables come first and the IRIS_ ones win a clash; in the reconcile era (Iris 0.2.20) the
+//! IRIS_ set comes first and the job's variables override it. The order is deterministic.
 
 use std::collections::BTreeMap;
 
@@ -234,7 +235,7 @@ fn push_advertise_and_ports(
 }
 
 /// `http://host:port` for an address given as `host:port` (Iris's convention) or a URL.
-pub fn controller_url(address: &str) -> String {
+fn controller_url(address: &str) -> String {
     if address.contains("://") {
         address.replacen("grpc://", "http://", 1)
     } else {
