@@ -3,8 +3,9 @@
 //! and our worker in both runtimes: callables (`Entrypoint.from_callable`), a command, replicas
 //! reading `get_job_info()`, a task submitting a child job that inherits its env, a
 //! `WorkerPool`, a named port, `iris job run`, and in docker the client's own container recipe
-//! (`uv sync` of a real workspace, `uv pip install`) in a python3 + uv image. Nothing here builds
-//! a request by hand. With CI=true a missing venv, engine or image fails; elsewhere the tests say
+//! (`uv sync` of a real workspace, `uv pip install`) in a python3 + uv image. The scenarios are
+//! submitted at once, as a cluster's users do, so in docker their setups share uv's cold cache
+//! concurrently. Nothing here builds a request by hand. With CI=true a missing venv, engine or image fails; elsewhere the tests say
 //! so and skip.
 
 mod support;
@@ -70,6 +71,7 @@ fn run_client(
         .arg(ws)
         .args(scenarios)
         .env("IRIS_TEST_TASK_IMAGE", image.unwrap_or(""))
+        .env("IRIS_TEST_PARALLEL", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()

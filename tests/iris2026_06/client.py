@@ -8,9 +8,12 @@ usage: client.py CONTROLLER_URL WORKSPACE_DIR SCENARIO...
        (SCENARIO: callable, callable_again, raises, command, replicas, child, pool, port, cli,
         pip_package, wait_worker)
 
+IRIS_TEST_PARALLEL=1 submits every scenario at once (their results still print in order).
+
 The client stamps its build date on submissions and the controller refuses one older than 14
 days: the stamp is today's, as a current client's would be (also inside tasks that submit).
 """
+import concurrent.futures
 import datetime
 import json
 import os
@@ -224,11 +227,20 @@ def main():
     client_url, ws = sys.argv[1], Path(sys.argv[2])
     wanted = sys.argv[3:]
     client = IrisClient.remote(client_url, workspace=ws)
-    for name in wanted:
+
+    def one(name):
         try:
-            result = SCENARIOS[name](client, ws)
+            return SCENARIOS[name](client, ws)
         except Exception as e:  # one scenario's failure must not hide the others
-            result = {"state": "raised", "error": repr(e), "traceback": traceback.format_exc()[-3000:]}
+            return {"state": "raised", "error": repr(e), "traceback": traceback.format_exc()[-3000:]}
+
+    if os.environ.get("IRIS_TEST_PARALLEL") == "1":
+        # All at once, as a cluster's users submit: concurrent setups share uv's cache.
+        with concurrent.futures.ThreadPoolExecutor(len(wanted)) as pool:
+            results = list(pool.map(one, wanted))
+    else:
+        results = [one(name) for name in wanted]
+    for name, result in zip(wanted, results):
         print(json.dumps({"scenario": name, **result}), flush=True)
 
 
