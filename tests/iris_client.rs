@@ -22,6 +22,16 @@ use serde_json::Value;
 use support::*;
 
 const PYTHON_IMAGE: &str = "iris-test:python-uv";
+/// The workers' `region` attribute: tasks see it as IRIS_WORKER_REGION.
+const REGION: &str = "test-region-1";
+
+/// A 2026-06 worker of `controller` in region `REGION`, with `extra` flags.
+fn start_worker(controller: &Controller, cache: &Path, id: &str, extra: &[&str]) -> WorkerProcess {
+    let args = controller.worker_args(id, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let region = format!("region={REGION}");
+    WorkerProcess::start_with_env(cache, &args, &[("IRIS_WORKER_ATTRIBUTES", &region)])
+}
 
 /// Every scenario the client script runs in both runtimes.
 const SCENARIOS: &[&str] = &[
@@ -128,7 +138,8 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
         "replicas" => {
             assert_eq!(state, ok, "{r}");
             for i in 0..2 {
-                let want = format!("job-info index={i} of=2 job=/root/replicas");
+                // The region is the worker's (IRIS_WORKER_ATTRIBUTES), as IRIS_WORKER_REGION.
+                let want = format!("job-info index={i} of=2 job=/root/replicas region={REGION}");
                 assert_eq!(count(&logs, &want), 1, "{want}: {r}");
             }
         }
@@ -184,7 +195,7 @@ fn the_clients_jobs_run_in_the_process_runtime() {
     let cache = dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let worker_python = python.display().to_string();
-    let _worker = controller.start_worker(&cache, &id, &["--python", &worker_python]);
+    let _worker = start_worker(&controller, &cache, &id, &["--python", &worker_python]);
     let cache = std::fs::canonicalize(&cache).unwrap();
     for (name, r) in run_client(&python, &controller, &ws, None, SCENARIOS) {
         // The client's container recipe is not run on the host (Iris's process runtime skips it
@@ -226,7 +237,7 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let ws = workspace(&dir);
     let id = format!("w-client-docker-{}", std::process::id());
     let docker = ["--runtime", "docker", "--default-image", PYTHON_IMAGE];
-    let _worker = controller.start_worker(&dir.join("cache"), &id, &docker);
+    let _worker = start_worker(&controller, &dir.join("cache"), &id, &docker);
     let before = built_images();
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");

@@ -47,6 +47,7 @@ fn env_for(flavour: RuntimeFlavour) -> Vec<(String, String)> {
         host_network: false,
         python: "python3",
         cache_root: "/cache",
+        worker_region: None,
     };
     build_iris_env(&spec, &ports, &ctx)
 }
@@ -103,6 +104,7 @@ fn env_without_worker_id_or_controller_omits_them() {
         host_network: true,
         python: "python3",
         cache_root: "/cache",
+        worker_region: None,
     };
     let env = build_iris_env(&spec, &BTreeMap::new(), &ctx);
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
@@ -138,6 +140,7 @@ fn reconcile_spec() -> TaskSpec {
                 ("HF_TOKEN", "t0ken"),
                 ("IRIS_BIND_HOST", "127.0.0.9"),
                 ("DATA", "/app/data"),
+                ("IRIS_WORKER_REGION", "spoofed"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -172,6 +175,7 @@ fn reconcile_env(flavour: RuntimeFlavour, workdir: &str) -> Vec<(String, String)
         host_network: true,
         python: "/opt/venv/bin/python",
         cache_root: "/cache",
+        worker_region: Some("us-east5"),
     };
     build_iris_env(&reconcile_spec(), &ports, &ctx)
 }
@@ -205,6 +209,17 @@ fn env_2026_06_docker() {
     assert_eq!(get(&env, "IRIS_JOB_PIP_PACKAGES"), Some(r#"["six"]"#));
     assert_eq!(get(&env, "DATA"), Some("/app/data"));
     assert_eq!(env.iter().filter(|(k, _)| k == "IRIS_BIND_HOST").count(), 1);
+    assert_eq!(
+        get(&env, "IRIS_WORKER_REGION"),
+        Some("us-east5"),
+        "the worker's region, which the job's env cannot spoof"
+    );
+    assert_eq!(
+        env.iter()
+            .filter(|(k, _)| k == "IRIS_WORKER_REGION")
+            .count(),
+        1
+    );
     insta::assert_snapshot!(render_env(&env));
 }
 

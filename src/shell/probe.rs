@@ -77,6 +77,16 @@ fn free_disk_bytes(path: &Path) -> Option<i64> {
     i64::try_from(u128::from(stat.f_bavail) * u128::from(stat.f_frsize)).ok()
 }
 
+/// The worker's `region` attribute (`IRIS_WORKER_ATTRIBUTES=region=us-east5,...`): a task's
+/// IRIS_WORKER_REGION, which child jobs of it inherit.
+pub fn worker_region() -> Option<String> {
+    let attributes = parse_attributes(&std::env::var("IRIS_WORKER_ATTRIBUTES").ok()?);
+    match attributes.get("region")?.value.as_ref()? {
+        attribute_value::Value::StringValue(region) => Some(region.clone()),
+        _ => None,
+    }
+}
+
 /// `key=value,key=value`: integers and floats typed as such, everything else a string.
 pub fn parse_attributes(spec: &str) -> HashMap<String, AttributeValue> {
     spec.split(',')

@@ -441,6 +441,7 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) 
         retention: opts.retention.clone(),
         task_python: opts.task_python.clone(),
         host_network: opts.docker_network == DockerNetwork::Host,
+        worker_region: crate::shell::probe::worker_region(),
         ..CoreConfig::default()
     }
 }

@@ -82,7 +82,8 @@ def raise_boom():
 
 def report_job_info():
     info = get_job_info()
-    print(f"job-info index={info.task_index} of={info.num_tasks} job={info.job_id}", flush=True)
+    print(f"job-info index={info.task_index} of={info.num_tasks} job={info.job_id} region={info.worker_region}",
+          flush=True)
 
 
 def submit_child(stamp):

@@ -48,6 +48,9 @@ pub struct CoreConfig {
     /// loopback controller address reaches the controller unchanged; bridged containers get
     /// it through the docker host gateway.
     pub host_network: bool,
+    /// The worker's region (its `region` attribute), a reconcile-era task's
+    /// `IRIS_WORKER_REGION`.
+    pub worker_region: Option<String>,
     /// A deliberately broken behaviour, for the simulator only.
     #[cfg(feature = "planted")]
     pub planted: Option<PlantedBug>,
@@ -73,6 +76,7 @@ impl Default for CoreConfig {
             workdir_root: String::new(),
             task_python: "python3".to_string(),
             host_network: true,
+            worker_region: None,
             #[cfg(feature = "planted")]
             planted: None,
         }

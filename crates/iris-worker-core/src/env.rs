@@ -38,6 +38,8 @@ pub struct EnvContext<'a> {
     pub python: &'a str,
     /// The cache dir as a process-runtime task sees it: Iris's cache mounts live under it.
     pub cache_root: &'a str,
+    /// The worker's region, when it knows one.
+    pub worker_region: Option<&'a str>,
 }
 
 impl EnvContext<'_> {
@@ -190,7 +192,11 @@ fn reconcile_era_env(
     iris.extend(r.request_env.iter().cloned());
     push_worker_id(&mut iris, ctx);
     push_advertise_and_ports(&mut iris, spec, ports, ctx);
-    layered(iris, user_env(spec, ctx))
+    let env = layered(iris, user_env(spec, ctx));
+    // Last, so the job's env cannot spoof it: a fact about the worker (Iris sets it last too).
+    let region = ctx.worker_region.filter(|r| !r.is_empty());
+    let region = region.map(|r| ("IRIS_WORKER_REGION".to_string(), r.to_string()));
+    layered(env, region.into_iter().collect())
 }
 
 /// The job's env_vars; for a process-runtime task, values naming a path of Iris's container

@@ -380,6 +380,7 @@ impl WorkerCore {
             host_network: config.host_network,
             python: &config.task_python,
             cache_root: &config.workdir_root,
+            worker_region: config.worker_region.as_deref(),
         };
         let argv = match &attempt.spec.entrypoint {
             Entrypoint::Command(argv) => argv.clone(),
