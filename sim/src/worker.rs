@@ -3,23 +3,17 @@
 //! turmoil's network in place of Docker and real sockets.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use iris_worker::core::{CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::v2026_06::iris::cluster::controller::RegisterRequest;
-use iris_worker::proto::worker_service_server::WorkerServiceServer;
-use iris_worker::shell::assemble::{AssembledWorker, WorkerSetup, assemble};
+use iris_worker::shell::assemble::{WorkerSetup, assemble, rpc_stack};
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::client::ConnectClient;
-use iris_worker::shell::connect::front::FrontLayer;
-use iris_worker::shell::connect::server;
 use iris_worker::shell::controller::{self, ControllerClient, Registration};
 use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
-use iris_worker::shell::era2026_06::logpush::LogPusher;
-use iris_worker::shell::era2026_06::reconcile::Reconciler;
-use iris_worker::shell::era2026_06::register;
+use iris_worker::shell::era2026_06::start::{self, EraWiring};
 use iris_worker::shell::runtime::Runtime;
 
 use crate::net;
@@ -126,19 +120,13 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     .map_err(|e| format!("{e:#}"))?;
     shared.machine(worker).log_store = Some(worker_parts.logs.clone());
     // Both protocols on one port, as `serve` has them.
-    let reconciler = reconcile.then(|| start_reconcile_era(&shared, worker, &worker_parts));
+    let reconciler = reconcile.then(|| start::start(era_wiring(&shared, worker), &worker_parts));
     let service = Arc::new(worker_parts.service);
-    let mut connect = server::worker_router(service.clone(), RequireToken::new(None));
-    if let Some(reconciler) = reconciler {
-        connect = connect.merge(server::reconcile_router(
-            reconciler,
-            RequireToken::new(None),
-        ));
-    }
+    let (front, grpc) = rpc_stack(service, reconciler, RequireToken::new(None), None);
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .layer(FrontLayer::new(connect))
-        .add_service(WorkerServiceServer::from_arc(service))
+        .layer(front)
+        .add_service(grpc)
         .serve_with_incoming_shutdown(
             net::incoming(WORKER_PORT).await?,
             stop_requested(&shared, worker),
@@ -166,47 +154,26 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     Ok(())
 }
 
-/// The 2026-06 side of a worker, as `serve` starts it: Register (then the watchdog), the log
-/// pusher, and the Reconcile handler, all over the simulated network and the driver's clock.
-fn start_reconcile_era(shared: &Shared, worker: usize, parts: &AssembledWorker) -> Arc<Reconciler> {
+/// The 2026-06 side of a worker as `serve` starts it (`era2026_06::start`): over the simulated
+/// network, registering first (no era probe ran), without measuring the host's disk and
+/// reading logs in place, so a seed replays.
+fn era_wiring(shared: &Shared, worker: usize) -> EraWiring {
     let worker_id = worker_host(worker);
-    let now = i64::try_from(parts.clock.now_ms()).unwrap_or(i64::MAX);
-    let reconciler = Arc::new(Reconciler {
-        driver: parts.driver.clone(),
-        worker_id: worker_id.clone(),
-        cache_dir: shared.cache_dirs[worker].clone(),
-        last_reconcile_ms: Arc::new(AtomicI64::new(now)),
-        clock: parts.clock,
-        measure_health: false,
-    });
-    let client = ConnectClient::new(&controller_authority(), net::dialer(), None);
-    let request = RegisterRequest {
-        address: format!("{worker_id}:{WORKER_PORT}"),
-        worker_id,
-        ..RegisterRequest::default()
-    };
-    let (driver, last, clock) = (
-        parts.driver.clone(),
-        reconciler.last_reconcile_ms.clone(),
-        parts.clock,
-    );
-    let registering = client.clone();
-    tokio::spawn(async move {
-        register::register(&registering, &request).await;
-        register::run(registering, request, driver, last, RECONCILE_TIMEOUT, clock).await;
-    });
-    let pusher = LogPusher {
-        driver: parts.driver.clone(),
-        logs: parts.logs.clone(),
-        controller: client,
+    EraWiring {
+        client: ConnectClient::new(&controller_authority(), net::dialer(), None),
+        register: RegisterRequest {
+            address: format!("{worker_id}:{WORKER_PORT}"),
+            worker_id,
+            ..RegisterRequest::default()
+        },
+        registered: false,
         token: None,
         cache_dir: shared.cache_dirs[worker].clone(),
-        metrics: parts.metrics.clone(),
         dial: net::dialer(),
+        measure_health: false,
         blocking_reads: false,
-    };
-    tokio::spawn(pusher.run());
-    reconciler
+        reconcile_timeout: RECONCILE_TIMEOUT,
+    }
 }
 
 /// As `--reconcile-timeout` defaults: longer than any partition a plan draws.

@@ -7,26 +7,25 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use anyhow::Context;
-use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use crate::core::{AttemptKey, CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
-use crate::proto;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
-use crate::shell::assemble::{AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble};
+use crate::shell::assemble::{
+    AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble, rpc_stack,
+};
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::blobs::BlobStore;
 use crate::shell::connect::client::{ConnectClient, tcp_dialer};
-use crate::shell::connect::{self, front::FrontLayer};
+use crate::shell::era2026_06::{self, start::EraWiring};
+
 use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::docker::{DockerNetwork, DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
-use crate::shell::era2026_06::logpush::LogPusher;
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
 use crate::shell::probe::{hostname, probe};
@@ -36,9 +35,6 @@ use crate::shell::task_caches;
 
 /// How long start-up waits for the engine before serving anyway.
 const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest request the worker decodes (a callable entrypoint can be large), in either protocol.
-pub const REQUEST_BYTES_MAX: usize = crate::shell::connect::codec::BODY_BYTES_MAX;
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -262,7 +258,21 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
             .set_protocol_era(IrisProtocol::TaskEra.name());
     }
     let reconciler = match era.flatten() {
-        Some(era06) => Some(start_reconcile_era(&opts, era06, &worker).await),
+        Some(era06) => Some(era2026_06::start::start(
+            EraWiring {
+                client: era06.client,
+                register: era06.register,
+                // The era probe registered.
+                registered: true,
+                token: opts.auth_token.clone(),
+                cache_dir: opts.cache_dir.clone(),
+                dial: tcp_dialer(),
+                measure_health: true,
+                blocking_reads: true,
+                reconcile_timeout: opts.reconcile_timeout,
+            },
+            &worker,
+        )),
         None => None,
     };
     let driver_task = serve_rpcs(&opts, listener, worker, &worker_id, reconciler).await?;
@@ -382,46 +392,6 @@ async fn resolve_era(
     }
 }
 
-/// Starts the 2026-06 era's side of the worker: registration and its watchdog, and the
-/// Reconcile handler.
-async fn start_reconcile_era(
-    opts: &ServeOptions,
-    era: Era2026,
-    worker: &AssembledWorker,
-) -> Arc<Reconciler> {
-    let reconciler = Arc::new(Reconciler {
-        driver: worker.driver.clone(),
-        worker_id: era.register.worker_id.clone(),
-        cache_dir: opts.cache_dir.clone(),
-        last_reconcile_ms: Arc::new(AtomicI64::new(wall_ms())),
-        clock: worker.clock,
-        measure_health: true,
-    });
-    worker
-        .metrics
-        .set_protocol_era(IrisProtocol::Reconcile.name());
-    let pusher = LogPusher {
-        driver: worker.driver.clone(),
-        logs: worker.logs.clone(),
-        controller: era.client.clone(),
-        token: opts.auth_token.clone(),
-        cache_dir: opts.cache_dir.clone(),
-        metrics: worker.metrics.clone(),
-        dial: tcp_dialer(),
-        blocking_reads: true,
-    };
-    tokio::spawn(pusher.run());
-    tokio::spawn(register::run(
-        era.client,
-        era.register,
-        worker.driver.clone(),
-        reconciler.last_reconcile_ms.clone(),
-        opts.reconcile_timeout,
-        worker.clock,
-    ));
-    reconciler
-}
-
 fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) -> CoreConfig {
     let workdir_root = std::fs::canonicalize(&opts.cache_dir)
         .unwrap_or_else(|_| opts.cache_dir.clone())
@@ -483,10 +453,6 @@ async fn serve_rpcs(
         ..
     } = worker;
     let token = RequireToken::new(opts.auth_token.as_deref());
-    let service = Arc::new(service);
-    let grpc = proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
-        .max_decoding_message_size(REQUEST_BYTES_MAX);
-    let grpc = InterceptedService::new(grpc, token.clone());
     let dashboard = Dashboard {
         driver,
         logs,
@@ -500,18 +466,13 @@ async fn serve_rpcs(
     if let Some(port) = opts.dashboard_port {
         serve_dashboard(&opts.host, port, dashboard.clone()).await?;
     }
-    let mut http = connect::server::worker_router(service, token.clone());
-    if let Some(reconciler) = reconciler {
-        http = http.merge(connect::server::reconcile_router(reconciler, token));
-    }
-    if opts.dashboard {
-        http = http.merge(dashboard::router(dashboard));
-    }
+    let pages = opts.dashboard.then(|| dashboard::router(dashboard));
+    let (front, grpc) = rpc_stack(Arc::new(service), reconciler, token, pages);
     let local = listener.local_addr()?;
     info!(%local, %worker_id, cache_dir = %opts.cache_dir.display(), "serving");
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .layer(FrontLayer::new(http))
+        .layer(front)
         .add_service(grpc)
         .serve_with_incoming_shutdown(
             // Small RPCs must not wait on Nagle's algorithm.

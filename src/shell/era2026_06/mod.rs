@@ -13,6 +13,7 @@ pub mod logpush;
 pub mod reconcile;
 pub mod register;
 pub mod spec;
+pub mod start;
 pub mod task_env;
 
 /// Where Iris's Connect paths of the era live.

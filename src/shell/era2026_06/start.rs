@@ -1,0 +1,79 @@
+//! The reconcile era's start-up, one wiring for `serve` and the simulator: the Reconcile
+//! handler's state, the register loop with its watchdog, and the log pusher, over an assembled
+//! worker. What differs between the two comes in `EraWiring` (the dialer, the token, whether the
+//! era probe registered already, whether health is measured and logs are read on blocking
+//! threads); deciding the era stays with the caller.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
+use crate::shell::assemble::AssembledWorker;
+use crate::shell::connect::client::{ConnectClient, Dialer};
+use crate::shell::era2026_06::logpush::LogPusher;
+use crate::shell::era2026_06::reconcile::Reconciler;
+use crate::shell::era2026_06::register;
+
+/// The era's name in `/metrics` (`iris_worker_iris_protocol{era}`).
+pub const ERA: &str = "2026-06";
+
+/// What the era's start-up is given.
+pub struct EraWiring {
+    /// The controller, over Connect.
+    pub client: ConnectClient,
+    pub register: RegisterRequest,
+    /// Whether the worker is registered already (`serve`'s era probe registers).
+    pub registered: bool,
+    pub token: Option<String>,
+    pub cache_dir: PathBuf,
+    /// How the log service is dialled (TCP, or the simulator's network).
+    pub dial: Dialer,
+    /// Measure the cache dir's file system for the health answer (not in a simulation,
+    /// whose host disk must not decide a replay).
+    pub measure_health: bool,
+    /// Read logs on blocking threads (production) or in place (the simulator).
+    pub blocking_reads: bool,
+    /// Without a Reconcile for this long, kill every attempt and register again.
+    pub reconcile_timeout: Duration,
+}
+
+/// Starts the register loop and the log pusher; returns the Reconcile handler's state.
+pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
+    let now = i64::try_from(worker.clock.now_ms()).unwrap_or(i64::MAX);
+    let reconciler = Arc::new(Reconciler {
+        driver: worker.driver.clone(),
+        worker_id: wiring.register.worker_id.clone(),
+        cache_dir: wiring.cache_dir.clone(),
+        last_reconcile_ms: Arc::new(AtomicI64::new(now)),
+        clock: worker.clock,
+        measure_health: wiring.measure_health,
+    });
+    worker.metrics.set_protocol_era(ERA);
+    let (client, request) = (wiring.client.clone(), wiring.register);
+    let (driver, last, clock) = (
+        worker.driver.clone(),
+        reconciler.last_reconcile_ms.clone(),
+        worker.clock,
+    );
+    let (registered, timeout) = (wiring.registered, wiring.reconcile_timeout);
+    tokio::spawn(async move {
+        if !registered {
+            register::register(&client, &request).await;
+        }
+        register::run(client, request, driver, last, timeout, clock).await;
+    });
+    let pusher = LogPusher {
+        driver: worker.driver.clone(),
+        logs: worker.logs.clone(),
+        controller: wiring.client,
+        token: wiring.token,
+        cache_dir: wiring.cache_dir,
+        metrics: worker.metrics.clone(),
+        dial: wiring.dial,
+        blocking_reads: wiring.blocking_reads,
+    };
+    tokio::spawn(pusher.run());
+    reconciler
+}
