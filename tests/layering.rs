@@ -301,3 +301,32 @@ fn the_checks_bite() {
         Some(vec!["a".into(), "b".into(), "a".into()])
     );
 }
+
+/// (transport, service): the transport (`shell::connect`) names no service and no era; each
+/// service owns its routes and names the transport.
+const TRANSPORT_RULES: &[(&[&str], &[&str])] = &[
+    (&["shell", "connect"], &["shell", "service"]),
+    (&["shell", "connect"], &["shell", "routes"]),
+    (&["shell", "connect"], &["shell", "era2026_06"]),
+];
+
+#[test]
+fn the_transport_knows_no_service_or_era() {
+    let krate = Crate::load(&manifest().join("src"));
+    let starts = |path: &[String], prefix: &[&str]| {
+        path.len() >= prefix.len() && path.iter().zip(prefix).all(|(a, b)| a == b)
+    };
+    let mut offences = Vec::new();
+    for (from, targets) in &krate.edges() {
+        for (transport, service) in TRANSPORT_RULES {
+            if !starts(from, transport) {
+                continue;
+            }
+            for target in targets.iter().filter(|t| starts(t, service)) {
+                let file = krate.modules[from].strip_prefix(&krate.root).unwrap();
+                offences.push(format!("{} imports {}", file.display(), target.join("::")));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}

@@ -15,14 +15,14 @@ use crate::core::{AttemptKey, CoreConfig, LogLimits, TaskId, WorkerCore};
 use crate::shell::auth::RequireToken;
 use crate::shell::blobs::BlobStore;
 use crate::shell::connect::front::FrontLayer;
-use crate::shell::connect::server;
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
-use crate::shell::era2026_06::reconcile::Reconciler;
+use crate::shell::era2026_06::reconcile::{Reconciler, reconcile_router};
 use crate::shell::journal::{Journal, Recovered};
 use crate::shell::logstore::{LOGS_DIR, LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::sweep_orphans;
+use crate::shell::routes;
 use crate::shell::runtime::Runtime;
 use crate::shell::samples::SampleStore;
 use crate::shell::service::WorkerService;
@@ -161,9 +161,9 @@ pub fn rpc_stack(
     let grpc = crate::proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
         .max_decoding_message_size(REQUEST_BYTES_MAX);
     let grpc = tonic::service::interceptor::InterceptedService::new(grpc, token.clone());
-    let mut http = server::worker_router(service, token.clone());
+    let mut http = routes::worker_router(service, token.clone());
     if let Some(reconciler) = reconciler {
-        http = http.merge(server::reconcile_router(reconciler, token));
+        http = http.merge(reconcile_router(reconciler, token));
     }
     if let Some(extra) = extra {
         http = http.merge(extra);

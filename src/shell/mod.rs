@@ -20,6 +20,7 @@ pub mod probe;
 pub mod process;
 pub mod procstats;
 pub mod retention;
+pub mod routes;
 pub mod runtime;
 pub mod runtime_error;
 pub mod samples;

@@ -11,6 +11,7 @@ use crate::proto::worker::{
     FetchTaskLogsRequest, FetchTaskLogsResponse, GetTaskStatusRequest, HealthResponse,
     KillTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, RunTaskResponse,
 };
+use crate::shell::connect::server::Protocol;
 use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
 use crate::shell::logstore::LogStore;
 use crate::shell::metrics::Metrics;
@@ -28,30 +29,6 @@ impl WorkerService {
             driver,
             logs,
             metrics,
-        }
-    }
-}
-
-/// Which protocol a call came in on; the Connect server marks its requests, gRPC is the rest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    Connect,
-}
-
-impl Protocol {
-    pub fn of<T>(request: &Request<T>) -> Protocol {
-        request
-            .extensions()
-            .get::<Protocol>()
-            .copied()
-            .unwrap_or(Protocol::Grpc)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::Connect => "connect",
         }
     }
 }

@@ -17,8 +17,8 @@ use iris_worker::proto::controller_service_server::{ControllerService, Controlle
 use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::front::FrontLayer;
-use iris_worker::shell::connect::server;
-pub use iris_worker::shell::service::Protocol;
+use iris_worker::shell::routes;
+pub use iris_worker::shell::connect::server::Protocol;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -293,7 +293,7 @@ impl ControllerServer {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let shared = Arc::new(controller.clone());
-        let connect = server::controller_router(shared.clone(), RequireToken::new(None));
+        let connect = routes::controller_router(shared.clone(), RequireToken::new(None));
         let service = ControllerServiceServer::from_arc(shared);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -5,11 +5,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use http::{HeaderValue, StatusCode, header};
 use prost::Message;
 use serde::Serialize;
@@ -18,11 +16,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::codec::{self, BODY_BYTES_MAX, Codec, Encoding};
-use crate::proto::controller_service_server::ControllerService;
-use crate::proto::worker_service_server::WorkerService as _;
 use crate::shell::auth::RequireToken;
-use crate::shell::era2026_06::reconcile::Reconciler;
-use crate::shell::service::{Protocol, WorkerService};
 
 /// A Connect error response.
 pub fn error_response(status: &Status) -> Response {
@@ -49,7 +43,7 @@ fn unsupported_media_type(content_type: Option<&HeaderValue>) -> Response {
     response
 }
 
-fn unknown_method(service: &str, method: &str) -> Response {
+pub fn unknown_method(service: &str, method: &str) -> Response {
     let status = Status::unimplemented(format!("{service} has no method {method:?}"));
     let mut response = error_response(&status);
     *response.status_mut() = StatusCode::NOT_FOUND;
@@ -129,9 +123,10 @@ fn ok_response(codec: Codec, body: &[u8], gzip_ok: bool) -> Response {
     builder.body(Body::from(body)).expect("a valid response")
 }
 
-struct Served<S> {
-    service: Arc<S>,
-    token: RequireToken,
+/// A route's state: the service it calls and the token every call must carry.
+pub struct Served<S> {
+    pub service: Arc<S>,
+    pub token: RequireToken,
 }
 
 // By hand: a derive would ask `S: Clone`, and only the `Arc` is cloned.
@@ -144,69 +139,26 @@ impl<S> Clone for Served<S> {
     }
 }
 
-/// `POST /iris.cluster.WorkerService/<Method>` for all six methods.
-pub fn worker_router(service: Arc<WorkerService>, token: RequireToken) -> Router {
-    Router::new()
-        .route("/iris.cluster.WorkerService/{method}", post(worker_call))
-        .with_state(Served { service, token })
+/// Which protocol a call came in on; the Connect server marks its requests, gRPC is the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Connect,
 }
 
-async fn worker_call(
-    State(s): State<Served<WorkerService>>,
-    Path(method): Path<String>,
-    request: Request,
-) -> Response {
-    let (svc, token) = (&*s.service, &s.token);
-    match method.as_str() {
-        "RunTask" => unary(request, token, |r| svc.run_task(r)).await,
-        "GetTaskStatus" => unary(request, token, |r| svc.get_task_status(r)).await,
-        "ListTasks" => unary(request, token, |r| svc.list_tasks(r)).await,
-        "FetchTaskLogs" => unary(request, token, |r| svc.fetch_task_logs(r)).await,
-        "KillTask" => unary(request, token, |r| svc.kill_task(r)).await,
-        "HealthCheck" => unary(request, token, |r| svc.health_check(r)).await,
-        _ => unknown_method("iris.cluster.WorkerService", &method),
+impl Protocol {
+    pub fn of<T>(request: &tonic::Request<T>) -> Protocol {
+        request
+            .extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or(Protocol::Grpc)
     }
-}
 
-/// `POST /iris.cluster.WorkerService/Reconcile`, the 2026-06 era's one call (the other methods
-/// of that path answer in the task era's messages).
-pub fn reconcile_router(reconciler: Arc<Reconciler>, token: RequireToken) -> Router {
-    Router::new()
-        .route(
-            crate::shell::era2026_06::RECONCILE_PATH,
-            post(reconcile_call),
-        )
-        .with_state(Served {
-            service: reconciler,
-            token,
-        })
-}
-
-async fn reconcile_call(State(s): State<Served<Reconciler>>, request: Request) -> Response {
-    let svc = &*s.service;
-    unary(request, &s.token, |r| svc.reconcile(r)).await
-}
-
-/// `POST /iris.cluster.ControllerService/<Method>` for the two methods a worker calls, over any
-/// `ControllerService` (the simulator's and the tests' controllers serve both protocols).
-pub fn controller_router<S: ControllerService>(service: Arc<S>, token: RequireToken) -> Router {
-    Router::new()
-        .route(
-            "/iris.cluster.ControllerService/{method}",
-            post(controller_call::<S>),
-        )
-        .with_state(Served { service, token })
-}
-
-async fn controller_call<S: ControllerService>(
-    State(s): State<Served<S>>,
-    Path(method): Path<String>,
-    request: Request,
-) -> Response {
-    let (svc, token) = (&*s.service, &s.token);
-    match method.as_str() {
-        "RegisterWorker" => unary(request, token, |r| svc.register_worker(r)).await,
-        "ReportTaskState" => unary(request, token, |r| svc.report_task_state(r)).await,
-        _ => unknown_method("iris.cluster.ControllerService", &method),
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Connect => "connect",
+        }
     }
 }

@@ -12,7 +12,12 @@ use super::spec::task_spec;
 use crate::core::{Desired, Intent, Observation, TaskState};
 use crate::proto::v2026_06::iris::cluster::worker;
 use crate::proto::v2026_06::iris::{job, time};
+use axum::extract::State;
+use axum::routing::post;
+
+use crate::shell::auth::RequireToken;
 use crate::shell::clock::Clock;
+use crate::shell::connect::server::{Served, unary};
 use crate::shell::driver::{Command, DriverHandle};
 
 /// Serves Reconcile; `last_reconcile_ms` (on `clock`) is what the register watchdog reads.
@@ -119,4 +124,23 @@ impl Reconciler {
             .await
             .map_err(|e| Status::internal(e.to_string()))
     }
+}
+
+/// `POST /iris.cluster.WorkerService/Reconcile`, the 2026-06 era's one call (the other methods
+/// of that path answer in the task era's messages).
+pub fn reconcile_router(reconciler: Arc<Reconciler>, token: RequireToken) -> axum::Router {
+    axum::Router::new()
+        .route(super::RECONCILE_PATH, post(reconcile_call))
+        .with_state(Served {
+            service: reconciler,
+            token,
+        })
+}
+
+async fn reconcile_call(
+    State(s): State<Served<Reconciler>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let svc = &*s.service;
+    unary(request, &s.token, |r| svc.reconcile(r)).await
 }
