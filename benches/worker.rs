@@ -321,7 +321,7 @@ fn reconcile_numbers(n: usize, rounds: u32) -> (f64, f64) {
     use iris_worker::shell::era2026_06::reconcile::desired;
     use prost::Message;
     let config = CoreConfig {
-        reconcile: true,
+        era: iris_worker::core::Era::Reconcile { ships_logs: false },
         live_attempts_max: n + 1,
         port_range: 30000..=40000,
         ..iris_worker::fixtures::config()

@@ -10,7 +10,7 @@ use iris_worker::shell::era2026_06::spec::task_spec;
 
 fn reconcile_config() -> CoreConfig {
     CoreConfig {
-        reconcile: true,
+        era: Era::Reconcile { ships_logs: false },
         controller_address: Some("127.0.0.1:10000".into()),
         retention: Retention {
             finished_tasks_max: 0,
@@ -190,7 +190,7 @@ fn a_finished_attempt_left_out_is_removed_and_never_runs_again() {
 #[test]
 fn a_finished_attempt_waits_for_its_logs_to_ship_before_removal() {
     let mut h = Harness::new(CoreConfig {
-        ships_logs: true,
+        era: Era::Reconcile { ships_logs: true },
         ..reconcile_config()
     });
     let task = TaskId::new("a/j/0").unwrap();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iris_worker::core::{CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
+use iris_worker::core::{CoreConfig, Era, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use iris_worker::shell::assemble::{WorkerSetup, assemble, rpc_stack};
@@ -84,8 +84,9 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
     shared.event(format!("{} up", worker_host(worker)));
     let mut config = config(&shared, worker);
     let reconcile = net::speaks_reconcile(worker);
-    config.reconcile = reconcile;
-    config.ships_logs = reconcile;
+    if reconcile {
+        config.era = Era::Reconcile { ships_logs: true };
+    }
     let me = Registration {
         worker_id: config.identity.worker_id.clone(),
         address: config.identity.address.clone(),

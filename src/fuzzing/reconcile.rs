@@ -14,7 +14,7 @@ use crate::shell::era2026_06::reconcile::desired;
 
 fn config() -> CoreConfig {
     CoreConfig {
-        reconcile: true,
+        era: Era::Reconcile { ships_logs: false },
         retention: Retention {
             finished_tasks_max: 1,
             ..Retention::default()

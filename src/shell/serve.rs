@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
+use crate::core::{
+    AttemptKey, CoreConfig, Era, LogLimits, Retention, RuntimeFlavour, WorkerIdentity,
+};
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::{
     AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble, rpc_stack,
@@ -398,8 +400,10 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) 
         .display()
         .to_string();
     CoreConfig {
-        reconcile,
-        ships_logs: reconcile,
+        era: match reconcile {
+            true => Era::Reconcile { ships_logs: true },
+            false => Era::Push,
+        },
         workdir_root,
         identity: identity.clone(),
         controller_address: opts.controller_address.clone(),

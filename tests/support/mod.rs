@@ -17,8 +17,8 @@ use iris_worker::proto::controller_service_server::{ControllerService, Controlle
 use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::front::FrontLayer;
-use iris_worker::shell::routes;
 pub use iris_worker::shell::connect::server::Protocol;
+use iris_worker::shell::routes;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};

@@ -31,13 +31,8 @@ pub struct CoreConfig {
     pub live_attempts_max: usize,
     /// Which finished tasks are forgotten, and when.
     pub retention: Retention,
-    /// The controller drives the worker with desired sets (Iris 2026-06, `reconcile.rs`): no
-    /// reports are pushed, and a finished attempt is settled once a desired set leaves it out.
-    pub reconcile: bool,
-    /// Reconcile era: a finished attempt's log must have reached the log service (the shell's
-    /// pusher says so, `WorkerCore::logs_shipped`) before retention may remove it, so an outage
-    /// of the log service loses no line to retention.
-    pub ships_logs: bool,
+    /// How the controller drives this worker, one value for the whole era.
+    pub era: Era,
     /// The cache dir as a process-runtime task sees it (its `IRIS_WORKDIR` is under it; a
     /// container sees its workdir at `/workdir`).
     pub workdir_root: String,
@@ -71,8 +66,7 @@ impl Default for CoreConfig {
             start_tries_max: 3,
             live_attempts_max: 1024,
             retention: Retention::default(),
-            reconcile: false,
-            ships_logs: false,
+            era: Era::Push,
             workdir_root: String::new(),
             task_python: "python3".to_string(),
             host_network: true,
@@ -80,6 +74,33 @@ impl Default for CoreConfig {
             #[cfg(feature = "planted")]
             planted: None,
         }
+    }
+}
+
+/// How a controller drives the worker: the era of Iris's worker protocol, with what only that
+/// era has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Era {
+    /// The task era (2026-01): with a controller address the worker registers, heartbeats and
+    /// pushes every report until acknowledged (`controller.rs`).
+    Push,
+    /// The reconcile era (2026-06, `reconcile.rs`): the controller sends desired sets; nothing
+    /// is pushed, and a finished attempt is settled once a desired set leaves it out.
+    Reconcile {
+        /// A finished attempt's log must have reached the log service (the shell's pusher says
+        /// so, `WorkerCore::logs_shipped`) before retention may remove it, so an outage of the
+        /// log service loses no line to retention.
+        ships_logs: bool,
+    },
+}
+
+impl Era {
+    pub fn is_reconcile(self) -> bool {
+        matches!(self, Era::Reconcile { .. })
+    }
+
+    pub fn ships_logs(self) -> bool {
+        matches!(self, Era::Reconcile { ships_logs: true })
     }
 }
 

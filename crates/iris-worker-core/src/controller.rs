@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::config::CoreConfig;
+use super::config::{CoreConfig, Era};
 use super::effect::{Effect, TaskReport};
 use super::outbox::{Outbox, backoff_ms};
 use super::planted::PlantedBug;
@@ -32,7 +32,7 @@ pub(crate) struct ControllerLink {
 impl ControllerLink {
     /// A link that registers at once, or a disabled one when there is no controller.
     pub fn new(config: &CoreConfig, now_ms: u64, timers: &mut Timers) -> ControllerLink {
-        let registration = if config.controller_address.is_some() && !config.reconcile {
+        let registration = if config.controller_address.is_some() && config.era == Era::Push {
             timers.set(now_ms, Timer::Register);
             Registration::Idle { failures: 0 }
         } else {

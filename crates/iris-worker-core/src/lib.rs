@@ -34,7 +34,7 @@ pub mod timers;
 pub mod worker;
 
 pub use config::{
-    CoreConfig, DEFAULT_TERM_TIMEOUT_MS, KILL_REPEAT_MS, Retention, TERM_TIMEOUT_MAX_MS,
+    CoreConfig, DEFAULT_TERM_TIMEOUT_MS, Era, KILL_REPEAT_MS, Retention, TERM_TIMEOUT_MAX_MS,
 };
 pub use effect::{
     BuildSpec, BundleSource, ContainerSpec, Effect, JournalEntry, RemovalReason, Signal, TaskReport,

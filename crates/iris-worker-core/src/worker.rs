@@ -441,7 +441,8 @@ impl WorkerCore {
     /// (or there is no controller to tell).
     pub fn is_settled(&self, key: &AttemptKey) -> bool {
         self.attempt(key).is_some_and(|a| {
-            let shipped = a.logs_shipped || !self.config.ships_logs || a.spec.reconcile.is_none();
+            let shipped =
+                a.logs_shipped || !self.config.era.ships_logs() || a.spec.reconcile.is_none();
             a.task.is_finished() && (a.report_acked || !self.needs_ack()) && shipped
         })
     }
@@ -449,7 +450,7 @@ impl WorkerCore {
     /// Whether a finished attempt waits for the controller before it may be removed: its
     /// terminal report acknowledged (task era), or left out of a desired set (reconcile era).
     pub(crate) fn needs_ack(&self) -> bool {
-        self.controller.enabled() || self.config.reconcile
+        self.controller.enabled() || self.config.era.is_reconcile()
     }
 
     pub fn now_ms(&self) -> u64 {
