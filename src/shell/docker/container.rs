@@ -11,23 +11,24 @@ use crate::shell::setup;
 impl DockerRuntime {
     pub(super) fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {
         let bridged = self.config.network == DockerNetwork::Bridge;
-        let port_bindings = spec
-            .ports
-            .values()
-            .filter(|_| bridged)
-            .map(|port| {
-                let binding = PortBinding {
-                    host_ip: Some("0.0.0.0".to_string()),
-                    host_port: Some(port.to_string()),
-                };
-                (format!("{port}/tcp"), Some(vec![binding]))
-            })
-            .collect();
+        // Published ports are a bridge's; on the host's network a task binds the host's.
+        let port_bindings = bridged.then(|| {
+            spec.ports
+                .values()
+                .map(|port| {
+                    let binding = PortBinding {
+                        host_ip: Some("0.0.0.0".to_string()),
+                        host_port: Some(port.to_string()),
+                    };
+                    (format!("{port}/tcp"), Some(vec![binding]))
+                })
+                .collect()
+        });
         let workdir = self.config.cache_dir.join(&spec.workdir);
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
         let host_config = HostConfig {
             binds: Some(self.binds(&workdir, &spec.container_workdir)),
-            port_bindings: bridged.then_some(port_bindings),
+            port_bindings,
             memory: (memory > 0).then_some(memory),
             memory_swap: (memory > 0).then_some(memory),
             nano_cpus: (spec.resources.cpu_millicores > 0)
@@ -39,7 +40,6 @@ impl DockerRuntime {
             ..HostConfig::default()
         };
         let host_config = self.network(host_config);
-        let exposed = spec.ports.values().filter(|_| bridged);
         ContainerCreateBody {
             image: Some(
                 spec.image
@@ -53,7 +53,8 @@ impl DockerRuntime {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone().into_iter().collect()),
             working_dir: Some(spec.container_workdir.clone()),
-            exposed_ports: bridged.then(|| exposed.map(|p| format!("{p}/tcp")).collect()),
+            exposed_ports: bridged
+                .then(|| spec.ports.values().map(|p| format!("{p}/tcp")).collect()),
             host_config: Some(host_config),
             ..ContainerCreateBody::default()
         }
