@@ -195,7 +195,7 @@ fn the_clients_jobs_run_in_the_process_runtime() {
     let cache = dir.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let worker_python = python.display().to_string();
-    let _worker = start_worker(&controller, &cache, &id, &["--python", &worker_python]);
+    let worker = start_worker(&controller, &cache, &id, &["--python", &worker_python]);
     let cache = std::fs::canonicalize(&cache).unwrap();
     for (name, r) in run_client(&python, &controller, &ws, None, SCENARIOS) {
         // The client's container recipe is not run on the host (Iris's process runtime skips it
@@ -209,6 +209,7 @@ fn the_clients_jobs_run_in_the_process_runtime() {
         }
         check(&name, &r, |dir| Path::new(dir).starts_with(&cache));
     }
+    stop(worker);
 }
 
 /// Images the worker built (`iris-<job>` repositories): the 2026-06 era builds none.
@@ -237,7 +238,7 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let ws = workspace(&dir);
     let id = format!("w-client-docker-{}", std::process::id());
     let docker = ["--runtime", "docker", "--default-image", PYTHON_IMAGE];
-    let _worker = start_worker(&controller, &dir.join("cache"), &id, &docker);
+    let worker = start_worker(&controller, &dir.join("cache"), &id, &docker);
     let before = built_images();
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");
@@ -262,4 +263,26 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     eprintln!(
         "docker client jobs, submit -> end in seconds (the first one fills uv's cache): {seconds:?}"
     );
+    stop(worker);
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=iris.worker_id={id}"),
+        ])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        left.trim().is_empty(),
+        "containers left after the stop: {left}"
+    );
+}
+
+/// A graceful stop: SIGTERM makes the worker kill its tasks, as `serve` does. A `WorkerPool`'s
+/// actor jobs outlive the client's pool, so a SIGKILLed worker would leave them running.
+fn stop(mut worker: WorkerProcess) {
+    worker.signal(libc::SIGTERM);
+    let _ = worker.child.wait();
 }
