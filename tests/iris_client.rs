@@ -282,6 +282,9 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     for left in containers("-a").lines() {
         let _ = Command::new("docker").args(["rm", "-f", left]).output();
     }
+    // uv's cache of a marin-iris workspace is gigabytes: left behind, a few runs fill the disk
+    // past the retention tests' pressure threshold.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A graceful stop: SIGTERM makes the worker kill its tasks, as `serve` does. A `WorkerPool`'s
