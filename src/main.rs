@@ -38,7 +38,7 @@ fn shim_args(args: &[String]) -> Option<(i32, &[String])> {
 }
 
 async fn cleanup(cache_dir: std::path::PathBuf) -> anyhow::Result<i32> {
-    match iris_worker::shell::docker::remove_all_managed().await {
+    match iris_worker::shell::runtime::docker::remove_all_managed().await {
         Ok(removed) => println!("removed {removed} iris-managed containers"),
         Err(e) => eprintln!("iris-worker: no containers removed: {e}"),
     }
@@ -53,12 +53,14 @@ async fn cleanup(cache_dir: std::path::PathBuf) -> anyhow::Result<i32> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some((parent_pid, argv)) = shim_args(&args) {
-        iris_worker::shell::shim::run(parent_pid, argv);
+        iris_worker::shell::runtime::shim::run(parent_pid, argv);
     }
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
         // Before any runtime exists: the shim forks, which wants a single thread.
-        TopCommand::Shim { parent_pid, argv } => iris_worker::shell::shim::run(parent_pid, &argv),
+        TopCommand::Shim { parent_pid, argv } => {
+            iris_worker::shell::runtime::shim::run(parent_pid, &argv)
+        }
         TopCommand::Serve(args) => {
             init_tracing(args.log_format);
             match args.options(cli.target.auth_token_file.as_deref()) {

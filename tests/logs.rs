@@ -2,8 +2,8 @@
 
 use iris_worker::core::*;
 use iris_worker::proto::worker::FetchLogsFilter;
-use iris_worker::shell::logfile::{Head, Kind};
-use iris_worker::shell::logwindow::{LogWindow, Record};
+use iris_worker::shell::logs::file::{Head, Kind};
+use iris_worker::shell::logs::window::{LogWindow, Record};
 
 /// A window that takes single lines, as the log store's `append` gives them.
 struct TaskLogs(LogWindow);

@@ -124,7 +124,7 @@ pub struct Machine {
     pub hang_ended_ms: u64,
     /// The running worker's log store, so a crash can be made as harsh as `kill -9` and what
     /// it serves can be recorded; `None` while no worker runs.
-    pub log_store: Option<iris_worker::shell::logstore::LogStore>,
+    pub log_store: Option<iris_worker::shell::logs::store::LogStore>,
 }
 
 impl Machine {

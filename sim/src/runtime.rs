@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iris_worker::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
-use iris_worker::shell::output_mark::{OutputMark, ResumeFilter};
+use iris_worker::shell::logs::output_mark::{OutputMark, ResumeFilter};
 use iris_worker::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError};
 
 use crate::plan::Behaviour;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use iris_worker::core::{AttemptKey, LogFilter, LogLimits, LogSource, TaskState};
-use iris_worker::shell::logstore::{LOGS_DIR, LogStore, LogStoreConfig, segment_paths};
+use iris_worker::shell::logs::store::{LOGS_DIR, LogStore, LogStoreConfig, segment_paths};
 
 use crate::db::CtlTask;
 use crate::plan::{Fault, FaultKind, Node, Plan, Shape};

@@ -6,7 +6,7 @@ fn main() {
     match args.as_slice() {
         [_, flag, pid, dashes, argv @ ..] if flag == "--parent-pid" && dashes == "--" => {
             match pid.parse() {
-                Ok(pid) => iris_worker::shell::shim::run(pid, argv),
+                Ok(pid) => iris_worker::shell::runtime::shim::run(pid, argv),
                 Err(_) => eprintln!("iris-shim: --parent-pid {pid:?} is not a pid"),
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::{LogLimits, Retention};
-use crate::shell::docker::DockerNetwork;
+use crate::shell::runtime::docker::DockerNetwork;
 use crate::shell::serve::{IrisProtocol, ServeOptions};
 
 /// `0.1.0 (abc1234)`: the package version and the git commit it was built from.

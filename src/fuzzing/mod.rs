@@ -14,9 +14,9 @@ use prost::Message;
 use crate::core::{CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskSpec, WorkerCore};
 use crate::proto;
 use crate::shell::bundle;
-use crate::shell::lines::{Lines, count_lines};
-use crate::shell::logfile::{Head, Kind, Scan};
-use crate::shell::logwindow::{LogWindow, Record};
+use crate::shell::logs::file::{Head, Kind, Scan};
+use crate::shell::logs::lines::{Lines, count_lines};
+use crate::shell::logs::window::{LogWindow, Record};
 use core_model::{Op, TASKS};
 
 /// Reads fuzz bytes as small integers; runs dry as zeros.

@@ -19,7 +19,7 @@ use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
 use crate::shell::era2026_06::reconcile::{Reconciler, reconcile_router};
 use crate::shell::journal::{Journal, Recovered};
-use crate::shell::logstore::{LOGS_DIR, LogStore, LogStoreConfig};
+use crate::shell::logs::store::{LOGS_DIR, LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::sweep_orphans;
 use crate::shell::routes;

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::core::AttemptKey;
-use crate::shell::logstore::{LOGS_DIR, pushed_path, segment_paths};
+use crate::shell::logs::store::{LOGS_DIR, pushed_path, segment_paths};
 
 /// What an attempt leaves in the cache dir: its log segments and its workdir.
 fn attempt_paths(cache_dir: &Path, key: &AttemptKey) -> [PathBuf; 4] {

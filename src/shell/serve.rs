@@ -26,12 +26,12 @@ use crate::shell::era2026_06::{self, start::EraWiring};
 
 use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
-use crate::shell::docker::{DockerNetwork, DockerRuntime, DockerRuntimeConfig};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
 use crate::shell::probe::{hostname, probe};
-use crate::shell::process::{ProcessRuntime, ProcessRuntimeConfig};
+use crate::shell::runtime::docker::{DockerNetwork, DockerRuntime, DockerRuntimeConfig};
+use crate::shell::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
 use crate::shell::task_caches;
 

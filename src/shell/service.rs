@@ -13,7 +13,7 @@ use crate::proto::worker::{
 };
 use crate::shell::connect::server::Protocol;
 use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
-use crate::shell::logstore::LogStore;
+use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::Metrics;
 use std::sync::Arc;
 

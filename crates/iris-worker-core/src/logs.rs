@@ -2,7 +2,7 @@
 //!
 //! Line numbers are absolute for the attempt (the first line is 0) and never reused, so a reader
 //! that remembers the last number it saw can resume exactly, and a gap tells it lines were
-//! evicted. The shell keeps the lines (`shell::logwindow`, `shell::logfile`); the filter here
+//! evicted. The shell keeps the lines (`shell::logs::window`, `shell::logs::file`); the filter here
 //! decides which of them a fetch returns, wherever they are read from.
 
 use std::collections::VecDeque;

@@ -24,7 +24,7 @@ use crate::core::{
 use crate::proto;
 use crate::shell::auth::RequireToken;
 use crate::shell::driver::{Command, DriverHandle};
-use crate::shell::logstore::LogStore;
+use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::{Metrics, StateLabel};
 use crate::shell::retention::FsUsage;
 use crate::shell::samples::SampleStore;

@@ -15,8 +15,8 @@ use crate::core::{
 };
 use crate::shell::metrics::ReasonLabel;
 use crate::shell::retention::remove_attempt_files;
+use crate::shell::runtime::workdir::fetch_content;
 use crate::shell::runtime::{AttemptSink, RuntimeError};
-use crate::shell::workdir::fetch_content;
 
 impl Driver {
     fn span(&mut self, key: &AttemptKey) -> Span {

@@ -31,7 +31,7 @@ use crate::shell::blobs::BlobStore;
 pub use crate::shell::clock::Clock;
 use crate::shell::controller::ControllerClient;
 use crate::shell::journal::Journal;
-use crate::shell::logstore::LogStore;
+use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::Metrics;
 use crate::shell::retention::FsUsage;
 use crate::shell::runtime::{DriverInbox, Runtime};

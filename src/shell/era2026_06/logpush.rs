@@ -19,7 +19,7 @@ use crate::proto::v2026_06::iris::cluster::controller;
 use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::controller::ControllerAddress;
 use crate::shell::driver::{Command, DriverHandle};
-use crate::shell::logstore::{LogStore, pushed_path};
+use crate::shell::logs::store::{LogStore, pushed_path};
 use crate::shell::metrics::Metrics;
 
 pub const PUSH_EVERY: Duration = Duration::from_millis(500);

@@ -1,5 +1,14 @@
 //! The `Runtime` trait: what runs a task attempt (a docker container or a process group), and the
-//! `AttemptSink` through which a running attempt reports back.
+//! `AttemptSink` through which a running attempt reports back. Beneath it, the two runtimes
+//! (`docker`, `process` with its `shim` and `procstats`) and what both use (`setup`, `workdir`).
+
+pub mod docker;
+mod error;
+pub mod process;
+pub mod procstats;
+pub mod setup;
+pub mod shim;
+pub mod workdir;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,9 +18,9 @@ use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, Event, ExitStatus, LogSource, ResourceUsage, Signal,
 };
 use crate::shell::clock::Clock;
-use crate::shell::logstore::{AttemptLogHandle, LogStore};
-use crate::shell::output_mark::OutputMark;
-pub use crate::shell::runtime_error::RuntimeError;
+use crate::shell::logs::output_mark::OutputMark;
+use crate::shell::logs::store::{AttemptLogHandle, LogStore};
+pub use error::RuntimeError;
 
 /// The image a build resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -201,7 +210,7 @@ pub trait Runtime: Send + Sync + 'static {
         workdir: &str,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<(), RuntimeError> {
-        crate::shell::workdir::prepare(self.cache_dir(), workdir, files).await
+        crate::shell::runtime::workdir::prepare(self.cache_dir(), workdir, files).await
     }
 
     /// Fetches the bundle and extracts it into the workdir.
@@ -211,7 +220,7 @@ pub trait Runtime: Send + Sync + 'static {
         bundle_path: &str,
         workdir: &str,
     ) -> Result<(), RuntimeError> {
-        crate::shell::workdir::fetch_bundle(self.cache_dir(), bundle_path, workdir).await
+        crate::shell::runtime::workdir::fetch_bundle(self.cache_dir(), bundle_path, workdir).await
     }
 
     async fn build_image(

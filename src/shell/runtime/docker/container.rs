@@ -6,7 +6,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 
 use super::{DockerNetwork, DockerRuntime, PIDS_MAX};
 use crate::core::ContainerSpec;
-use crate::shell::setup;
+use crate::shell::runtime::setup;
 
 impl DockerRuntime {
     pub(super) fn container_body(&self, spec: &ContainerSpec) -> ContainerCreateBody {

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use super::error::RuntimeError;
 use crate::core::AttemptKey;
 use crate::shell::blobs::BlobStore;
 use crate::shell::bundle;
-use crate::shell::runtime_error::RuntimeError;
 
 fn blocking_error(e: tokio::task::JoinError) -> RuntimeError {
     RuntimeError::new(format!("worker thread failed: {e}"))

@@ -11,9 +11,9 @@ use tokio_stream::StreamExt;
 use super::engine::{engine_error, message};
 use super::{DockerRuntime, PIDS_MAX};
 use crate::core::{AttemptKey, BuildSpec, LogSource};
-use crate::shell::lines::LineSplitter;
+use crate::shell::logs::lines::LineSplitter;
+use crate::shell::runtime::setup;
 use crate::shell::runtime::{AttemptSink, RuntimeError};
-use crate::shell::setup;
 
 /// Removes the setup container when dropped (the build future ended, however it ended).
 struct RemoveOnDrop {

@@ -18,12 +18,12 @@ use tokio::task::AbortHandle;
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
 };
-use crate::shell::lines::LineReader;
-use crate::shell::procstats::{GroupSampler, disk_usage_bytes};
+use crate::shell::logs::lines::LineReader;
+use crate::shell::runtime::procstats::{GroupSampler, disk_usage_bytes};
+use crate::shell::runtime::setup;
+use crate::shell::runtime::shim;
+use crate::shell::runtime::workdir;
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, check_ports_free};
-use crate::shell::setup;
-use crate::shell::shim;
-use crate::shell::workdir;
 
 /// Variables of the worker's own environment a task inherits (everything else is the task's).
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];

@@ -9,7 +9,7 @@ use super::DockerRuntime;
 use super::engine::message;
 use super::naming::sanitized;
 use crate::core::{BuildSpec, LogSource};
-use crate::shell::lines::LineSplitter;
+use crate::shell::logs::lines::LineSplitter;
 use crate::shell::runtime::{AttemptSink, BuiltImage, RuntimeError};
 
 /// Files of a bundle that decide its image; the rest of the bundle is mounted, not baked in.

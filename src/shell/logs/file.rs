@@ -19,7 +19,7 @@
 use std::io::{self, BufRead, Seek, SeekFrom};
 
 use crate::core::{LogLine, LogSource};
-use crate::shell::lines::Lines;
+use crate::shell::logs::lines::Lines;
 
 /// What a record's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

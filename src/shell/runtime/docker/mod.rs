@@ -40,9 +40,9 @@ pub use self::naming::container_name;
 pub use self::survey::remove_all_managed;
 use crate::core::hostpaths::{self, CACHE_MOUNTS};
 use crate::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
-use crate::shell::output_mark::OutputMark;
+use crate::shell::logs::output_mark::OutputMark;
+use crate::shell::runtime::workdir;
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, check_ports_free};
-use crate::shell::workdir;
 
 /// Processes a container may run.
 pub const PIDS_MAX: i64 = 4096;

@@ -12,8 +12,8 @@ use tokio_stream::StreamExt;
 use super::engine::message;
 use super::timestamps::{parse_rfc3339_ms, split_timestamp};
 use crate::core::{ExitStatus, LogSource};
-use crate::shell::lines::{LineSplitter, Lines};
-use crate::shell::output_mark::{OutputMark, ResumeFilter};
+use crate::shell::logs::lines::{LineSplitter, Lines};
+use crate::shell::logs::output_mark::{OutputMark, ResumeFilter};
 use crate::shell::runtime::AttemptSink;
 
 /// How long to wait for a late OOM flag before reporting a SIGKILL.

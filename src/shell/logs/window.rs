@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use crate::core::{LogFilter, LogLimits, LogLine};
-use crate::shell::logfile::Head;
+use crate::shell::logs::file::Head;
 
 /// A record as it went to disk: its header, and its encoded bytes with the data at `data_at`.
 #[derive(Debug)]

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLimits, LogLine, LogSource};
-use crate::shell::lines::count_lines;
-use crate::shell::logfile::{Head, Kind, Scan};
-use crate::shell::logwindow::{LogWindow, Record};
-use crate::shell::output_mark::OutputMark;
+use crate::shell::logs::file::{Head, Kind, Scan};
+use crate::shell::logs::lines::count_lines;
+use crate::shell::logs::output_mark::OutputMark;
+use crate::shell::logs::window::{LogWindow, Record};
 
-pub use crate::shell::lines::LINE_BYTES_MAX;
+pub use crate::shell::logs::lines::LINE_BYTES_MAX;
 
 /// The log store's directory in a worker's cache dir.
 pub const LOGS_DIR: &str = "logs";

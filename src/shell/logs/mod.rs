@@ -1,0 +1,8 @@
+//! The log store's wing: each attempt's output as numbered lines on disk, a window of recent
+//! lines in memory, and the marks that let a restarted worker resume a stream where it stopped.
+
+pub mod file;
+pub mod lines;
+pub mod output_mark;
+pub mod store;
+pub mod window;
