@@ -6,6 +6,7 @@ pub mod clock;
 pub mod connect;
 pub mod controller;
 pub mod dashboard;
+pub mod disk;
 pub mod driver;
 pub mod era2026_06;
 pub mod journal;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::proto::{self, AttributeValue, DeviceConfig, attribute_value, device_config};
+use crate::shell::disk::FsUsage;
 
 /// How long nvidia-smi may take before the worker assumes no GPU.
 const GPU_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +35,8 @@ pub async fn probe(ip_address: &str, cache_dir: &Path) -> proto::WorkerMetadata 
             .ok()
             .and_then(|m| mem_total_bytes(&m))
             .unwrap_or(0),
-        disk_bytes: free_disk_bytes(cache_dir).unwrap_or(0),
+        disk_bytes: FsUsage::of(cache_dir)
+            .map_or(0, |u| i64::try_from(u.available_bytes).unwrap_or(i64::MAX)),
         attributes: env("IRIS_WORKER_ATTRIBUTES")
             .map(|a| parse_attributes(&a))
             .unwrap_or_default(),
@@ -64,17 +66,6 @@ pub fn mem_total_bytes(meminfo: &str) -> Option<i64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
-}
-
-fn free_disk_bytes(path: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a statvfs struct we own.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    i64::try_from(u128::from(stat.f_bavail) * u128::from(stat.f_frsize)).ok()
 }
 
 /// The worker's `region` attribute (`IRIS_WORKER_ATTRIBUTES=region=us-east5,...`): a task's

@@ -65,54 +65,6 @@ pub fn sweep_orphans<'a>(
     Ok(removed)
 }
 
-/// How full the file system holding a path is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FsUsage {
-    pub used_bytes: u64,
-    pub total_bytes: u64,
-    pub used_inodes: u64,
-    pub total_inodes: u64,
-}
-
-impl FsUsage {
-    pub fn of(path: &Path) -> io::Result<FsUsage> {
-        use std::os::unix::ffi::OsStrExt;
-        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid C string and a statvfs the call fills in.
-        if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let block = stat.f_frsize as u64;
-        Ok(FsUsage {
-            used_bytes: (stat.f_blocks as u64).saturating_sub(stat.f_bfree as u64) * block,
-            // What an unprivileged writer can reach: used plus available.
-            total_bytes: ((stat.f_blocks as u64).saturating_sub(stat.f_bfree as u64)
-                + stat.f_bavail as u64)
-                * block,
-            used_inodes: (stat.f_files as u64).saturating_sub(stat.f_ffree as u64),
-            total_inodes: stat.f_files as u64,
-        })
-    }
-
-    pub fn bytes_percent(&self) -> u8 {
-        percent(self.used_bytes, self.total_bytes)
-    }
-
-    /// 0 on file systems without an inode count (some report none).
-    pub fn inodes_percent(&self) -> u8 {
-        percent(self.used_inodes, self.total_inodes)
-    }
-}
-
-fn percent(used: u64, total: u64) -> u8 {
-    if total == 0 {
-        return 0;
-    }
-    (used.saturating_mul(100) / total).min(100) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,9 +89,6 @@ mod tests {
         assert!(attempt_paths(&dir, &orphan).iter().all(|p| !p.exists()));
         remove_attempt_files(&dir, std::slice::from_ref(&kept)).unwrap();
         assert!(attempt_paths(&dir, &kept).iter().all(|p| !p.exists()));
-        let usage = FsUsage::of(&dir).unwrap();
-        assert!(usage.used_bytes > 0 && usage.used_bytes <= usage.total_bytes);
-        assert!(usage.bytes_percent() <= 100);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

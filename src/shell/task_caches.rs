@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::core::hostpaths::CACHE_MOUNTS;
-use crate::shell::runtime::procstats::disk_usage_bytes;
+use crate::shell::disk::disk_usage_bytes;
 
 /// Entries a start-up measurement walks at most (a larger cache is under-counted).
 const ENTRIES_MAX: usize = 5_000_000;

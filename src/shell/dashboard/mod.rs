@@ -23,10 +23,10 @@ use crate::core::{
 };
 use crate::proto;
 use crate::shell::auth::RequireToken;
+use crate::shell::disk::FsUsage;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::{Metrics, StateLabel};
-use crate::shell::retention::FsUsage;
 use crate::shell::samples::SampleStore;
 use crate::shell::view::status_json;
 use html::{LogView, WorkerView};

@@ -30,10 +30,10 @@ use crate::core::{AttemptKey, Event, RecoveredAttempt, WorkerCore};
 use crate::shell::blobs::BlobStore;
 pub use crate::shell::clock::Clock;
 use crate::shell::controller::ControllerClient;
+use crate::shell::disk::FsUsage;
 use crate::shell::journal::Journal;
 use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::Metrics;
-use crate::shell::retention::FsUsage;
 use crate::shell::runtime::{DriverInbox, Runtime};
 use crate::shell::samples::SampleStore;
 

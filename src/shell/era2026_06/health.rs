@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::proto::v2026_06::iris::{cluster::worker, job, time};
-use crate::shell::retention::FsUsage;
+use crate::shell::disk::FsUsage;
 
 /// Above this share of the cache dir's file system in use (bytes or inodes), the worker says
 /// it is unhealthy: a task could not write its logs.

@@ -18,8 +18,9 @@ use tokio::task::AbortHandle;
 use crate::core::{
     AttemptKey, BuildSpec, ContainerSpec, ExitStatus, LogSource, ResourceUsage, Signal,
 };
+use crate::shell::disk::disk_usage_bytes;
 use crate::shell::logs::lines::LineReader;
-use crate::shell::runtime::procstats::{GroupSampler, disk_usage_bytes};
+use crate::shell::runtime::procstats::GroupSampler;
 use crate::shell::runtime::setup;
 use crate::shell::runtime::shim;
 use crate::shell::runtime::workdir;

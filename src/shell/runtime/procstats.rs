@@ -3,7 +3,6 @@
 //! inherits those that left the group with `setsid`).
 
 use std::fs;
-use std::path::Path;
 use std::time::Instant;
 
 use crate::core::ResourceUsage;
@@ -114,32 +113,6 @@ impl GroupSampler {
             process_count: count,
         }
     }
-}
-
-/// Bytes under `dir`, walking at most `entries_max` entries (a huge tree is under-counted rather
-/// than stalling the sampler).
-pub fn disk_usage_bytes(dir: &Path, entries_max: usize) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    let mut seen = 0;
-    while let Some(path) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&path) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            seen += 1;
-            if seen > entries_max {
-                return total;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]
