@@ -45,7 +45,7 @@ fn start_worker_with(extra: &[&str]) -> Worker {
 }
 
 fn request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    iris_worker::requests::command_request(task_id, 0, argv)
+    iris_worker::proto::worker::RunTaskRequest::for_command(task_id, 0, argv)
 }
 
 async fn state(c: &mut Client, task_id: &str) -> proto::TaskStatus {
@@ -324,7 +324,7 @@ fn reconcile_numbers(n: usize, rounds: u32) -> (f64, f64) {
         era: iris_worker::core::Era::Reconcile { ships_logs: false },
         live_attempts_max: n + 1,
         port_range: 30000..=40000,
-        ..iris_worker::fixtures::config()
+        ..iris_worker::core::testing::config()
     };
     let mut core = WorkerCore::new(config, 0);
     let uid = |i: usize| format!("uid-{i:05}");

@@ -4,9 +4,8 @@
 //! world (RPC, processes, containers, disk, the controller); `cli` is the command line.
 
 pub mod cli;
-pub mod fixtures;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod requests;
 pub mod shell;
 
 pub use iris_worker_core as core;

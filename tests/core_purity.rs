@@ -38,6 +38,8 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// What the core may depend on: the messages, regex (log filters) and thiserror.
 const CORE_DEPENDENCIES: &[&str] = &["iris-proto", "regex", "thiserror"];
+/// What its tests may add: itself with `testing`, proptest and insta.
+const CORE_DEV_DEPENDENCIES: &[&str] = &["iris-worker-core", "proptest", "insta"];
 
 #[test]
 fn the_core_depends_on_no_io_crate() {
@@ -53,13 +55,42 @@ fn the_core_depends_on_no_io_crate() {
         } else if section.contains("dependencies") && !line.is_empty() && !line.starts_with('#') {
             let name = line.split(['=', '.']).next().unwrap_or("").trim();
             found.push(format!("{section} {name}"));
+            let allowed = match section {
+                "[dependencies]" => CORE_DEPENDENCIES,
+                "[dev-dependencies]" => CORE_DEV_DEPENDENCIES,
+                _ => &[],
+            };
             assert!(
-                section == "[dependencies]" && CORE_DEPENDENCIES.contains(&name),
-                "the core may depend only on {CORE_DEPENDENCIES:?}; found {name} in {section}"
+                allowed.contains(&name),
+                "the core may depend only on {CORE_DEPENDENCIES:?} (and its tests on \
+                 {CORE_DEV_DEPENDENCIES:?}); found {name} in {section}"
             );
         }
     }
-    assert_eq!(found.len(), CORE_DEPENDENCIES.len(), "{found:?}");
+    assert_eq!(
+        found.len(),
+        CORE_DEPENDENCIES.len() + CORE_DEV_DEPENDENCIES.len(),
+        "{found:?}"
+    );
+}
+
+/// `cargo test -p iris-worker-core` builds none of the shell's world: what its tests compile is
+/// the whole resolved tree of its normal and dev dependencies, features unified.
+#[test]
+fn the_cores_tests_build_no_async_or_rpc_crate() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", "iris-worker-core", "-e", "normal,dev"])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.contains("proptest "), "the tree lists the dev-dependencies:\n{tree}");
+    for forbidden in ["tokio", "tonic", "axum", "bollard", "hyper", "iris-worker "] {
+        let hits: Vec<&str> = tree.lines().filter(|l| l.starts_with(forbidden)).collect();
+        assert!(hits.is_empty(), "the core's tests would build {hits:?}");
+    }
 }
 
 #[test]

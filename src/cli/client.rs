@@ -13,7 +13,6 @@ use crate::core::{LogSource, TaskState, is_task_finished};
 use crate::proto;
 use crate::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, GetTaskStatusRequest};
 use crate::proto::worker_service_client::WorkerServiceClient;
-use crate::requests::command_request;
 use crate::shell::auth::{SendToken, read_token};
 use crate::shell::view::status_json;
 
@@ -199,7 +198,7 @@ fn request(args: &RunArgs) -> anyhow::Result<proto::worker::RunTaskRequest> {
         bundle_gcs_path: args.bundle.clone().unwrap_or_default(),
         timeout_seconds: args.timeout,
         ports: args.ports.clone(),
-        ..command_request(&task_id, args.attempt_id, &argv)
+        ..proto::worker::RunTaskRequest::for_command(&task_id, args.attempt_id, &argv)
     })
 }
 

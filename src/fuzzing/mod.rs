@@ -1,7 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` and their replay in `cargo test`. Each takes
 //! arbitrary bytes and panics only when an invariant breaks: bad input must never panic.
 
-pub mod core_model;
 mod reconcile;
 
 pub use reconcile::fuzz_reconcile;
@@ -11,13 +10,13 @@ use std::path::PathBuf;
 
 use prost::Message;
 
+use crate::core::testing::model::{Op, TASKS};
 use crate::core::{CoreConfig, LineStart, LogFilter, LogLimits, LogSource, TaskSpec, WorkerCore};
 use crate::proto;
 use crate::shell::bundle;
 use crate::shell::logs::file::{Head, Kind, Scan};
 use crate::shell::logs::lines::{Lines, count_lines};
 use crate::shell::logs::window::{LogWindow, Record};
-use core_model::{Op, TASKS};
 
 /// Reads fuzz bytes as small integers; runs dry as zeros.
 struct Bytes<'a>(&'a [u8]);
@@ -119,7 +118,7 @@ pub fn fuzz_core(data: &[u8]) {
     while !bytes.is_empty() && ops.len() < 256 {
         ops.push(decode_op(&mut bytes));
     }
-    core_model::run(&ops);
+    crate::core::testing::model::run(&ops);
 }
 
 /// Arbitrary bytes as a RunTaskRequest: decoding, validation and submit. Whatever passes

@@ -19,7 +19,7 @@ fn config() -> CoreConfig {
             finished_tasks_max: 1,
             ..Retention::default()
         },
-        ..crate::fixtures::config()
+        ..crate::core::testing::config()
     }
 }
 

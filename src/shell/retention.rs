@@ -68,7 +68,7 @@ pub fn sweep_orphans<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::key;
+    use crate::core::testing::key;
 
     #[test]
     fn orphans_go_and_known_attempts_stay() {

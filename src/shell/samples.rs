@@ -112,7 +112,7 @@ impl SampleStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::key;
+    use crate::core::testing::key;
 
     #[test]
     fn series_stay_bounded_and_keep_their_peaks() {

@@ -128,7 +128,7 @@ impl Drop for WorkerProcess {
 }
 
 pub fn command_request(task_id: &str, argv: &[&str]) -> proto::worker::RunTaskRequest {
-    iris_worker::requests::command_request(task_id, 0, argv)
+    iris_worker::proto::worker::RunTaskRequest::for_command(task_id, 0, argv)
 }
 
 pub async fn status(client: &mut WorkerServiceClient<Channel>, task_id: &str) -> proto::TaskStatus {

@@ -53,3 +53,26 @@ pub mod v2026_06 {
 
 pub use iris::cluster;
 pub use iris::worker_journal as journal;
+
+impl cluster::worker::RunTaskRequest {
+    /// A request to run `argv` as attempt `attempt_id` of `task_id`, its job id taken from the
+    /// task id (`{job}/task-{i}`). The CLI's `run`, the tests, the fuzz model and the benchmarks
+    /// start from this and set what else they need.
+    pub fn for_command(task_id: &str, attempt_id: i32, argv: &[&str]) -> Self {
+        let job_id = task_id.rsplit_once('/').map_or(task_id, |(job, _)| job);
+        Self {
+            job_id: job_id.to_string(),
+            task_id: task_id.to_string(),
+            num_tasks: 1,
+            entrypoint: Some(cluster::Entrypoint {
+                kind: Some(cluster::entrypoint::Kind::Command(
+                    cluster::CommandEntrypoint {
+                        argv: argv.iter().map(|s| s.to_string()).collect(),
+                    },
+                )),
+            }),
+            attempt_id,
+            ..Default::default()
+        }
+    }
+}

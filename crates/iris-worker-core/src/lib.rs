@@ -30,6 +30,8 @@ pub mod retention;
 pub mod spec;
 pub mod state;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timers;
 pub mod worker;
 
@@ -41,7 +43,7 @@ pub use effect::{
 };
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
-pub use ids::{AttemptKey, IdError, JobId, TaskId};
+pub use ids::{AttemptKey, ID_LEN_MAX, IdError, JobId, TaskId};
 pub use ledger::{REMOVED_MARGIN_MS, REMOVED_MAX, RemovedAttempt};
 pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
 pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource};

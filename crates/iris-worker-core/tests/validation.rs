@@ -1,10 +1,8 @@
 //! Every bad-input rule of a submission, and the message that names the field.
 
-mod common;
-
-use common::request;
-use iris_worker::core::*;
-use iris_worker::proto;
+use iris_worker_core::proto;
+use iris_worker_core::testing::request;
+use iris_worker_core::*;
 
 fn refused(req: proto::worker::RunTaskRequest) -> ValidationError {
     TaskSpec::from_request(&req).expect_err("must be refused")
@@ -38,7 +36,7 @@ fn bad_task_ids_name_the_field() {
     assert_eq!(refused(req).field, "task_id");
 }
 
-const ID_LEN_MAX_FOR_TEST: usize = iris_worker::core::ids::ID_LEN_MAX;
+const ID_LEN_MAX_FOR_TEST: usize = iris_worker_core::ID_LEN_MAX;
 
 #[test]
 fn bad_job_id() {

@@ -1,10 +1,8 @@
 //! Effect traces of canonical scenarios, one line per effect, as insta snapshots. A change in
 //! what the core asks the shell to do shows up here as a diff to review.
 
-mod common;
-
-use common::*;
-use iris_worker::core::*;
+use iris_worker_core::testing::*;
+use iris_worker_core::*;
 
 fn run_to_exit(h: &mut Harness, task_id: &str, status: ExitStatus) {
     h.submit(spec(task_id, 0)).unwrap();

@@ -1,10 +1,10 @@
 //! Properties of `WorkerCore` over random command sequences at random times.
 //!
-//! The model in `iris_worker::fuzzing::core_model` answers the core's effects (or leaves them
+//! The model in `iris_worker_core::testing::model` answers the core's effects (or leaves them
 //! hanging, or answers late and out of order) and checks after every step the invariants users
 //! rely on. Cases: 256 by default, `PROPTEST_CASES=N` for more.
 
-use iris_worker::fuzzing::core_model::{Op, TASKS, run};
+use iris_worker_core::testing::model::{Op, TASKS, run};
 use proptest::prelude::*;
 
 fn op() -> impl Strategy<Value = Op> {

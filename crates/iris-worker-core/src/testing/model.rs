@@ -1,13 +1,12 @@
 //! A model of the world around `WorkerCore` (a runtime that answers, fails, hangs or answers
 //! late, and a controller that acks or fails), plus the checker of every invariant users rely on.
-//! Shared by the proptest properties (`tests/core_properties.rs`) and the core fuzz target.
+//! Shared by the proptest properties (`tests/core_properties.rs` of this crate) and the core fuzz target.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::*;
+use crate::*;
 
-use crate::fixtures::key;
-use crate::requests::command_request as request;
+use super::{key, request};
 
 /// Few ports, so attempts compete for them; a small retention, so tasks are removed while others
 /// run and their reports wait.
@@ -19,7 +18,7 @@ fn config() -> CoreConfig {
             finished_for_ms: 60_000,
             ..Retention::default()
         },
-        ..crate::fixtures::config()
+        ..super::config()
     }
 }
 
@@ -497,7 +496,7 @@ impl World {
                         // but not in a tight loop.
                         if let Some(last) = seen.last_kill_at {
                             assert!(
-                                now >= last + crate::core::KILL_REPEAT_MS,
+                                now >= last + crate::KILL_REPEAT_MS,
                                 "{attempt}: KILL again at {now}, {last} was the last"
                             );
                         }
