@@ -79,14 +79,28 @@ fn the_core_depends_on_no_io_crate() {
 #[test]
 fn the_cores_tests_build_no_async_or_rpc_crate() {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-p", "iris-worker-core", "-e", "normal,dev"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "iris-worker-core",
+            "-e",
+            "normal,dev",
+        ])
         .args(["--prefix", "none", "--format", "{p}"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(tree.contains("proptest "), "the tree lists the dev-dependencies:\n{tree}");
+    assert!(
+        tree.contains("proptest "),
+        "the tree lists the dev-dependencies:\n{tree}"
+    );
     for forbidden in ["tokio", "tonic", "axum", "bollard", "hyper", "iris-worker "] {
         let hits: Vec<&str> = tree.lines().filter(|l| l.starts_with(forbidden)).collect();
         assert!(hits.is_empty(), "the core's tests would build {hits:?}");

@@ -34,7 +34,7 @@ fn variant(args: &Args) -> Variant {
     #[cfg(feature = "planted")]
     {
         let planted = args.planted.as_deref().map(|name| {
-            iris_worker::core::planted::PlantedBug::from_name(name)
+            iris_worker::core::PlantedBug::from_name(name)
                 .unwrap_or_else(|| panic!("unknown planted bug {name}"))
         });
         Variant { planted }

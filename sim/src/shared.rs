@@ -19,7 +19,7 @@ use crate::plan::Plan;
 pub struct Variant {
     /// A deliberately broken worker (only with the `planted` feature).
     #[cfg(feature = "planted")]
-    pub planted: Option<iris_worker::core::planted::PlantedBug>,
+    pub planted: Option<iris_worker::core::PlantedBug>,
 }
 
 /// One PushLogs call's lines: (source, text).

@@ -2,7 +2,7 @@
 //! Needs `--features planted` (`cargo test -p iris-sim --features planted --test planted`).
 
 use iris_sim::{Shape, Variant, run_seeds, summary_line};
-use iris_worker::core::planted::PlantedBug;
+use iris_worker::core::PlantedBug;
 
 const SEEDS_MAX: u64 = 200;
 const BATCH: u64 = 10;

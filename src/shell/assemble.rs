@@ -83,9 +83,7 @@ where
     F: FnOnce(BTreeSet<AttemptKey>) -> Fut,
     Fut: Future<Output = anyhow::Result<RuntimeAndAdopted>>,
 {
-    let planted_buffering = setup
-        .config
-        .planted(crate::core::planted::PlantedBug::BufferedLogs);
+    let planted_buffering = setup.config.planted(crate::core::PlantedBug::BufferedLogs);
     let mut core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
     let samples = SampleStore::default();

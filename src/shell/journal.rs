@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::core::task::ms;
+use crate::core::wire_ms;
 use crate::core::{
     AttemptKey, Entrypoint, ExitStatus, JournalEntry, ReconcileSpec, RecoveredAttempt,
     RecoveredOutcome, RemovedAttempt, TaskId, TaskSpec, TaskState, is_task_finished,
@@ -185,7 +185,7 @@ impl Journal {
                     request: Some(trimmed(spec)),
                     attempt_uid: reconcile.attempt_uid,
                     task_path: reconcile.task_path,
-                    submitted_at_ms: ms(Some(*submitted_at_ms)),
+                    submitted_at_ms: wire_ms(Some(*submitted_at_ms)),
                     ports: ports
                         .iter()
                         .map(|(k, v)| (k.clone(), i32::from(*v)))
@@ -198,7 +198,7 @@ impl Journal {
                 attempt,
                 started_at_ms,
             } => self.update(attempt, |record| {
-                record.started_at_ms = ms(Some(*started_at_ms));
+                record.started_at_ms = wire_ms(Some(*started_at_ms));
             }),
             JournalEntry::Finished {
                 attempt,
@@ -208,14 +208,14 @@ impl Journal {
                 started_at_ms,
                 finished_at_ms,
             } => self.update(attempt, |record| {
-                record.started_at_ms = ms(*started_at_ms);
+                record.started_at_ms = wire_ms(*started_at_ms);
                 record.state = state.to_proto() as i32;
                 record.has_exit_code = exit.code.is_some();
                 record.exit_code = exit.code.unwrap_or(0);
                 record.exit_signal = exit.signal.unwrap_or(0);
                 record.oom_killed = exit.oom_killed;
                 record.error = error.clone().unwrap_or_default();
-                record.finished_at_ms = ms(Some(*finished_at_ms));
+                record.finished_at_ms = wire_ms(Some(*finished_at_ms));
             }),
             JournalEntry::Ports { attempt, ports } => self.update(attempt, |record| {
                 record.ports = ports
@@ -317,9 +317,9 @@ fn tombstone_record(removed: &RemovedAttempt) -> AttemptRecord {
             ..Default::default()
         }),
         state: removed.state.to_proto() as i32,
-        finished_at_ms: ms(Some(removed.finished_at_ms)),
+        finished_at_ms: wire_ms(Some(removed.finished_at_ms)),
         removed: true,
-        removed_at_ms: ms(Some(removed.removed_at_ms)),
+        removed_at_ms: wire_ms(Some(removed.removed_at_ms)),
         attempt_uid: removed.attempt_uid.clone().unwrap_or_default(),
         ..AttemptRecord::default()
     }

@@ -1,5 +1,5 @@
 //! The caches every 2026-06 task of the worker shares: uv's and cargo's, directories under the
-//! cache dir (`core::hostpaths::CACHE_MOUNTS`) that docker mounts into setup and run containers
+//! cache dir (`core::CACHE_MOUNTS`) that docker mounts into setup and run containers
 //! and the process runtime points the task's paths at. Made at start-up, and bounded: a task's
 //! venv is links into uv's cache, so the caches are emptied only when no task can be using them,
 //! at start-up before any task runs and when no container survived to be adopted, if together
@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::core::hostpaths::CACHE_MOUNTS;
+use crate::core::CACHE_MOUNTS;
 use crate::shell::disk::disk_usage_bytes;
 
 /// Entries a start-up measurement walks at most (a larger cache is under-counted).

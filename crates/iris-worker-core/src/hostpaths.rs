@@ -15,7 +15,7 @@ pub const CACHE_MOUNTS: &[(&str, &str)] = &[
 ];
 
 /// Where the workdir is in a container of the reconcile era.
-pub const APP: &str = "/app";
+pub const APP_DIR: &str = "/app";
 /// `UV_PYTHON_INSTALL_DIR` of Iris's tasks: pythons uv downloads land in the shared cache.
 pub const UV_PYTHON_INSTALL_DIR: &str = "/uv/cache/python";
 /// `CARGO_TARGET_DIR` of Iris's tasks.
@@ -25,7 +25,7 @@ pub const CARGO_TARGET_DIR: &str = "/root/.cargo/target";
 /// mount, each with the rest of the path; `None` when `path` is under none of them. Only whole
 /// components match: `/apple` is not under `/app`.
 pub fn map(path: &str, workdir: &str, cache_root: &str) -> Option<String> {
-    let mounts = std::iter::once((APP, workdir.to_string())).chain(
+    let mounts = std::iter::once((APP_DIR, workdir.to_string())).chain(
         CACHE_MOUNTS
             .iter()
             .map(|(at, name)| (*at, format!("{cache_root}/{name}"))),

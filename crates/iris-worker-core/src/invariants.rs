@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::attempt::{Attempt, Phase};
 use super::ids::AttemptKey;
 use super::state::{TaskState, is_task_finished};
-use super::worker::{WorkerCore, attempt_key};
+use super::worker::WorkerCore;
 
 impl WorkerCore {
     /// Returns the first broken invariant, described.
@@ -15,7 +15,7 @@ impl WorkerCore {
         for attempts in self.tasks.values() {
             self.check_history(attempts)?;
             for attempt in attempts {
-                let key = attempt_key(&attempt.task);
+                let key = attempt.task.attempt_key();
                 self.check_attempt(attempt)?;
                 if attempt.task.is_finished() {
                     continue;
@@ -83,7 +83,7 @@ impl WorkerCore {
 
     fn check_attempt(&self, attempt: &Attempt) -> Result<(), String> {
         let task = &attempt.task;
-        let key = attempt_key(task);
+        let key = task.attempt_key();
         let finished = is_task_finished(task.state);
         if finished != task.finished_at_ms.is_some() {
             return Err(format!(

@@ -9,31 +9,31 @@
 pub use iris_proto::cluster as proto;
 
 mod attempt;
-pub mod config;
+mod config;
 mod controller;
-pub mod effect;
-pub mod env;
-pub mod event;
-pub mod hostpaths;
-pub mod ids;
+mod effect;
+mod env;
+mod event;
+mod hostpaths;
+mod ids;
 mod invariants;
-pub mod ledger;
+mod ledger;
 mod lifecycle;
-pub mod logs;
-pub mod outbox;
-pub mod planted;
-pub mod ports;
-pub mod reconcile;
-pub mod recovery;
-pub mod removed;
-pub mod retention;
-pub mod spec;
-pub mod state;
-pub mod task;
+mod logs;
+mod outbox;
+mod planted;
+mod ports;
+mod reconcile;
+mod recovery;
+mod removed;
+mod retention;
+mod spec;
+mod state;
+mod task;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod timers;
-pub mod worker;
+mod timers;
+mod worker;
 
 pub use config::{
     CoreConfig, DEFAULT_TERM_TIMEOUT_MS, Era, KILL_REPEAT_MS, Retention, TERM_TIMEOUT_MAX_MS,
@@ -43,14 +43,21 @@ pub use effect::{
 };
 pub use env::{EnvContext, RuntimeFlavour, build_iris_env};
 pub use event::{Event, ExitStatus};
+pub use hostpaths::{APP_DIR, CACHE_MOUNTS};
 pub use ids::{AttemptKey, ID_LEN_MAX, IdError, JobId, TaskId};
 pub use ledger::{REMOVED_MARGIN_MS, REMOVED_MAX, RemovedAttempt};
 pub use lifecycle::{CALLABLE_FILE, CALLABLE_THUNK};
-pub use logs::{LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource};
+pub use logs::{
+    LineStart, LogFilter, LogFilterError, LogLimits, LogLine, LogSource, compile_regex,
+};
+pub use planted::PlantedBug;
 pub use ports::{PortAllocator, PortsExhausted};
 pub use reconcile::{Desired, Intent, Observation};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
-pub use spec::{Entrypoint, Environment, ReconcileSpec, Resources, TaskSpec, ValidationError};
+pub use spec::{
+    ARGV_BYTES_MAX, ARGV_COUNT_MAX, Entrypoint, Environment, ReconcileSpec, Resources, TaskSpec,
+    ValidationError,
+};
 pub use state::{TaskState, is_legal_transition, is_task_finished, short_state_name, state_name};
-pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity};
+pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity, wire_ms};
 pub use worker::{KillError, SubmitError, WorkerCore};

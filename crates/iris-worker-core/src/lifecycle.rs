@@ -18,7 +18,7 @@ use super::spec::{Entrypoint, ReconcileSpec, TaskSpec};
 use super::state::{TaskState, is_legal_transition};
 use super::task::{BuildMetrics, ResourceUsage, Task};
 use super::timers::Timer;
-use super::worker::{SubmitError, WorkerCore, attempt_key};
+use super::worker::{SubmitError, WorkerCore};
 
 /// The file a callable entrypoint is written to, in the workdir.
 pub const CALLABLE_FILE: &str = "_iris_callable.pkl";
@@ -46,7 +46,7 @@ impl WorkerCore {
             .into_iter()
             .flatten()
             .filter(|a| !a.task.is_finished())
-            .map(|a| attempt_key(&a.task))
+            .map(|a| a.task.attempt_key())
             .collect();
         let attempt = self.new_attempt(spec, ports, older_live.last());
         // The journal knows the attempt before any effect of it (or of its supersession) runs.
@@ -80,7 +80,7 @@ impl WorkerCore {
 
     pub(crate) fn push_attempt(&mut self, attempt: Attempt) {
         let task_id = attempt.task.task_id.clone();
-        let key = attempt_key(&attempt.task);
+        let key = attempt.task.attempt_key();
         self.tasks.entry(task_id.clone()).or_default().push(attempt);
         self.index_uid(&key);
         self.refresh_settled(&task_id);
@@ -158,7 +158,7 @@ impl WorkerCore {
         let (newest, older) = attempts.split_last().expect("a task has an attempt");
         let older_live = older.iter().any(|a| !a.task.is_finished());
         if newest.phase == Phase::Waiting && !older_live {
-            let key = attempt_key(&newest.task);
+            let key = newest.task.attempt_key();
             self.begin(&key);
         }
     }

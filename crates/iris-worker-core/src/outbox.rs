@@ -83,10 +83,6 @@ impl Outbox {
     pub fn len(&self) -> usize {
         self.pending.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
 }
 
 /// `initial * 2^(failures-1)`, capped.

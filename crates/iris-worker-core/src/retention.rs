@@ -10,7 +10,7 @@ use super::effect::{Effect, JournalEntry, RemovalReason};
 use super::ids::TaskId;
 use super::ledger::RemovedAttempt;
 use super::timers::Timer;
-use super::worker::{WorkerCore, attempt_key};
+use super::worker::WorkerCore;
 
 /// Share of the settled tasks removed per measurement over a disk threshold (at least one).
 const DISK_BATCH_DIVISOR: usize = 10;
@@ -22,7 +22,7 @@ impl WorkerCore {
         let attempts = self.tasks.get(task_id)?;
         let all_settled = attempts
             .iter()
-            .all(|a| self.is_settled(&attempt_key(&a.task)));
+            .all(|a| self.is_settled(&a.task.attempt_key()));
         if !all_settled {
             return None;
         }
@@ -117,14 +117,14 @@ impl WorkerCore {
                 .all(|a| a.task.is_finished() && (a.report_acked || !self.needs_ack())),
             "{task_id}: removed while not settled"
         );
-        let keys: Vec<_> = attempts.iter().map(|a| attempt_key(&a.task)).collect();
+        let keys: Vec<_> = attempts.iter().map(|a| a.task.attempt_key()).collect();
         for attempt in &attempts {
             if let Some(uid) = attempt.spec.attempt_uid() {
                 self.uids.remove(uid);
             }
             let removed = RemovedAttempt {
                 attempt_uid: attempt.spec.attempt_uid().map(str::to_string),
-                attempt: attempt_key(&attempt.task),
+                attempt: attempt.task.attempt_key(),
                 state: attempt.task.state,
                 finished_at_ms: attempt.task.finished_at_ms.unwrap_or(self.now_ms),
                 removed_at_ms: self.now_ms,

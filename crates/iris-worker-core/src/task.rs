@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ids::{JobId, TaskId};
+use super::ids::{AttemptKey, JobId, TaskId};
 use super::state::{TaskState, is_task_finished};
 use crate::proto;
 
@@ -62,11 +62,19 @@ pub struct Task {
 }
 
 /// A core timestamp as the wire's int64 milliseconds; unset is 0.
-pub fn ms(value: Option<u64>) -> i64 {
+pub fn wire_ms(value: Option<u64>) -> i64 {
     value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 impl Task {
+    /// The key of the task's current attempt.
+    pub fn attempt_key(&self) -> AttemptKey {
+        AttemptKey {
+            task_id: self.task_id.clone(),
+            attempt_id: self.attempt_id,
+        }
+    }
+
     /// The exit code as a shell reports it: the code, else 128 + the signal, else 0.
     pub fn effective_exit_code(&self) -> i32 {
         match (self.exit_code, self.exit_signal) {
@@ -87,8 +95,8 @@ impl Task {
             state: self.state.to_proto() as i32,
             exit_code: self.effective_exit_code(),
             error: self.error.clone().unwrap_or_default(),
-            started_at_ms: ms(self.started_at_ms),
-            finished_at_ms: ms(self.finished_at_ms),
+            started_at_ms: wire_ms(self.started_at_ms),
+            finished_at_ms: wire_ms(self.finished_at_ms),
             is_worker_failure: self.state == TaskState::WorkerFailed,
         }
     }
@@ -104,8 +112,8 @@ impl Task {
             worker_address: who.address.clone(),
             exit_code: self.effective_exit_code(),
             error: self.error.clone().unwrap_or_default(),
-            started_at_ms: ms(self.started_at_ms),
-            finished_at_ms: ms(self.finished_at_ms),
+            started_at_ms: wire_ms(self.started_at_ms),
+            finished_at_ms: wire_ms(self.finished_at_ms),
             ports: self
                 .ports
                 .iter()
@@ -113,8 +121,8 @@ impl Task {
                 .collect(),
             resource_usage: Some(self.resource_usage.to_proto()),
             build_metrics: self.build_metrics.as_ref().map(|b| proto::BuildMetrics {
-                build_started_ms: ms(Some(b.build_started_ms)),
-                build_finished_ms: ms(Some(b.build_finished_ms)),
+                build_started_ms: wire_ms(Some(b.build_started_ms)),
+                build_finished_ms: wire_ms(Some(b.build_finished_ms)),
                 from_cache: b.from_cache,
                 image_tag: b.image_tag.clone(),
             }),

@@ -207,7 +207,7 @@ impl WorkerCore {
                 state: current.task.state,
             });
         }
-        let key = attempt_key(&current.task);
+        let key = current.task.attempt_key();
         self.request_stop(&key, StopReason::Kill, term_ms);
         self.end_step();
         Ok(())
@@ -419,7 +419,7 @@ impl WorkerCore {
             .values()
             .flatten()
             .filter(|a| !a.task.is_finished())
-            .map(|a| attempt_key(&a.task))
+            .map(|a| a.task.attempt_key())
             .collect()
     }
 
@@ -455,12 +455,5 @@ impl WorkerCore {
 
     pub fn now_ms(&self) -> u64 {
         self.now_ms
-    }
-}
-
-pub fn attempt_key(task: &Task) -> AttemptKey {
-    AttemptKey {
-        task_id: task.task_id.clone(),
-        attempt_id: task.attempt_id,
     }
 }

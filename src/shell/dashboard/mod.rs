@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::core::logs::compile_regex;
+use crate::core::compile_regex;
 use crate::core::state_name;
 use crate::core::{
     AttemptKey, LineStart, LogFilter, LogLine, LogSource, Retention, TaskId, TaskState,

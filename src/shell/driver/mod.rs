@@ -222,10 +222,7 @@ impl Driver {
                 let _ = reply.send(self.core.list_tasks());
             }
             Command::CurrentAttempt { task_id, reply } => {
-                let current = self
-                    .core
-                    .get_task(&task_id)
-                    .map(crate::core::worker::attempt_key);
+                let current = self.core.get_task(&task_id).map(|task| task.attempt_key());
                 let _ = reply.send(current);
             }
             Command::Reconcile { desired, reply } => {

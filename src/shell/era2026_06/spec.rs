@@ -2,7 +2,7 @@
 //! the task era's validation (`TaskSpec::from_request`), so every bad-input rule is one rule;
 //! what only this era has goes into `ReconcileSpec`. Each refusal names the field.
 
-use crate::core::spec::{ARGV_BYTES_MAX, ARGV_COUNT_MAX};
+use crate::core::{ARGV_BYTES_MAX, ARGV_COUNT_MAX};
 use crate::core::{ReconcileSpec, TaskSpec, ValidationError};
 use crate::proto;
 use crate::proto::v2026_06::iris::job;

@@ -38,7 +38,7 @@ use self::engine::{engine_error, is_port_conflict, message, status_code};
 pub use self::image::{DEPENDENCY_FILES, Recipe, image_tag};
 pub use self::naming::container_name;
 pub use self::survey::remove_all_managed;
-use crate::core::hostpaths::{self, CACHE_MOUNTS};
+use crate::core::{APP_DIR, CACHE_MOUNTS};
 use crate::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
 use crate::shell::logs::output_mark::OutputMark;
 use crate::shell::runtime::workdir;
@@ -147,7 +147,7 @@ impl DockerRuntime {
     /// in the setup container and the run container.
     fn binds(&self, workdir: &std::path::Path, container_workdir: &str) -> Vec<String> {
         let mut binds = vec![format!("{}:{container_workdir}", workdir.display())];
-        if container_workdir == hostpaths::APP {
+        if container_workdir == APP_DIR {
             binds.extend(
                 CACHE_MOUNTS.iter().map(|(at, name)| {
                     format!("{}:{at}", self.config.cache_dir.join(name).display())
