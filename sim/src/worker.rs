@@ -8,7 +8,7 @@ use std::time::Duration;
 use iris_worker::core::{CoreConfig, Era, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::v2026_06::iris::cluster::controller::RegisterRequest;
-use iris_worker::shell::assemble::{WorkerSetup, assemble, rpc_stack};
+use iris_worker::shell::assemble::{EraLink, WorkerSetup, assemble, rpc_stack};
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::client::ConnectClient;
 use iris_worker::shell::controller::{self, ControllerClient, Registration};
@@ -105,11 +105,13 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         log_disk_bytes_max: LOG_DISK_BYTES_MAX,
         clock: Clock::new(EPOCH_MS + shared.now_ms()),
         // A reconcile-era worker reports nothing itself: the controller asks.
-        controller: (!reconcile).then_some(controller),
+        link: match reconcile {
+            true => EraLink::Reconcile { blobs: None },
+            false => EraLink::Push(Box::new(controller)),
+        },
         deadlines: deadlines(),
         // The host's disk is not the simulation's: no measurement, so runs replay.
         disk_sample_every: None,
-        blobs: None,
     };
     let runtime_shared = shared.clone();
     let worker_parts = assemble(setup, |live| async move {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
-use crate::core::{AttemptKey, CoreConfig, LogLimits, TaskId, WorkerCore};
+use crate::core::{AttemptKey, CoreConfig, Era, LogLimits, TaskId, WorkerCore};
 use crate::shell::auth::RequireToken;
 use crate::shell::blobs::BlobStore;
 use crate::shell::connect::front::FrontLayer;
@@ -34,12 +34,34 @@ pub struct WorkerSetup {
     pub log_memory: LogLimits,
     pub log_disk_bytes_max: u64,
     pub clock: Clock,
-    pub controller: Option<ControllerClient>,
+    /// The controller the worker serves; `config.era` must be `link.core_era()`.
+    pub link: EraLink,
     pub deadlines: CallDeadlines,
     /// How often the cache dir's file system is measured for retention (`None`: never).
     pub disk_sample_every: Option<std::time::Duration>,
-    /// The controller's blob store (2026-06).
-    pub blobs: Option<Arc<BlobStore>>,
+}
+
+/// The controller a worker serves, in its era, with what that era needs of the assembly.
+/// Decided once (`serve` asks the controller; the simulator's plan says) and carried from there.
+pub enum EraLink {
+    /// No controller: tasks come through the task era's RPCs (the CLI, a test).
+    Standalone,
+    /// The task era (2026-01): the worker registers, heartbeats and reports through this client.
+    Push(Box<ControllerClient>),
+    /// The reconcile era (2026-06): the controller asks and the worker answers; workdir files
+    /// come from the controller's blob store (none in the simulator, whose tasks have none).
+    Reconcile { blobs: Option<Arc<BlobStore>> },
+}
+
+impl EraLink {
+    /// The core's side of the era: a reconcile-era worker ships its logs before retention may
+    /// remove them.
+    pub fn core_era(&self) -> Era {
+        match self {
+            EraLink::Standalone | EraLink::Push(_) => Era::Push,
+            EraLink::Reconcile { .. } => Era::Reconcile { ships_logs: true },
+        }
+    }
 }
 
 pub struct AssembledWorker {
@@ -83,6 +105,12 @@ where
     F: FnOnce(BTreeSet<AttemptKey>) -> Fut,
     Fut: Future<Output = anyhow::Result<RuntimeAndAdopted>>,
 {
+    anyhow::ensure!(
+        setup.config.era == setup.link.core_era(),
+        "the core's era {:?} is not its link's {:?}",
+        setup.config.era,
+        setup.link.core_era()
+    );
     let planted_buffering = setup.config.planted(crate::core::PlantedBug::BufferedLogs);
     let mut core = WorkerCore::new(setup.config, setup.clock.now_ms());
     let metrics = Arc::new(Metrics::new());
@@ -111,17 +139,22 @@ where
             .is_ok_and(|r| adoptable.contains(&r.spec.attempt_key()))
     });
     let clock = setup.clock;
+    let (controller, blobs) = match setup.link {
+        EraLink::Standalone => (None, None),
+        EraLink::Push(client) => (Some(*client), None),
+        EraLink::Reconcile { blobs } => (None, blobs),
+    };
     let parts = DriverParts {
         runtime,
         logs: logs.clone(),
         journal: Some(journal),
-        controller: setup.controller,
+        controller,
         clock: setup.clock,
         deadlines: setup.deadlines,
         metrics: metrics.clone(),
         disk_sample_every: setup.disk_sample_every,
         samples: samples.clone(),
-        blobs: setup.blobs,
+        blobs,
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);

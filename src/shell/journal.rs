@@ -21,7 +21,7 @@ use prost::Message;
 use crate::core::wire_ms;
 use crate::core::{
     AttemptKey, Entrypoint, ExitStatus, JournalEntry, ReconcileSpec, RecoveredAttempt,
-    RecoveredOutcome, RemovedAttempt, TaskId, TaskSpec, TaskState, is_task_finished,
+    RecoveredOutcome, RemovedAttempt, SpecEra, TaskId, TaskSpec, TaskState, is_task_finished,
 };
 use crate::journal_proto::AttemptRecord;
 use crate::proto;
@@ -180,7 +180,7 @@ impl Journal {
                 submitted_at_ms,
                 ports,
             } => {
-                let reconcile = spec.reconcile.clone().unwrap_or_default();
+                let reconcile = spec.era.reconcile().cloned().unwrap_or_default();
                 let record = AttemptRecord {
                     request: Some(trimmed(spec)),
                     attempt_uid: reconcile.attempt_uid,
@@ -390,7 +390,7 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
     let mut spec =
         TaskSpec::from_request(request).map_err(|e| format!("{}: {e}", request.task_id))?;
     if !record.attempt_uid.is_empty() {
-        spec.reconcile = Some(ReconcileSpec {
+        spec.era = SpecEra::Reconcile(ReconcileSpec {
             attempt_uid: record.attempt_uid.clone(),
             task_path: record.task_path.clone(),
             ..ReconcileSpec::default()

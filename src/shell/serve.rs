@@ -17,7 +17,7 @@ use crate::core::{
 };
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::{
-    AssembledWorker, RuntimeAndAdopted, WorkerSetup, assemble, rpc_stack,
+    AssembledWorker, EraLink, RuntimeAndAdopted, WorkerSetup, assemble, rpc_stack,
 };
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::blobs::BlobStore;
@@ -222,48 +222,54 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
     let identity = identify(&mut opts, local);
-    let era = match &opts.controller_address {
-        Some(addr) => Some(resolve_era(&opts, addr, &identity).await?),
-        None => None,
+    let controller = match &opts.controller_address {
+        Some(addr) => resolve_era(&opts, addr, &identity).await?,
+        None => Controller::Standalone,
     };
-    let reconcile = era.as_ref().is_some_and(|e| e.is_some());
+    let task_era = matches!(controller, Controller::Push(_));
+    let (link, reconcile) = match controller {
+        Controller::Standalone => (EraLink::Standalone, None),
+        Controller::Push(addr) => {
+            let client = controller_client(&opts, &identity, &addr).await?;
+            (EraLink::Push(Box::new(client)), None)
+        }
+        Controller::Reconcile(era) => {
+            let blobs = BlobStore::new(
+                &opts.cache_dir,
+                &era.authority,
+                tcp_dialer(),
+                opts.auth_token.as_deref(),
+                opts.blob_cache_bytes,
+            );
+            let blobs = Some(Arc::new(blobs));
+            (EraLink::Reconcile { blobs }, Some(era))
+        }
+    };
     let setup = WorkerSetup {
-        config: core_config(&opts, &identity, reconcile),
+        config: core_config(&opts, &identity, link.core_era()),
         cache_dir: opts.cache_dir.clone(),
         log_memory: opts.log_memory,
         log_disk_bytes_max: opts.log_disk_bytes_max,
         clock: Clock::new(u64::try_from(wall_ms()).unwrap_or(0)),
-        controller: match reconcile {
-            true => None,
-            false => controller_client(&opts, &identity).await?,
-        },
+        link,
         deadlines: CallDeadlines::default(),
         disk_sample_every: Some(DISK_SAMPLE_EVERY),
-        blobs: era.as_ref().and_then(|e| e.as_ref()).map(|e| {
-            Arc::new(BlobStore::new(
-                &opts.cache_dir,
-                &e.authority,
-                tcp_dialer(),
-                opts.auth_token.as_deref(),
-                opts.blob_cache_bytes,
-            ))
-        }),
     };
     let worker_id = identity.worker_id.clone();
     let worker = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
     let driver = worker.driver.clone();
-    if era.as_ref().is_some_and(|e| e.is_none()) {
+    if task_era {
         worker
             .metrics
             .set_protocol_era(IrisProtocol::TaskEra.name());
     }
-    let reconciler = match era.flatten() {
-        Some(era06) => Some(era2026_06::start::start(
+    let reconciler = reconcile.map(|era| {
+        era2026_06::start::start(
             EraWiring {
-                client: era06.client,
-                register: era06.register,
+                client: era.client,
+                register: era.register,
                 // The era probe registered.
                 registered: true,
                 token: opts.auth_token.clone(),
@@ -274,9 +280,8 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 reconcile_timeout: opts.reconcile_timeout,
             },
             &worker,
-        )),
-        None => None,
-    };
+        )
+    });
     let driver_task = serve_rpcs(&opts, listener, worker, &worker_id, reconciler).await?;
     info!("stopping: killing tasks and delivering their reports");
     let grace = opts.shutdown_grace;
@@ -325,6 +330,15 @@ fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
     }
 }
 
+/// The controller the worker serves, decided once: none, or the era it speaks.
+enum Controller {
+    Standalone,
+    /// Iris 2026-01, at this address: it pushes tasks.
+    Push(String),
+    /// Iris 2026-06, already registered once.
+    Reconcile(Box<Era2026>),
+}
+
 /// What the 2026-06 era needs once the worker is assembled: its Connect client and the
 /// registration it sends.
 struct Era2026 {
@@ -334,21 +348,23 @@ struct Era2026 {
     register: RegisterRequest,
 }
 
-/// Which era the controller speaks: `Ok(None)` is the task era, `Ok(Some)` the reconcile era
-/// (already registered once). `auto` asks until the controller answers one way or the other.
+/// Which era the controller speaks (the reconcile era already registered once). `auto` asks
+/// until the controller answers one way or the other.
 async fn resolve_era(
     opts: &ServeOptions,
     addr: &str,
     identity: &WorkerIdentity,
-) -> anyhow::Result<Option<Era2026>> {
+) -> anyhow::Result<Controller> {
     if opts.iris_protocol == IrisProtocol::TaskEra {
-        return Ok(None);
+        return Ok(Controller::Push(addr.to_string()));
     }
     let authority = match ControllerAddress::parse(addr)
         .with_context(|| format!("--controller-address {addr}"))?
     {
         ControllerAddress::Connect(authority) => authority,
-        ControllerAddress::Grpc(_) if opts.iris_protocol == IrisProtocol::Auto => return Ok(None),
+        ControllerAddress::Grpc(_) if opts.iris_protocol == IrisProtocol::Auto => {
+            return Ok(Controller::Push(addr.to_string()));
+        }
         ControllerAddress::Grpc(_) => anyhow::bail!(
             "--iris-protocol 2026-06 speaks Connect: give the controller as host:port or http://host:port, not grpc://"
         ),
@@ -370,11 +386,11 @@ async fn resolve_era(
                 if !accepted {
                     register::register(&client, &register).await;
                 }
-                return Ok(Some(Era2026 {
+                return Ok(Controller::Reconcile(Box::new(Era2026 {
                     authority,
                     client,
                     register,
-                }));
+                })));
             }
             Err(e) if register::is_unimplemented(&e) => {
                 if opts.iris_protocol == IrisProtocol::Reconcile {
@@ -383,7 +399,7 @@ async fn resolve_era(
                     );
                 }
                 info!(controller = %addr, "the controller speaks Iris 2026-01 (no Register)");
-                return Ok(None);
+                return Ok(Controller::Push(addr.to_string()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, controller = %addr, "asking the controller's protocol; retrying")
@@ -394,16 +410,13 @@ async fn resolve_era(
     }
 }
 
-fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) -> CoreConfig {
+fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, era: Era) -> CoreConfig {
     let workdir_root = std::fs::canonicalize(&opts.cache_dir)
         .unwrap_or_else(|_| opts.cache_dir.clone())
         .display()
         .to_string();
     CoreConfig {
-        era: match reconcile {
-            true => Era::Reconcile { ships_logs: true },
-            false => Era::Push,
-        },
+        era,
         workdir_root,
         identity: identity.clone(),
         controller_address: opts.controller_address.clone(),
@@ -423,10 +436,8 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, reconcile: bool) 
 async fn controller_client(
     opts: &ServeOptions,
     identity: &WorkerIdentity,
-) -> anyhow::Result<Option<ControllerClient>> {
-    let Some(addr) = &opts.controller_address else {
-        return Ok(None);
-    };
+    addr: &str,
+) -> anyhow::Result<ControllerClient> {
     let advertise = opts.advertise_host.as_deref().unwrap_or_default();
     let me = Registration {
         worker_id: identity.worker_id.clone(),
@@ -435,7 +446,7 @@ async fn controller_client(
     };
     let client = ControllerClient::new(addr, me, opts.auth_token.as_deref())
         .with_context(|| format!("--controller-address {addr}"))?;
-    Ok(Some(client))
+    Ok(client)
 }
 
 /// Serves gRPC, Connect and the dashboard on one port (and the dashboard on its own port if

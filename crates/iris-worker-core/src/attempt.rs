@@ -37,6 +37,25 @@ impl Phase {
         )
     }
 
+    /// Whether an attempt may go from this phase to `next`. The table of the pipeline: forward
+    /// through its stages, to `Done` from any live phase (a kill, a failure, a lost container),
+    /// `Removing` only where a container may exist, a running phase re-entered (its timeout armed,
+    /// a container adopted) and a recovered attempt put back as running. `Done` is final.
+    pub fn may_become(&self, next: &Phase) -> bool {
+        use Phase::*;
+        match (self, next) {
+            (Done, _) => false,
+            (_, Done) => true,
+            (Waiting, Preparing | Running(_)) => true,
+            (Preparing, FetchingBundle | Building) => true,
+            (FetchingBundle, Building) => true,
+            (Building, Starting { .. }) => true,
+            (Starting { .. }, Starting { .. } | Running(_) | Removing(_)) => true,
+            (Running(_), Running(_) | Removing(_)) => true,
+            _ => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Waiting => "waiting",
@@ -93,20 +112,94 @@ pub(crate) struct Attempt {
     pub image: Option<String>,
     /// A StartContainer was answered with ContainerStarted: there is something to remove.
     pub container_started: bool,
-    /// The id of the terminal report, once queued.
-    pub terminal_report: Option<u64>,
-    /// The controller acknowledged the terminal report (now or before a restart), or, in the
-    /// reconcile era, left the finished attempt out of a desired set.
-    pub report_acked: bool,
+    /// What the controller and the log service have been told of it.
+    pub told: Told,
+}
+
+/// What the world outside has been told of an attempt. Each part only grows: nothing told is
+/// ever untold, which the methods assert.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Told {
     /// Reconcile era: a RUNNING observation of the attempt was answered, so a terminal one may
     /// follow (the controller takes BUILDING -> FAILED as a sign of a broken worker).
     pub running_observed: bool,
+    /// Its terminal report.
+    pub terminal: Terminal,
     /// Its whole log reached the log service (reconcile era; not journalled: the pusher says
     /// so again after a restart).
     pub logs_shipped: bool,
 }
 
+/// Where an attempt's terminal report is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Terminal {
+    /// Not queued (the attempt is live, or there is no controller to tell).
+    #[default]
+    Unsent,
+    /// Queued as this report id; not acknowledged yet.
+    Queued(u64),
+    /// The controller has it: it acknowledged the report (now or before a restart), or, in the
+    /// reconcile era, left the finished attempt out of a desired set. The id of the newest
+    /// report queued, if one was this run.
+    Acked(Option<u64>),
+}
+
+impl Told {
+    /// A terminal report was queued or re-queued (an ack already had stays had).
+    pub fn queue_terminal(&mut self, report_id: u64) {
+        self.terminal = match self.terminal {
+            Terminal::Acked(_) => Terminal::Acked(Some(report_id)),
+            _ => Terminal::Queued(report_id),
+        };
+    }
+
+    /// The controller acknowledged `report_id`; true when it is this attempt's terminal report.
+    pub fn ack(&mut self, report_id: u64) -> bool {
+        let mine = self.report_id() == Some(report_id);
+        if mine {
+            self.terminal = Terminal::Acked(Some(report_id));
+        }
+        mine
+    }
+
+    /// Nothing will ask about the attempt again: as good as an ack.
+    pub fn settle(&mut self) {
+        self.terminal = Terminal::Acked(self.report_id());
+    }
+
+    /// The id of its terminal report, if one was queued this run.
+    pub fn report_id(&self) -> Option<u64> {
+        match self.terminal {
+            Terminal::Unsent | Terminal::Acked(None) => None,
+            Terminal::Queued(id) | Terminal::Acked(Some(id)) => Some(id),
+        }
+    }
+
+    pub fn is_acked(&self) -> bool {
+        matches!(self.terminal, Terminal::Acked(_))
+    }
+
+    /// Its end was queued for the controller or the controller has it.
+    pub fn is_reported(&self) -> bool {
+        self.terminal != Terminal::Unsent
+    }
+}
+
 impl Attempt {
+    /// Moves the attempt to `next`; the only way its phase changes. An illegal transition is a
+    /// bug in the core, and it stops here rather than run on with a state that lies.
+    pub fn enter(&mut self, next: Phase) {
+        assert!(
+            self.phase.may_become(&next),
+            "{}#{}: illegal phase transition {} -> {}",
+            self.task.task_id,
+            self.task.attempt_id,
+            self.phase.name(),
+            next.name()
+        );
+        self.phase = next;
+    }
+
     /// The stop in progress or asked for, if any.
     pub fn stop_reason(&self) -> Option<&StopReason> {
         match &self.phase {
@@ -188,5 +281,42 @@ impl Outcome {
             ),
         };
         Outcome { state, error, exit }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{config, key, spec};
+    use crate::worker::WorkerCore;
+
+    #[test]
+    fn the_pipeline_goes_forward_and_done_is_final() {
+        let running = || Phase::Running(Running::default());
+        assert!(Phase::Preparing.may_become(&Phase::Building));
+        assert!(Phase::Building.may_become(&Phase::Done));
+        assert!(running().may_become(&running()));
+        assert!(
+            !Phase::Building.may_become(&running()),
+            "a start comes first"
+        );
+        assert!(!Phase::Running(Running::default()).may_become(&Phase::Preparing));
+        assert!(!Phase::Building.may_become(&Phase::Removing(Outcome::new(
+            TaskState::Killed,
+            String::new()
+        ))));
+        for next in [Phase::Waiting, Phase::Preparing, running(), Phase::Done] {
+            assert!(!Phase::Done.may_become(&next), "done -> {}", next.name());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "job/task-0#0: illegal phase transition preparing -> running")]
+    fn an_illegal_transition_stops_the_core() {
+        let mut core = WorkerCore::new(config(), 0);
+        core.submit(0, spec("job/task-0", 0)).unwrap();
+        let attempt = core.attempt_mut(&key("job/task-0", 0)).unwrap();
+        assert_eq!(attempt.phase, Phase::Preparing);
+        attempt.enter(Phase::Running(Running::default()));
     }
 }

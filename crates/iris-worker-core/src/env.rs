@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::hostpaths;
-use super::spec::{ReconcileSpec, TaskSpec};
+use super::spec::{ReconcileSpec, SpecEra, TaskSpec};
 
 /// Which runtime will run the task; it decides the bind host and the controller address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +105,9 @@ pub fn build_iris_env(
     ports: &BTreeMap<String, u16>,
     ctx: &EnvContext<'_>,
 ) -> Vec<(String, String)> {
-    match &spec.reconcile {
-        None => task_era_env(spec, ports, ctx),
-        Some(r) => reconcile_era_env(spec, r, ports, ctx),
+    match &spec.era {
+        SpecEra::Push => task_era_env(spec, ports, ctx),
+        SpecEra::Reconcile(r) => reconcile_era_env(spec, r, ports, ctx),
     }
 }
 
@@ -202,7 +202,7 @@ fn reconcile_era_env(
 /// The job's env_vars; for a process-runtime task, values naming a path of Iris's container
 /// layout (`/app/...`) point at the host's (as Iris's process runtime maps them).
 fn user_env(spec: &TaskSpec, ctx: &EnvContext<'_>) -> Vec<(String, String)> {
-    let map = spec.reconcile.is_some() && ctx.flavour == RuntimeFlavour::Process;
+    let map = spec.era.uses_container_layout() && ctx.flavour == RuntimeFlavour::Process;
     spec.environment
         .env_vars
         .iter()

@@ -105,7 +105,7 @@ impl WorkerCore {
         if task.state == TaskState::Pending && task.started_at_ms.is_some() {
             return Err(format!("{key}: PENDING with started_at_ms"));
         }
-        let reported = attempt.terminal_report.is_some() || attempt.report_acked;
+        let reported = attempt.told.is_reported();
         if finished && self.controller.enabled() && !reported {
             return Err(format!("{key}: terminal without a queued report"));
         }

@@ -55,8 +55,8 @@ pub use ports::{PortAllocator, PortsExhausted};
 pub use reconcile::{Desired, Intent, Observation};
 pub use recovery::{LOST_ON_RESTART, RecoveredAttempt, RecoveredOutcome};
 pub use spec::{
-    ARGV_BYTES_MAX, ARGV_COUNT_MAX, Entrypoint, Environment, ReconcileSpec, Resources, TaskSpec,
-    ValidationError,
+    ARGV_BYTES_MAX, ARGV_COUNT_MAX, Entrypoint, Environment, ReconcileSpec, Resources, SpecEra,
+    TaskSpec, ValidationError,
 };
 pub use state::{TaskState, is_legal_transition, is_task_finished, short_state_name, state_name};
 pub use task::{BuildMetrics, ResourceUsage, Task, WorkerIdentity, wire_ms};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::attempt::{Attempt, Outcome, Phase, Running, StopReason, StopRequest, Stopping};
+use super::attempt::{Attempt, Outcome, Phase, Running, StopReason, StopRequest, Stopping, Told};
 use super::config::KILL_REPEAT_MS;
 use super::effect::{BuildSpec, BundleSource, ContainerSpec, Effect, JournalEntry, Signal};
 use super::env::{EnvContext, RuntimeFlavour, build_iris_env};
@@ -14,7 +14,7 @@ use super::ids::{AttemptKey, TaskId};
 use super::logs::LogSource;
 use super::planted::PlantedBug;
 use super::ports::PortsExhausted;
-use super::spec::{Entrypoint, ReconcileSpec, TaskSpec};
+use super::spec::{Entrypoint, TaskSpec};
 use super::state::{TaskState, is_legal_transition};
 use super::task::{BuildMetrics, ResourceUsage, Task};
 use super::timers::Timer;
@@ -123,10 +123,7 @@ impl WorkerCore {
             start_try: 0,
             image: None,
             container_started: false,
-            terminal_report: None,
-            report_acked: false,
-            running_observed: false,
-            logs_shipped: false,
+            told: Told::default(),
         }
     }
 
@@ -134,15 +131,13 @@ impl WorkerCore {
     fn begin(&mut self, key: &AttemptKey) {
         let attempt = self.attempt_mut(key).expect("exists");
         debug_assert_eq!(attempt.phase, Phase::Waiting);
-        attempt.phase = Phase::Preparing;
+        attempt.enter(Phase::Preparing);
         attempt.task.pending_reason.clear();
         let mut files = match &attempt.spec.entrypoint {
             Entrypoint::Callable(bytes) => vec![(CALLABLE_FILE.to_string(), bytes.clone())],
             Entrypoint::Command(_) => Vec::new(),
         };
-        if let Some(r) = &attempt.spec.reconcile {
-            files.extend(r.workdir_files.iter().cloned());
-        }
+        files.extend(attempt.spec.era.workdir_files().iter().cloned());
         self.effects.push_back(Effect::PrepareWorkdir {
             attempt: key.clone(),
             workdir: key.workdir(),
@@ -238,7 +233,7 @@ impl WorkerCore {
         attempt.task.started_at_ms = Some(now);
         match bundle_source(&attempt.spec) {
             Some(source) => {
-                attempt.phase = Phase::FetchingBundle;
+                attempt.enter(Phase::FetchingBundle);
                 self.effects.push_back(Effect::FetchBundle {
                     attempt: key.clone(),
                     source,
@@ -260,7 +255,7 @@ impl WorkerCore {
     fn build_image(&mut self, key: &AttemptKey) {
         let now = self.now_ms;
         let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Building;
+        attempt.enter(Phase::Building);
         attempt.task.build_metrics = Some(BuildMetrics {
             build_started_ms: now,
             ..BuildMetrics::default()
@@ -274,9 +269,9 @@ impl WorkerCore {
             has_bundle: attempt.spec.bundle_path.is_some(),
             pip_packages: env.pip_packages.clone(),
             extras: env.extras.clone(),
-            setup_commands: setup_commands(&attempt.spec).to_vec(),
+            setup_commands: attempt.spec.era.setup_commands().to_vec(),
             env: Vec::new(),
-            container_workdir: container_workdir(&attempt.spec).to_string(),
+            container_workdir: attempt.spec.era.container_workdir().to_string(),
             resources: attempt.spec.resources.clone(),
         };
         // Setup commands see the task's whole environment (Iris's build container gets it).
@@ -325,7 +320,7 @@ impl WorkerCore {
     fn start_container(&mut self, key: &AttemptKey) {
         let spec = self.container_spec(key);
         let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Starting { stop: None };
+        attempt.enter(Phase::Starting { stop: None });
         attempt.start_try += 1;
         if attempt.start_try == 1 {
             let started_at_ms = attempt.task.started_at_ms.expect("set at BUILDING");
@@ -346,7 +341,7 @@ impl WorkerCore {
 
     fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
         let attempt = self.attempt(key).expect("exists");
-        let container_workdir = container_workdir(&attempt.spec);
+        let container_workdir = attempt.spec.era.container_workdir();
         let (env, argv) = self.env_and_argv(key);
         ContainerSpec {
             attempt: key.clone(),
@@ -357,7 +352,7 @@ impl WorkerCore {
             resources: attempt.spec.resources.clone(),
             workdir: key.workdir(),
             container_workdir: container_workdir.to_string(),
-            activate_venv: !setup_commands(&attempt.spec).is_empty(),
+            activate_venv: !attempt.spec.era.setup_commands().is_empty(),
             labels: self.labels(&attempt.task),
             start_try: attempt.start_try,
         }
@@ -368,7 +363,7 @@ impl WorkerCore {
         let attempt = self.attempt(key).expect("exists");
         let config = &self.config;
         let workdir = match config.flavour {
-            RuntimeFlavour::Docker => container_workdir(&attempt.spec).to_string(),
+            RuntimeFlavour::Docker => attempt.spec.era.container_workdir().to_string(),
             RuntimeFlavour::Process => format!("{}/{}", config.workdir_root, key.workdir()),
         };
         let ctx = EnvContext {
@@ -389,8 +384,9 @@ impl WorkerCore {
                 .to_vec(),
         };
         // Iris's client writes a reconcile-era command for its container layout.
-        let argv = match (config.flavour, &attempt.spec.reconcile) {
-            (RuntimeFlavour::Process, Some(_)) => {
+        let map = attempt.spec.era.uses_container_layout();
+        let argv = match config.flavour {
+            RuntimeFlavour::Process if map => {
                 hostpaths::map_argv(&argv, &workdir, &config.workdir_root, &config.task_python)
             }
             _ => argv,
@@ -421,7 +417,7 @@ impl WorkerCore {
             return;
         };
         let stop = stop.take();
-        attempt.phase = Phase::Running(Running::default());
+        attempt.enter(Phase::Running(Running::default()));
         attempt.container_started = true;
         if let Some(StopRequest {
             reason,
@@ -436,10 +432,10 @@ impl WorkerCore {
         let attempt = self.attempt_mut(key).expect("exists");
         if attempt.spec.timeout_ms > 0 {
             let deadline = now + attempt.spec.timeout_ms;
-            attempt.phase = Phase::Running(Running {
+            attempt.enter(Phase::Running(Running {
                 timeout_at: Some(deadline),
                 stop: None,
-            });
+            }));
             self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
         }
         self.report(key);
@@ -500,7 +496,7 @@ impl WorkerCore {
             return;
         }
         attempt.container_started = true;
-        let quote_stderr = attempt.spec.reconcile.is_some();
+        let quote_stderr = attempt.spec.era.quotes_stderr();
         let mut outcome = Outcome::of_exit(attempt.stop_reason(), status);
         if quote_stderr {
             outcome.quote_stderr();
@@ -556,7 +552,7 @@ impl WorkerCore {
     pub(crate) fn remove_then_finish(&mut self, key: &AttemptKey, outcome: Outcome) {
         self.cancel_timers(key);
         let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Removing(outcome);
+        attempt.enter(Phase::Removing(outcome));
         attempt.task.status_message = "removing the container".to_string();
         self.effects.push_back(Effect::RemoveContainer {
             attempt: key.clone(),
@@ -724,7 +720,7 @@ impl WorkerCore {
         self.cancel_timers(key);
         let now = self.now_ms;
         let attempt = self.attempt_mut(key).expect("exists");
-        attempt.phase = Phase::Done;
+        attempt.enter(Phase::Done);
         let task = &mut attempt.task;
         // The runtime's own finish time (an exit that happened while the worker was down),
         // kept within what the worker saw of the attempt.
@@ -796,15 +792,12 @@ impl WorkerCore {
     }
 }
 
-/// Where a task-era container sees its workdir.
-const TASK_ERA_CONTAINER_WORKDIR: &str = "/workdir";
-
 /// What an attempt fetches into its workdir before building, if anything.
 fn bundle_source(spec: &TaskSpec) -> Option<BundleSource> {
     if let Some(path) = &spec.bundle_path {
         return Some(BundleSource::Path(path.clone()));
     }
-    let r = spec.reconcile.as_ref()?;
+    let r = spec.era.reconcile()?;
     if r.bundle_id.is_none() && r.workdir_file_refs.is_empty() {
         return None;
     }
@@ -812,17 +805,4 @@ fn bundle_source(spec: &TaskSpec) -> Option<BundleSource> {
         bundle: r.bundle_id.clone(),
         files: r.workdir_file_refs.clone(),
     })
-}
-
-fn container_workdir(spec: &TaskSpec) -> &'static str {
-    match &spec.reconcile {
-        Some(_) => ReconcileSpec::CONTAINER_WORKDIR,
-        None => TASK_ERA_CONTAINER_WORKDIR,
-    }
-}
-
-fn setup_commands(spec: &TaskSpec) -> &[String] {
-    spec.reconcile
-        .as_ref()
-        .map_or(&[], |r| r.setup_commands.as_slice())
 }

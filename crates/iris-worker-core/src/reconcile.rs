@@ -140,7 +140,7 @@ impl WorkerCore {
             .iter()
             .filter(|(uid, _)| !wanted.contains(uid.as_str()))
             .map(|(_, key)| key.clone())
-            .filter(|key| self.attempt(key).is_some_and(|a| !a.report_acked))
+            .filter(|key| self.attempt(key).is_some_and(|a| !a.told.is_acked()))
             .collect()
     }
 
@@ -149,7 +149,7 @@ impl WorkerCore {
         let Some(attempt) = self.attempt_mut(key) else {
             return;
         };
-        attempt.report_acked = true;
+        attempt.told.settle();
         self.effects
             .push_back(Effect::Journal(JournalEntry::ReportAcked {
                 attempt: key.clone(),
@@ -187,12 +187,12 @@ impl WorkerCore {
             TaskState::Pending => TaskState::Building,
             s => s,
         };
-        let passes_running = attempt.container_started && !attempt.running_observed;
+        let passes_running = attempt.container_started && !attempt.told.running_observed;
         if task.is_finished() && passes_running {
             state = TaskState::Running;
         }
         if state == TaskState::Running {
-            attempt.running_observed = true;
+            attempt.told.running_observed = true;
         }
         let finished = task.is_finished() && state == task.state;
         Observation {
@@ -216,7 +216,7 @@ impl WorkerCore {
             .values()
             .filter_map(|key| {
                 let a = self.attempt(key)?;
-                let path = a.spec.reconcile.as_ref()?.task_path.clone();
+                let path = a.spec.era.reconcile()?.task_path.clone();
                 Some((key.clone(), path, a.task.is_finished()))
             })
             .collect()
@@ -228,9 +228,9 @@ impl WorkerCore {
         self.tick(now_ms);
         if let Some(a) = self.attempt_mut(key)
             && a.task.is_finished()
-            && !a.logs_shipped
+            && !a.told.logs_shipped
         {
-            a.logs_shipped = true;
+            a.told.logs_shipped = true;
             self.refresh_settled(&key.task_id);
         }
         self.end_step();

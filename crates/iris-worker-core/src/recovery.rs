@@ -73,8 +73,10 @@ impl WorkerCore {
         task.exit_signal = outcome.exit.signal;
         task.oom_killed = outcome.exit.oom_killed;
         task.finished_at_ms = Some(outcome.finished_at_ms);
-        attempt.phase = Phase::Done;
-        attempt.report_acked = outcome.report_acked;
+        attempt.enter(Phase::Done);
+        if outcome.report_acked {
+            attempt.told.settle();
+        }
         attempt.spec.forget_payload();
         self.push_attempt(attempt);
         if !outcome.report_acked {
@@ -119,10 +121,10 @@ impl WorkerCore {
         let started = attempt.task.started_at_ms.expect("set when pushed");
         let timeout_at =
             (attempt.spec.timeout_ms > 0).then(|| (started + attempt.spec.timeout_ms).max(now));
-        attempt.phase = Phase::Running(Running {
+        attempt.enter(Phase::Running(Running {
             timeout_at,
             stop: None,
-        });
+        }));
         if let Some(deadline) = timeout_at {
             self.timers.set(deadline, Timer::TaskTimeout(key.clone()));
         }
@@ -156,7 +158,7 @@ impl WorkerCore {
         attempt.task.submitted_at_ms = record.submitted_at_ms;
         attempt.task.started_at_ms = Some(record.started_at_ms.unwrap_or(self.now_ms));
         attempt.task.state = TaskState::Running;
-        attempt.phase = Phase::Running(Running::default());
+        attempt.enter(Phase::Running(Running::default()));
         attempt.container_started = true;
         self.push_attempt(attempt);
         key

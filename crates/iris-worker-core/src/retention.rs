@@ -114,7 +114,7 @@ impl WorkerCore {
         debug_assert!(
             attempts
                 .iter()
-                .all(|a| a.task.is_finished() && (a.report_acked || !self.needs_ack())),
+                .all(|a| a.task.is_finished() && (a.told.is_acked() || !self.needs_ack())),
             "{task_id}: removed while not settled"
         );
         let keys: Vec<_> = attempts.iter().map(|a| a.task.attempt_key()).collect();

@@ -75,8 +75,83 @@ pub struct TaskSpec {
     pub timeout_ms: u64,
     /// Requested port names, in request order.
     pub port_names: Vec<String>,
-    /// What only a reconcile-era (2026-06) submission carries; `None` for the task era.
-    pub reconcile: Option<ReconcileSpec>,
+    /// Which era's controller sent it, with what only that era carries.
+    pub era: SpecEra,
+}
+
+/// The era of a submission and what only it carries. What the eras do differently with an
+/// attempt is asked of this value (its methods), not decided by branches in the lifecycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SpecEra {
+    /// The task era (2026-01): the controller pushed a `RunTaskRequest`.
+    #[default]
+    Push,
+    /// The reconcile era (2026-06): the attempt came in a desired set.
+    Reconcile(ReconcileSpec),
+}
+
+/// Where a task-era container sees its workdir.
+const PUSH_CONTAINER_WORKDIR: &str = "/workdir";
+
+impl SpecEra {
+    /// The reconcile era's part, if this is that era.
+    pub fn reconcile(&self) -> Option<&ReconcileSpec> {
+        match self {
+            SpecEra::Push => None,
+            SpecEra::Reconcile(r) => Some(r),
+        }
+    }
+
+    /// The controller's key of the attempt (reconcile era).
+    pub fn attempt_uid(&self) -> Option<&str> {
+        self.reconcile().map(|r| r.attempt_uid.as_str())
+    }
+
+    /// Where a container sees the attempt's workdir (Iris mounts it at `/app`).
+    pub fn container_workdir(&self) -> &'static str {
+        match self {
+            SpecEra::Push => PUSH_CONTAINER_WORKDIR,
+            SpecEra::Reconcile(_) => ReconcileSpec::CONTAINER_WORKDIR,
+        }
+    }
+
+    /// Files the request carries for the workdir, written before anything is fetched.
+    pub fn workdir_files(&self) -> &[(String, Vec<u8>)] {
+        self.reconcile().map_or(&[], |r| r.workdir_files.as_slice())
+    }
+
+    /// Commands run in the task's image before its own.
+    pub fn setup_commands(&self) -> &[String] {
+        self.reconcile()
+            .map_or(&[], |r| r.setup_commands.as_slice())
+    }
+
+    /// Whether the command and env name paths of Iris's container layout (`/app`, the caches),
+    /// which a process runtime maps to the host's: Iris's client writes them so.
+    pub fn uses_container_layout(&self) -> bool {
+        matches!(self, SpecEra::Reconcile(_))
+    }
+
+    /// Whether a failed attempt's error quotes its last stderr line: Iris's controller shows
+    /// the error alone, so the reason must be in it.
+    pub fn quotes_stderr(&self) -> bool {
+        matches!(self, SpecEra::Reconcile(_))
+    }
+
+    /// Whether the attempt's log is pushed to a log service (Iris's controller reads logs there
+    /// in the reconcile era; the task era's pulls them from the worker).
+    pub fn ships_logs(&self) -> bool {
+        matches!(self, SpecEra::Reconcile(_))
+    }
+
+    fn forget_payload(&mut self) {
+        if let SpecEra::Reconcile(r) = self {
+            r.workdir_files.clear();
+            r.workdir_file_refs.clear();
+            r.setup_commands.clear();
+            r.request_env.clear();
+        }
+    }
 }
 
 /// The parts of a 2026-06 submission the task era has no field for. The adapter of that era
@@ -122,17 +197,12 @@ impl TaskSpec {
         self.environment.env_vars.clear();
         self.environment.pip_packages.clear();
         self.environment.extras.clear();
-        if let Some(r) = &mut self.reconcile {
-            r.workdir_files.clear();
-            r.workdir_file_refs.clear();
-            r.setup_commands.clear();
-            r.request_env.clear();
-        }
+        self.era.forget_payload();
     }
 
     /// The controller's key of the attempt, for a reconcile-era submission.
     pub fn attempt_uid(&self) -> Option<&str> {
-        self.reconcile.as_ref().map(|r| r.attempt_uid.as_str())
+        self.era.attempt_uid()
     }
 
     pub fn from_request(req: &proto::worker::RunTaskRequest) -> Result<TaskSpec, ValidationError> {
@@ -157,7 +227,7 @@ impl TaskSpec {
             resources: check_resources(req.resources.as_ref())?,
             timeout_ms: u64::try_from(req.timeout_seconds).unwrap_or(0) * 1000,
             port_names: check_ports(&req.ports)?,
-            reconcile: None,
+            era: SpecEra::Push,
         })
     }
 }

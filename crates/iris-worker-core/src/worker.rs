@@ -309,7 +309,10 @@ impl WorkerCore {
             return;
         };
         if terminal {
-            self.attempt_mut(key).expect("exists").terminal_report = Some(report_id);
+            self.attempt_mut(key)
+                .expect("exists")
+                .told
+                .queue_terminal(report_id);
         }
     }
 
@@ -331,8 +334,7 @@ impl WorkerCore {
         let Some(attempt) = self.attempt_mut(&key) else {
             return;
         };
-        if attempt.terminal_report == Some(report_id) {
-            attempt.report_acked = true;
+        if attempt.told.ack(report_id) {
             self.effects
                 .push_back(Effect::Journal(JournalEntry::ReportAcked {
                     attempt: key.clone(),
@@ -433,7 +435,7 @@ impl WorkerCore {
 
     /// The id of the terminal report of an attempt and whether it still waits for an ack.
     pub fn terminal_report(&self, key: &AttemptKey) -> Option<(u64, bool)> {
-        let id = self.attempt(key)?.terminal_report?;
+        let id = self.attempt(key)?.told.report_id()?;
         Some((id, self.controller.is_waiting(id)))
     }
 
@@ -441,9 +443,9 @@ impl WorkerCore {
     /// (or there is no controller to tell).
     pub fn is_settled(&self, key: &AttemptKey) -> bool {
         self.attempt(key).is_some_and(|a| {
-            let shipped =
-                a.logs_shipped || !self.config.era.ships_logs() || a.spec.reconcile.is_none();
-            a.task.is_finished() && (a.report_acked || !self.needs_ack()) && shipped
+            let ships = self.config.era.ships_logs() && a.spec.era.ships_logs();
+            let shipped = a.told.logs_shipped || !ships;
+            a.task.is_finished() && (a.told.is_acked() || !self.needs_ack()) && shipped
         })
     }
 

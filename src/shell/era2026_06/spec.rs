@@ -3,7 +3,7 @@
 //! what only this era has goes into `ReconcileSpec`. Each refusal names the field.
 
 use crate::core::{ARGV_BYTES_MAX, ARGV_COUNT_MAX};
-use crate::core::{ReconcileSpec, TaskSpec, ValidationError};
+use crate::core::{ReconcileSpec, SpecEra, TaskSpec, ValidationError};
 use crate::proto;
 use crate::proto::v2026_06::iris::job;
 use crate::shell::blobs;
@@ -172,7 +172,7 @@ pub fn task_spec(
     }
     let entrypoint = req.entrypoint.clone().unwrap_or_default();
     check_setup_commands(&entrypoint.setup_commands)?;
-    spec.reconcile = Some(ReconcileSpec {
+    spec.era = SpecEra::Reconcile(ReconcileSpec {
         attempt_uid: attempt_uid.to_string(),
         task_path: req.task_id.clone(),
         bundle_id: Some(req.bundle_id.clone()).filter(|b| !b.is_empty()),
@@ -214,7 +214,12 @@ mod tests {
         e.workdir_file_refs
             .insert("dir/data.bin".into(), SHA.into());
         e.setup_commands = vec!["echo one".into(), "echo two".into()];
-        let r = task_spec(&req, "u1").unwrap().reconcile.unwrap();
+        let r = task_spec(&req, "u1")
+            .unwrap()
+            .era
+            .reconcile()
+            .cloned()
+            .unwrap();
         assert_eq!(r.bundle_id.as_deref(), Some(SHA));
         assert_eq!(
             r.workdir_file_refs,
@@ -229,7 +234,7 @@ mod tests {
         assert_eq!(spec.task_id.as_str(), "alice/job/1");
         assert_eq!(spec.job_id.as_str(), "alice/job");
         assert_eq!((spec.task_index, spec.attempt_id), (1, 1));
-        let r = spec.reconcile.unwrap();
+        let r = spec.era.reconcile().cloned().unwrap();
         assert_eq!(
             (r.attempt_uid.as_str(), r.task_path.as_str()),
             ("u1", "/alice/job/1")
