@@ -252,6 +252,42 @@ fn no_import_circle_between_files() {
     }
 }
 
+/// Each edge between files, seen from the folders they sit in: an edge from `a/x/...` to
+/// `a/y/...` is one from `a/x` to `a/y` (the siblings under their common parent).
+fn folder_edges(
+    edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+    let mut folders: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (from, targets) in edges {
+        for to in targets {
+            let common = from.iter().zip(to).take_while(|(a, b)| a == b).count();
+            if from.len() > common + 1 || to.len() > common + 1 {
+                let (a, b) = (
+                    &from[..(common + 1).min(from.len())],
+                    &to[..(common + 1).min(to.len())],
+                );
+                if a != b {
+                    folders.entry(a.to_vec()).or_default().insert(b.to_vec());
+                }
+            }
+        }
+    }
+    folders
+}
+
+#[test]
+fn no_import_circle_between_folders() {
+    for dir in CRATES {
+        let krate = Crate::load(&manifest().join(dir));
+        if let Some(cycle) = find_cycle(&folder_edges(&krate.edges())) {
+            panic!(
+                "{dir}: import circle between folders: {}",
+                cycle.join(" -> ")
+            );
+        }
+    }
+}
+
 /// (lower layer, higher layer): no file of the lower names the higher one.
 const LAYERS: &[(&str, &str)] = &[("shell", "cli"), ("shell", "fuzzing"), ("cli", "fuzzing")];
 
@@ -289,6 +325,27 @@ fn the_checks_bite() {
             "crate::shell::journal",
             "super::y::Z"
         ]
+    );
+    let path = |p: &str| p.split('/').map(String::from).collect::<Vec<_>>();
+    let files = BTreeMap::from([
+        (
+            path("s/logs/store"),
+            BTreeSet::from([path("s/runtime/error")]),
+        ),
+        (
+            path("s/runtime/docker/follow"),
+            BTreeSet::from([path("s/logs/lines")]),
+        ),
+    ]);
+    assert_eq!(find_cycle(&files), None, "no circle between the files");
+    assert_eq!(
+        find_cycle(&folder_edges(&files)),
+        Some(vec![
+            "s::logs".into(),
+            "s::runtime".into(),
+            "s::logs".into()
+        ]),
+        "but one between their folders"
     );
     let a = vec!["a".to_string()];
     let b = vec!["b".to_string()];

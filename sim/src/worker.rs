@@ -8,13 +8,14 @@ use std::time::Duration;
 use iris_worker::core::{CoreConfig, Era, LogLimits, Retention, RuntimeFlavour, WorkerIdentity};
 use iris_worker::proto;
 use iris_worker::proto::v2026_06::iris::cluster::controller::RegisterRequest;
-use iris_worker::shell::assemble::{EraLink, WorkerSetup, assemble, rpc_stack};
+use iris_worker::shell::assemble::{EraLink, WorkerSetup, assemble};
 use iris_worker::shell::auth::RequireToken;
 use iris_worker::shell::connect::client::ConnectClient;
 use iris_worker::shell::controller::{self, ControllerClient, Registration};
 use iris_worker::shell::driver::{CallDeadlines, Clock, Command};
 use iris_worker::shell::era2026_06::start::{self, EraWiring};
 use iris_worker::shell::runtime::Runtime;
+use iris_worker::shell::stack::rpc_stack;
 
 use crate::net;
 use crate::plan::{CONTROLLER_PORT, EPOCH_MS, WORKER_PORT, worker_host};

@@ -19,5 +19,6 @@ pub mod runtime;
 pub mod samples;
 pub mod serve;
 pub mod service;
+pub mod stack;
 pub mod task_caches;
 pub mod view;

@@ -16,11 +16,10 @@ use crate::core::{
     AttemptKey, CoreConfig, Era, LogLimits, Retention, RuntimeFlavour, WorkerIdentity,
 };
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
-use crate::shell::assemble::{
-    AssembledWorker, EraLink, RuntimeAndAdopted, WorkerSetup, assemble, rpc_stack,
-};
+use crate::shell::assemble::{AssembledWorker, EraLink, RuntimeAndAdopted, WorkerSetup, assemble};
 use crate::shell::auth::{RequireToken, is_loopback_host};
 use crate::shell::blobs::BlobStore;
+use crate::shell::stack::rpc_stack;
 use crate::shell::connect::client::{ConnectClient, tcp_dialer};
 use crate::shell::era2026_06::{self, start::EraWiring};
 
