@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use iris_worker::cli::{Cli, LogFormat, TopCommand, client};
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use iris_worker::cli::{Cli, LogFormat, TopCommand, client, worker_config};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
@@ -50,12 +51,46 @@ async fn cleanup(cache_dir: std::path::PathBuf) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `serve --worker-config FILE`: the command line parsed again with the file's flags spliced in
+/// before its own, so a flag on the command line wins over the file.
+fn with_worker_config(args: &[String], cli: Cli) -> anyhow::Result<Cli> {
+    let TopCommand::Serve(serve) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = &serve.worker_config else {
+        return Ok(cli);
+    };
+    let config = worker_config::read(path)?;
+    for line in &config.unused {
+        eprintln!("iris-worker: --worker-config {}: {line}", path.display());
+    }
+    let serve_at = args
+        .iter()
+        .position(|a| a == "serve")
+        .context("no serve command")?;
+    let spliced = worker_config::splice(args, serve_at, &config.args);
+    let matches = Cli::command()
+        .args_override_self(true)
+        .try_get_matches_from(&spliced)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let TopCommand::Serve(serve) = &mut cli.command {
+        serve.config_controller_token = config.controller_token;
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some((parent_pid, argv)) = shim_args(&args) {
         iris_worker::shell::runtime::shim::run(parent_pid, argv);
     }
-    let cli = Cli::parse();
+    let cli = match with_worker_config(&args, Cli::parse()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("iris-worker: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result: anyhow::Result<i32> = match cli.command {
         // Before any runtime exists: the shim forks, which wants a single thread.
         TopCommand::Shim { parent_pid, argv } => {

@@ -625,3 +625,71 @@ async fn kill_during_building_creates_no_container() {
         TaskState::Killed as i32
     );
 }
+
+/// The settings Iris runs its containers with, seen from inside one and through the engine:
+/// core dumps off, the nofile limit (Iris's, or the engine's own hard limit where that is
+/// lower), SYS_PTRACE the one capability, a tmpfs /tmp of its own, the host's network.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_run_as_iriss_do() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("settings", &[]);
+    let mut c = worker.client().await;
+    let script = "ulimit -c; ulimit -Sn; ulimit -Hn; grep CapEff /proc/self/status; \
+                  grep ' /tmp ' /proc/mounts | cut -d' ' -f3";
+    let done = run_to_end(&mut c, "settings/task-0", &["sh", "-c", script]).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+    let out = stdout_of(&logs(&mut c, "settings/task-0").await);
+    let engine_hard = iris_worker::shell::runtime::docker::engine_nofile_hard();
+    let (soft, hard) = iris_worker::shell::runtime::docker::within((65_536, 524_288), engine_hard);
+    // CAP_SYS_PTRACE is bit 19.
+    let ptrace_only = format!("CapEff:\t{:016x}", 1u64 << 19);
+    assert_eq!(
+        out,
+        [
+            "0".to_string(),
+            soft.to_string(),
+            hard.to_string(),
+            ptrace_only,
+            "tmpfs".into()
+        ],
+        "engine's hard nofile: {engine_hard:?}"
+    );
+
+    // A sleeper, inspected through the engine while it runs.
+    c.run_task(command_request("settings/task-1", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    wait_for(
+        &mut c,
+        "settings/task-1",
+        LIMIT,
+        is_state(TaskState::Running),
+    )
+    .await;
+    let name = format!("iris-dockertest-settings-{}", std::process::id());
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=iris.worker_id={}", &name[5..]),
+        ])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!id.is_empty(), "the sleeper's container runs");
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "--format"])
+        .arg("{{.HostConfig.NetworkMode}} {{.HostConfig.CapAdd}} {{.HostConfig.CapDrop}} {{.HostConfig.Tmpfs}} {{.HostConfig.Init}}")
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        "host [SYS_PTRACE] [ALL] map[/tmp:] true"
+    );
+    let (done, _) = kill_and_wait(&mut c, "settings/task-1", 1_000).await;
+    assert_eq!(done.state, TaskState::Killed as i32);
+}

@@ -535,3 +535,161 @@ fn a_silent_controller_makes_the_worker_reset() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// SIGTERM, and the exit awaited.
+fn stop(mut worker: WorkerProcess) {
+    worker.signal(libc::SIGTERM);
+    let _ = worker.child.wait();
+}
+
+/// `ExecStart` of `deploy/iris-worker.service`, its paths moved under `dir` (the token file
+/// written there), as argv after the binary.
+fn unit_exec_start(dir: &Path) -> (Vec<String>, std::path::PathBuf) {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/iris-worker.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart");
+    let (cache, token) = (dir.join("var-lib-iris-worker"), dir.join("token"));
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let args = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|a| match a {
+            "/var/lib/iris-worker" => cache.display().to_string(),
+            "/etc/iris-worker/token" => token.display().to_string(),
+            a => a.to_string(),
+        })
+        .collect();
+    (args, cache)
+}
+
+/// The stdout lines the log service holds of a job's first attempt.
+fn stdout_of(job: &Value, task: &str) -> Vec<String> {
+    lines_of(job, task)
+        .into_iter()
+        .filter(|l| l.starts_with("stdout"))
+        .collect()
+}
+
+/// How Iris deploys a worker, both ways we take it: the systemd unit we ship (its `ExecStart`,
+/// its environment file's variables) and Iris's own bootstrap (`serve --worker-config` with the
+/// JSON it writes). Each registers with the real controller and runs its job; the unit's worker
+/// asks callers from elsewhere for the token while the controller's Reconcile gets in without.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_the_shipped_unit_and_irises_worker_config_run_the_controllers_jobs() {
+    if !docker_image_ready(DOCKER_IMAGE, "the deployment test") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let controller = Controller::start(python);
+    let dir = temp_dir("iris-2026-06-deploy");
+    let pid = std::process::id();
+
+    let (args, cache) = unit_exec_start(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (url, port, unit_id) = (
+        controller.url(),
+        free_port().to_string(),
+        format!("w-unit-{pid}"),
+    );
+    let env = [
+        ("IRIS_CONTROLLER_ADDRESS", url.as_str()),
+        ("IRIS_WORKER_ID", unit_id.as_str()),
+        ("IRIS_WORKER_PORT", port.as_str()),
+        ("IRIS_DEFAULT_IMAGE", DOCKER_IMAGE),
+        ("IRIS_WORKER_ATTRIBUTES", "pool=unit"),
+    ];
+    let unit = WorkerProcess::spawn_exactly(&args, &env, &cache);
+    assert!(
+        unit.addr.ip().is_unspecified(),
+        "the unit serves the network"
+    );
+    let job = controller.drive(
+        "/alice/unit",
+        1,
+        &["--constraint", "pool=unit"],
+        &["sh", "-c", "echo ran on $IRIS_WORKER_ID"],
+    );
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+    let ran = format!("stdout ran on {unit_id}");
+    assert_eq!(stdout_of(&job, "/alice/unit/0:0"), [ran], "{job}");
+    // A caller from elsewhere shows the token; the controller's Reconcile came in without one.
+    let outside = format!("http://{}:{port}", outside_ip());
+    let mut client =
+        iris_worker::proto::worker_service_client::WorkerServiceClient::connect(outside.clone())
+            .await
+            .unwrap();
+    let refused = client
+        .health_check(iris_worker::proto::Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut with_token = tonic::Request::new(iris_worker::proto::Empty {});
+    let bearer = "Bearer s3cret".parse().unwrap();
+    with_token.metadata_mut().insert("authorization", bearer);
+    assert!(client.health_check(with_token).await.is_ok());
+    assert_eq!(
+        http_get(&outside, "/health", &[]).0,
+        200,
+        "the bootstrap's probe"
+    );
+    stop(unit);
+
+    // Iris's bootstrap: the JSON its `build_worker_bootstrap_script` writes.
+    let config_id = format!("w-config-{pid}");
+    let config_cache = dir.join("config-cache");
+    let config = serde_json::json!({
+        "docker_image": "ghcr.io/marin-community/iris-worker:latest",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "port_range": "31000-31099",
+        "worker_id": config_id,
+        "controller_address": controller.address(),
+        "cache_dir": config_cache.display().to_string(),
+        "default_task_image": DOCKER_IMAGE,
+        "runtime": "docker",
+        "worker_attributes": {"pool": "config", "region": "test-region-9"},
+        "task_env": {"FROM_CONFIG": "yes"},
+        "heartbeat_timeout": {"milliseconds": "600000"},
+        "platform": {"manual": {}},
+    });
+    let path = dir.join("worker_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let path = path.display().to_string();
+    let from_config =
+        WorkerProcess::spawn_exactly(&["serve", "--worker-config", &path], &[], &config_cache);
+    let job = controller.drive(
+        "/alice/config",
+        1,
+        &["--constraint", "pool=config"],
+        &[
+            "sh",
+            "-c",
+            "echo $FROM_CONFIG $IRIS_WORKER_REGION $IRIS_WORKER_ID",
+        ],
+    );
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+    let ran = format!("stdout yes test-region-9 {config_id}");
+    assert_eq!(stdout_of(&job, "/alice/config/0:0"), [ran], "{job}");
+    stop(from_config);
+    for id in [&unit_id, &config_id] {
+        let left = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label=iris.worker_id={id}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "{id} left containers");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

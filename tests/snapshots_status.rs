@@ -48,6 +48,7 @@ fn env_for(flavour: RuntimeFlavour) -> Vec<(String, String)> {
         python: "python3",
         cache_root: "/cache",
         worker_region: None,
+        task_env: &[],
     };
     build_iris_env(&spec, &ports, &ctx)
 }
@@ -105,6 +106,7 @@ fn env_without_worker_id_or_controller_omits_them() {
         python: "python3",
         cache_root: "/cache",
         worker_region: None,
+        task_env: &[],
     };
     let env = build_iris_env(&spec, &BTreeMap::new(), &ctx);
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
@@ -176,6 +178,7 @@ fn reconcile_env(flavour: RuntimeFlavour, workdir: &str) -> Vec<(String, String)
         python: "/opt/venv/bin/python",
         cache_root: "/cache",
         worker_region: Some("us-east5"),
+        task_env: &[],
     };
     build_iris_env(&reconcile_spec(), &ports, &ctx)
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use iris_worker::proto;
 use iris_worker::proto::TaskState;
 use iris_worker::proto::worker::{FetchLogsFilter, FetchTaskLogsRequest, KillTaskRequest};
+use iris_worker::proto::worker_service_client::WorkerServiceClient;
 use support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -160,53 +162,79 @@ async fn invalid_utf8_output_is_kept_and_shown_lossily() {
     );
 }
 
+/// A client of the worker's port reached at `ip` (so the call comes from `ip`).
+async fn client_at(ip: std::net::IpAddr, worker: &WorkerProcess) -> WorkerServiceClient<Channel> {
+    let addr = std::net::SocketAddr::new(ip, worker.addr.port());
+    WorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+fn bearer(token: &str) -> tonic::Request<proto::Empty> {
+    let mut request = tonic::Request::new(proto::Empty {});
+    let value = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_token_is_required_when_configured_and_sent_to_the_controller() {
+async fn callers_show_the_token_the_controller_gets_its_own_and_needs_none() {
     let dir = temp_dir("auth");
-    let token_file = dir.join("token");
+    let (token_file, controller_token_file) = (dir.join("token"), dir.join("controller-token"));
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    std::fs::write(&controller_token_file, "for-the-controller\n").unwrap();
+    // The controller is on loopback: its address, 127.0.0.1, needs no token where it calls.
     let server = ControllerServer::start(TestController::default()).await;
     let addr = server.addr.to_string();
     let worker = WorkerProcess::start(
         &dir.join("cache"),
         &[
+            "--host",
+            "0.0.0.0",
             "--auth-token-file",
             token_file.to_str().unwrap(),
+            "--controller-token-file",
+            controller_token_file.to_str().unwrap(),
             "--controller-address",
             &addr,
         ],
     );
-    let mut anonymous = worker.client().await;
-    let err = anonymous.health_check(proto::Empty {}).await.unwrap_err();
+    // From another address: the token, and only the right one.
+    let mut outside = client_at(outside_ip(), &worker).await;
+    let err = outside.health_check(proto::Empty {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut wrong = tonic::Request::new(proto::Empty {});
-    wrong
-        .metadata_mut()
-        .insert("authorization", "Bearer s3cret-tokeX".parse().unwrap());
+    let wrong = outside.health_check(bearer("s3cret-tokeX")).await;
+    assert_eq!(wrong.unwrap_err().code(), Code::Unauthenticated);
+    let right = outside.health_check(bearer("s3cret-token")).await.unwrap();
+    assert!(right.into_inner().healthy);
+    let theirs = outside.health_check(bearer("for-the-controller")).await;
     assert_eq!(
-        anonymous.health_check(wrong).await.unwrap_err().code(),
-        Code::Unauthenticated
+        theirs.unwrap_err().code(),
+        Code::Unauthenticated,
+        "a token per direction"
     );
-    let mut right = tonic::Request::new(proto::Empty {});
-    right
-        .metadata_mut()
-        .insert("authorization", "Bearer s3cret-token".parse().unwrap());
-    assert!(
-        anonymous
-            .health_check(right)
-            .await
-            .unwrap()
-            .into_inner()
-            .healthy
-    );
+    // From the controller's address: no token needed on the routes it calls.
+    let mut controller_side = client_at("127.0.0.1".parse().unwrap(), &worker).await;
+    let health = controller_side.health_check(proto::Empty {}).await.unwrap();
+    assert!(health.into_inner().healthy);
 
-    // The dashboard, on the same port, asks for the same token.
-    let (code, body) = http_get(&worker.dashboard, "/api/stats", &[]);
+    // The dashboard's API asks every caller for the token; /health (Iris's bootstrap and
+    // autoscaler probe it) asks nobody.
+    let dashboard = format!("http://{}:{}", outside_ip(), worker.addr.port());
+    let (code, body) = http_get(&dashboard, "/api/stats", &[]);
     assert_eq!(code, 401, "{body}");
+    let (code, _) = http_get(&worker.dashboard, "/api/stats", &[]);
+    assert_eq!(
+        code, 401,
+        "the controller's address is let in only where the controller calls"
+    );
     let wrong = [("authorization", "Bearer s3cret-tokeX")];
-    assert_eq!(http_get(&worker.dashboard, "/api/stats", &wrong).0, 401);
+    assert_eq!(http_get(&dashboard, "/api/stats", &wrong).0, 401);
     let right = [("authorization", "Bearer s3cret-token")];
-    assert_eq!(http_get(&worker.dashboard, "/api/stats", &right).0, 200);
+    assert_eq!(http_get(&dashboard, "/api/stats", &right).0, 200);
+    let (code, body) = http_get(&dashboard, "/health", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"healthy\":true"), "{body}");
 
     let start = std::time::Instant::now();
     while server
@@ -227,14 +255,14 @@ async fn a_token_is_required_when_configured_and_sent_to_the_controller() {
         .unwrap()
         .authorization
         .clone();
-    assert_eq!(seen.as_deref(), Some("Bearer s3cret-token"));
+    assert_eq!(seen.as_deref(), Some("Bearer for-the-controller"));
 
-    // The CLI sends it too, and never prints it.
+    // The CLI sends the callers' token, and never prints it.
     let out = std::process::Command::new(BIN)
         .args([
             "health",
             "--worker",
-            &worker.addr.to_string(),
+            &format!("{}:{}", outside_ip(), worker.addr.port()),
             "--auth-token-file",
             token_file.to_str().unwrap(),
         ])
@@ -253,25 +281,27 @@ async fn a_token_is_required_when_configured_and_sent_to_the_controller() {
     assert!(!printed.contains("s3cret"));
 }
 
-#[test]
-fn refuses_a_non_loopback_address_without_a_token() {
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--cache-dir"])
-        .arg(temp_dir("insecure"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--auth-token-file") && err.contains("--insecure"),
-        "{err}"
-    );
-    // With --insecure it serves.
-    let worker = WorkerProcess::start(
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_only_loopback_callers_get_in_unless_insecure() {
+    let worker = WorkerProcess::start(&temp_dir("tokenless"), &["--host", "0.0.0.0"]);
+    let mut local = client_at("127.0.0.1".parse().unwrap(), &worker).await;
+    assert!(local.health_check(proto::Empty {}).await.is_ok());
+    let mut outside = client_at(outside_ip(), &worker).await;
+    let err = outside.health_check(proto::Empty {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("--auth-token-file"), "{err:?}");
+    let dashboard = format!("http://{}:{}", outside_ip(), worker.addr.port());
+    assert_eq!(http_get(&dashboard, "/api/tasks", &[]).0, 401);
+    assert_eq!(http_get(&dashboard, "/health", &[]).0, 200);
+
+    // --insecure lets anyone in.
+    let open = WorkerProcess::start(
         &temp_dir("insecure-ok"),
         &["--host", "0.0.0.0", "--insecure"],
     );
-    assert!(worker.addr.ip().is_unspecified());
+    assert!(open.addr.ip().is_unspecified());
+    let mut outside = client_at(outside_ip(), &open).await;
+    assert!(outside.health_check(proto::Empty {}).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod render;
+pub mod worker_config;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::{LogLimits, Retention};
-use crate::shell::runtime::docker::DockerNetwork;
+use crate::shell::runtime::docker::{ContainerSettings, CpuLimit, DockerNetwork, parse_nofile};
 use crate::shell::serve::{IrisProtocol, ServeOptions};
 
 /// `0.1.0 (abc1234)`: the package version and the git commit it was built from.
@@ -39,7 +40,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum TopCommand {
     /// Run the worker: serve gRPC, run tasks, report to the controller.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit, inspect, follow and kill tasks on a running worker.
     Task {
         #[command(subcommand)]
@@ -84,8 +85,9 @@ pub struct Target {
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// A file holding the bearer token: `serve` requires it on every RPC (and sends it to the
-    /// controller); client commands send it.
+    /// A file holding the bearer token callers show: `serve` requires it of callers (the
+    /// controller's own addresses need not show it on the routes the controller calls); client
+    /// commands send it.
     #[arg(long, global = true, env = "IRIS_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 }
@@ -133,8 +135,19 @@ fn parse_port_range(raw: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(first..=last)
 }
 
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Iris's worker configuration (the JSON its bootstrap writes); flags given here override
+    /// it, and it overrides the environment.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
     /// Address to listen on. Only loopback by default: pass 0.0.0.0 to serve the network.
     #[arg(long, default_value = "127.0.0.1", env = "IRIS_WORKER_HOST")]
     pub host: String,
@@ -187,7 +200,11 @@ pub struct ServeArgs {
     /// How long a stopping worker waits for its tasks to die and their reports to land.
     #[arg(long, default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,
-    /// Serve a non-loopback address without a token.
+    /// A file holding the token the worker sends to the controller and its log service (Iris's
+    /// `WorkerConfig.auth_token`); the controller's calls to the worker need none.
+    #[arg(long, env = "IRIS_CONTROLLER_TOKEN_FILE")]
+    pub controller_token_file: Option<PathBuf>,
+    /// Without --auth-token-file, let any caller in, not only loopback ones and the controller.
     #[arg(long)]
     pub insecure: bool,
     /// Live attempts accepted at once; beyond it RunTask answers RESOURCE_EXHAUSTED.
@@ -210,6 +227,20 @@ pub struct ServeArgs {
     /// default signal actions; `--container-init=false` for images with their own init.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub container_init: bool,
+    /// Containers' open-file limit, SOFT:HARD (Iris's); lowered to the engine's own hard limit
+    /// when that is lower (a container cannot exceed it).
+    #[arg(long, default_value = "65536:524288", value_parser = parse_nofile)]
+    pub container_nofile: (u64, u64),
+    /// Processes and threads a container may hold (Iris sets none; this stops a fork bomb).
+    #[arg(long, default_value_t = 16_384)]
+    pub container_pids_max: i64,
+    /// A tmpfs of its own at each container's /tmp, as Iris's.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub container_tmpfs: bool,
+    /// A task's cpu request as a `hard` quota (Iris's default) or a `soft` weight (Iris's on
+    /// on-demand hosts: idle cpu is used).
+    #[arg(long, value_enum, default_value_t = CpuLimit::Hard)]
+    pub docker_cpu_limit: CpuLimit,
     /// Finished tasks kept (their status and logs); the oldest go first. A task goes only once
     /// the controller has acknowledged its terminal report.
     #[arg(long, default_value_t = 1_000)]
@@ -244,6 +275,21 @@ pub struct ServeArgs {
     /// the least recently used go first past it.
     #[arg(long, default_value_t = 10 << 30)]
     pub blob_cache_bytes: u64,
+    /// Attributes the scheduler matches (`region=us-east5,pool=a`); `region` is also each
+    /// task's IRIS_WORKER_REGION.
+    #[arg(long, env = "IRIS_WORKER_ATTRIBUTES")]
+    pub worker_attributes: Option<String>,
+    /// A variable every task gets (repeatable), below the job's own env_vars (Iris's
+    /// `task_env`).
+    #[arg(long = "task-env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub task_env: Vec<(String, String)>,
+    /// The CPU the worker advertises, in millicores (Iris's `cpu_millicores`: over-commit or
+    /// reserve); default the machine's cores.
+    #[arg(long)]
+    pub cpu_millicores: Option<u32>,
+    /// Set from `--worker-config`'s `auth_token`: what the worker shows the controller.
+    #[arg(skip)]
+    pub config_controller_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -275,6 +321,10 @@ impl ServeArgs {
             stats_interval: Duration::from_millis(self.stats_interval_ms.max(100)),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             auth_token,
+            controller_token: match &self.controller_token_file {
+                Some(path) => Some(crate::shell::auth::read_token(path)?),
+                None => self.config_controller_token.clone(),
+            },
             insecure: self.insecure,
             live_attempts_max: self.max_live_tasks.max(1),
             dashboard: !self.no_dashboard,
@@ -285,7 +335,13 @@ impl ServeArgs {
             },
             default_image: self.default_image.clone(),
             preserve_containers_on_stop: self.preserve_containers_on_stop,
-            container_init: self.container_init,
+            container: ContainerSettings {
+                nofile: self.container_nofile,
+                pids_max: self.container_pids_max.max(1),
+                tmpfs_tmp: self.container_tmpfs,
+                cpu_limit: self.docker_cpu_limit,
+                init: self.container_init,
+            },
             retention: Retention {
                 finished_tasks_max: self.retain_finished_tasks,
                 finished_for_ms: u64::try_from(self.retain_finished_for.as_millis())
@@ -302,6 +358,9 @@ impl ServeArgs {
             docker_network: self.docker_network,
             task_cache_bytes: self.task_cache_bytes,
             blob_cache_bytes: self.blob_cache_bytes,
+            worker_attributes: self.worker_attributes.clone().filter(|a| !a.is_empty()),
+            task_env: self.task_env.clone(),
+            cpu_millicores: self.cpu_millicores,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! What the worker tells the controller about its machine (`WorkerMetadata`), found as the Iris
 //! worker's probe finds it: CPUs, memory, the cache dir's free disk, a GPU (nvidia-smi) or a TPU
-//! (`TPU_*` variables), attributes from `IRIS_WORKER_ATTRIBUTES` and `IRIS_VM_ADDRESS`. The
+//! (`TPU_*` variables), the attributes and CPU the operator configured, and `IRIS_VM_ADDRESS`. The
 //! controller schedules with these. Parsing is pure; only `probe` reads the machine.
 
 use std::collections::HashMap;
@@ -24,21 +24,39 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// What the operator configured rather than the probe finds.
+#[derive(Clone, Debug, Default)]
+pub struct Configured {
+    /// `k=v,...` (`--worker-attributes`, `IRIS_WORKER_ATTRIBUTES`).
+    pub attributes: Option<String>,
+    /// The CPU to advertise, as Iris's `cpu_millicores`: whole cores, at least one.
+    pub cpu_millicores: Option<u32>,
+}
+
 /// The machine's metadata; `ip_address` is the address the worker advertises.
-pub async fn probe(ip_address: &str, cache_dir: &Path) -> proto::WorkerMetadata {
+pub async fn probe(
+    ip_address: &str,
+    cache_dir: &Path,
+    configured: &Configured,
+) -> proto::WorkerMetadata {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let mut metadata = proto::WorkerMetadata {
         hostname: hostname(),
         ip_address: ip_address.to_string(),
-        cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+        cpu_count: match configured.cpu_millicores {
+            Some(m) if m > 0 => i32::try_from(m / 1000).unwrap_or(i32::MAX).max(1),
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+        },
         memory_bytes: std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| mem_total_bytes(&m))
             .unwrap_or(0),
         disk_bytes: FsUsage::of(cache_dir)
             .map_or(0, |u| i64::try_from(u.available_bytes).unwrap_or(i64::MAX)),
-        attributes: env("IRIS_WORKER_ATTRIBUTES")
-            .map(|a| parse_attributes(&a))
+        attributes: configured
+            .attributes
+            .as_deref()
+            .map(parse_attributes)
             .unwrap_or_default(),
         vm_address: env("IRIS_VM_ADDRESS").unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -68,10 +86,10 @@ pub fn mem_total_bytes(meminfo: &str) -> Option<i64> {
     kib.checked_mul(1024)
 }
 
-/// The worker's `region` attribute (`IRIS_WORKER_ATTRIBUTES=region=us-east5,...`): a task's
+/// The worker's `region` attribute (`--worker-attributes region=us-east5,...`): a task's
 /// IRIS_WORKER_REGION, which child jobs of it inherit.
-pub fn worker_region() -> Option<String> {
-    let attributes = parse_attributes(&std::env::var("IRIS_WORKER_ATTRIBUTES").ok()?);
+pub fn worker_region(attributes: Option<&str>) -> Option<String> {
+    let attributes = parse_attributes(attributes?);
     match attributes.get("region")?.value.as_ref()? {
         attribute_value::Value::StringValue(region) => Some(region.clone()),
         _ => None,

@@ -17,19 +17,22 @@ use crate::core::{
 };
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::{AssembledWorker, EraLink, RuntimeAndAdopted, WorkerSetup, assemble};
-use crate::shell::auth::{RequireToken, is_loopback_host};
+use crate::shell::auth::{ControllerPeers, RequireToken, is_loopback_host};
 use crate::shell::blobs::BlobStore;
-use crate::shell::stack::rpc_stack;
 use crate::shell::connect::client::{ConnectClient, tcp_dialer};
 use crate::shell::era2026_06::{self, start::EraWiring};
+use crate::shell::stack::rpc_stack;
 
 use crate::shell::controller::{ControllerAddress, ControllerClient, Registration};
 use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
-use crate::shell::probe::{hostname, probe};
-use crate::shell::runtime::docker::{DockerNetwork, DockerRuntime, DockerRuntimeConfig};
+use crate::shell::probe::{Configured, hostname, probe};
+use crate::shell::runtime::docker::{
+    ContainerSettings, DockerNetwork, DockerRuntime, DockerRuntimeConfig, engine_nofile_hard,
+    within,
+};
 use crate::shell::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
 use crate::shell::task_caches;
@@ -53,9 +56,18 @@ pub struct ServeOptions {
     pub log_disk_bytes_max: u64,
     pub stats_interval: Duration,
     pub shutdown_grace: Duration,
-    /// Every RPC must carry `authorization: Bearer <token>`; the controller client sends it too.
+    /// Callers show `authorization: Bearer <token>` (the controller's addresses need not, on the
+    /// routes it calls).
     pub auth_token: Option<String>,
-    /// Allow a non-loopback listen address without a token.
+    /// What the worker shows the controller and its log service.
+    pub controller_token: Option<String>,
+    /// `k=v,...`: the attributes the scheduler matches.
+    pub worker_attributes: Option<String>,
+    /// Every task's default env, below the job's own.
+    pub task_env: Vec<(String, String)>,
+    /// The CPU advertised, when not the machine's.
+    pub cpu_millicores: Option<u32>,
+    /// Without `auth_token`, let in any caller (not only loopback ones and the controller).
     pub insecure: bool,
     pub live_attempts_max: usize,
     /// Serve the dashboard, JSON API and /metrics on the RPC port.
@@ -68,8 +80,8 @@ pub struct ServeOptions {
     pub default_image: String,
     /// Stop without killing containers, so the next run adopts them (docker only).
     pub preserve_containers_on_stop: bool,
-    /// docker-init as PID 1 of every container (docker only).
-    pub container_init: bool,
+    /// What every container runs under (docker).
+    pub container: ContainerSettings,
     pub retention: Retention,
     /// Run 2026-06 setup_commands (docker: in the task's image; process: on the host).
     pub run_setup_commands: bool,
@@ -151,7 +163,7 @@ async fn make_runtime(
             let docker = DockerRuntime::connect(DockerRuntimeConfig {
                 cache_dir: opts.cache_dir.clone(),
                 default_image: opts.default_image.clone(),
-                init: opts.container_init,
+                settings: container_settings(&opts.container),
                 worker_id: worker_id.to_string(),
                 run_setup_commands: opts.run_setup_commands,
                 network: opts.docker_network,
@@ -205,6 +217,23 @@ async fn serve_dashboard(host: &str, port: u16, dashboard: Dashboard) -> anyhow:
     Ok(())
 }
 
+/// The container settings, the nofile limit lowered to the engine's own when that is lower.
+fn container_settings(asked: &ContainerSettings) -> ContainerSettings {
+    let engine = engine_nofile_hard();
+    let nofile = within(asked.nofile, engine);
+    if nofile != asked.nofile {
+        info!(
+            asked = ?asked.nofile,
+            engine_hard = engine,
+            "containers get the engine's own open-file limit"
+        );
+    }
+    ContainerSettings {
+        nofile,
+        ..asked.clone()
+    }
+}
+
 /// `iris-shim` beside the worker binary when installed, else the worker binary itself.
 fn shim_path() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -213,7 +242,6 @@ fn shim_path() -> Option<PathBuf> {
 }
 
 pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
-    refuse_open_exposure(&opts)?;
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache dir {}", opts.cache_dir.display()))?;
     let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
@@ -237,7 +265,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 &opts.cache_dir,
                 &era.authority,
                 tcp_dialer(),
-                opts.auth_token.as_deref(),
+                opts.controller_token.as_deref(),
                 opts.blob_cache_bytes,
             );
             let blobs = Some(Arc::new(blobs));
@@ -271,7 +299,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 register: era.register,
                 // The era probe registered.
                 registered: true,
-                token: opts.auth_token.clone(),
+                token: opts.controller_token.clone(),
                 cache_dir: opts.cache_dir.clone(),
                 dial: tcp_dialer(),
                 measure_health: true,
@@ -294,18 +322,6 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .await;
     let _ = driver_task.await;
     info!("stopped");
-    Ok(())
-}
-
-/// Anyone who reaches the port could run commands: off loopback, a token is required.
-fn refuse_open_exposure(opts: &ServeOptions) -> anyhow::Result<()> {
-    if opts.auth_token.is_none() && !opts.insecure && !is_loopback_host(&opts.host) {
-        anyhow::bail!(
-            "refusing to serve on {} without --auth-token-file: anyone who reaches the port could \
-             run commands here (pass --insecure to do it anyway)",
-            opts.host
-        );
-    }
     Ok(())
 }
 
@@ -338,6 +354,14 @@ enum Controller {
     Reconcile(Box<Era2026>),
 }
 
+/// What the operator says of the machine, for the probe.
+fn machine(opts: &ServeOptions) -> Configured {
+    Configured {
+        attributes: opts.worker_attributes.clone(),
+        cpu_millicores: opts.cpu_millicores,
+    }
+}
+
 /// What the 2026-06 era needs once the worker is assembled: its Connect client and the
 /// registration it sends.
 struct Era2026 {
@@ -368,9 +392,9 @@ async fn resolve_era(
             "--iris-protocol 2026-06 speaks Connect: give the controller as host:port or http://host:port, not grpc://"
         ),
     };
-    let client = ConnectClient::new(&authority, tcp_dialer(), opts.auth_token.as_deref());
+    let client = ConnectClient::new(&authority, tcp_dialer(), opts.controller_token.as_deref());
     let advertise = opts.advertise_host.as_deref().unwrap_or_default();
-    let probed = probe(advertise, &opts.cache_dir).await;
+    let probed = probe(advertise, &opts.cache_dir, &machine(opts)).await;
     let register = RegisterRequest {
         address: identity.address.clone(),
         metadata: Some(register::metadata(&probed, env!("IRIS_WORKER_GIT_COMMIT"))),
@@ -427,7 +451,8 @@ fn core_config(opts: &ServeOptions, identity: &WorkerIdentity, era: Era) -> Core
         retention: opts.retention.clone(),
         task_python: opts.task_python.clone(),
         host_network: opts.docker_network == DockerNetwork::Host,
-        worker_region: crate::shell::probe::worker_region(),
+        worker_region: crate::shell::probe::worker_region(opts.worker_attributes.as_deref()),
+        task_env: opts.task_env.clone(),
         ..CoreConfig::default()
     }
 }
@@ -441,11 +466,44 @@ async fn controller_client(
     let me = Registration {
         worker_id: identity.worker_id.clone(),
         address: identity.address.clone(),
-        metadata: probe(advertise, &opts.cache_dir).await,
+        metadata: probe(advertise, &opts.cache_dir, &machine(opts)).await,
     };
-    let client = ControllerClient::new(addr, me, opts.auth_token.as_deref())
+    let client = ControllerClient::new(addr, me, opts.controller_token.as_deref())
         .with_context(|| format!("--controller-address {addr}"))?;
     Ok(client)
+}
+
+/// How often the controller's addresses are resolved again (a controller VM replaced keeps its
+/// name, not always its address).
+const CONTROLLER_PEERS_EVERY: Duration = Duration::from_secs(30);
+
+/// Resolves the controller's host now and then every `CONTROLLER_PEERS_EVERY`, keeping the last
+/// answer through a failed lookup. The first lookup is awaited, so the controller's first call
+/// is let in.
+async fn keep_controller_peers(addr: &str, peers: ControllerPeers) {
+    let authority = match ControllerAddress::parse(addr) {
+        Ok(ControllerAddress::Connect(a) | ControllerAddress::Grpc(a)) => a,
+        // Refused with its reason where the controller client is made.
+        Err(_) => return,
+    };
+    let resolve = move |peers: ControllerPeers| {
+        let authority = authority.clone();
+        async move {
+            match tokio::net::lookup_host(authority.as_str()).await {
+                Ok(found) => peers.set(found.map(|a| a.ip()).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, controller = %authority, "resolving the controller")
+                }
+            }
+        }
+    };
+    resolve(peers.clone()).await;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CONTROLLER_PEERS_EVERY).await;
+            resolve(peers.clone()).await;
+        }
+    });
 }
 
 /// Serves gRPC, Connect and the dashboard on one port (and the dashboard on its own port if
@@ -466,7 +524,12 @@ async fn serve_rpcs(
         samples,
         ..
     } = worker;
-    let token = RequireToken::new(opts.auth_token.as_deref());
+    let open = opts.insecure || is_loopback_host(&opts.host);
+    let peers = ControllerPeers::default();
+    if let Some(addr) = &opts.controller_address {
+        keep_controller_peers(addr, peers.clone()).await;
+    }
+    let token = RequireToken::gate(opts.auth_token.as_deref(), open, peers);
     let dashboard = Dashboard {
         driver,
         logs,

@@ -31,6 +31,8 @@ pub fn rpc_stack(
 ) -> (FrontLayer, GrpcService) {
     let grpc = crate::proto::worker_service_server::WorkerServiceServer::from_arc(service.clone())
         .max_decoding_message_size(REQUEST_BYTES_MAX);
+    // The controller calls these (the task era's methods, the 2026-06 Reconcile).
+    let token = token.admitting_controller();
     let grpc = tonic::service::interceptor::InterceptedService::new(grpc, token.clone());
     let mut http = routes::worker_router(service, token.clone());
     if let Some(reconciler) = reconciler {

@@ -4,11 +4,13 @@ controller says (job state, each task's state, exit code and error, and the line
 holds per task) as one JSON line.
 
 usage: drive.py PORT NAME REPLICAS [--files name=text,...] [--big-file name=BYTES]
-                [--bundle name=text,...] [--setup CMD]... [--terminate-after S] [--wait S] -- ARGV...
+                [--bundle name=text,...] [--setup CMD]... [--constraint key=value]...
+                [--terminate-after S] [--wait S] -- ARGV...
 
 A --big-file is BYTES of a repeating pattern (line N is "line N"): past the controller's 10 KB
 threshold it becomes a blob ref (workdir_file_refs). --bundle files go into a zip sent as
 bundle_blob (the controller stores it and sends bundle_id). --setup lines are setup_commands.
+--constraint places the job on workers whose attribute key equals value.
 """
 import argparse
 import datetime
@@ -63,6 +65,7 @@ def main():
     p.add_argument("--big-file", default="")
     p.add_argument("--bundle", default="")
     p.add_argument("--setup", action="append", default=[])
+    p.add_argument("--constraint", action="append", default=[])
     p.add_argument("--terminate-after", type=float, default=None)
     p.add_argument("--wait", type=float, default=60)
     p.add_argument("argv", nargs="+")
@@ -91,6 +94,10 @@ def main():
         bundle_blob=bundle,
         resources=job_pb2.ResourceSpecProto(cpu_millicores=100, memory_bytes=64 << 20),
         replicas=args.replicas,
+        constraints=[
+            job_pb2.Constraint(key=k, op=job_pb2.CONSTRAINT_OP_EQ,
+                               value=job_pb2.AttributeValue(string_value=v))
+            for k, v in (c.split("=", 1) for c in args.constraint)],
         max_retries_preemption=5,
         client_revision_date=datetime.date.today().isoformat(),
     )

@@ -54,7 +54,7 @@ impl WorkerProcess {
         static NEXT_RANGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT_RANGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
         let range = format!("{}-{}", 20_000 + n * 50, 20_000 + n * 50 + 49);
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["serve", "--port", "0", "--cache-dir"])
             .arg(cache_dir)
             .args(if extra.contains(&"--stats-interval-ms") {
@@ -74,6 +74,25 @@ impl WorkerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn worker");
+        WorkerProcess::from_child(child, cache_dir)
+    }
+
+    /// The binary run with exactly `args` and `env` (nothing added), as a unit or a bootstrap
+    /// would start it; `cache_dir` is where those arguments put its cache.
+    pub fn spawn_exactly(args: &[&str], env: &[(&str, &str)], cache_dir: &Path) -> WorkerProcess {
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker");
+        WorkerProcess::from_child(child, cache_dir)
+    }
+
+    /// Waits for the "listening on" line.
+    fn from_child(mut child: std::process::Child, cache_dir: &Path) -> WorkerProcess {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -393,6 +412,20 @@ pub fn pgid_of(pid: i32) -> i32 {
 }
 
 /// A plain HTTP/1.1 GET (the tests need no HTTP client crate): status code and body.
+/// An address of this machine that is not loopback (`hostname -I`'s first IPv4 one): a call to a
+/// worker there comes from it, as a call from another machine would come from elsewhere.
+pub fn outside_ip() -> std::net::IpAddr {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname -I");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .expect("this machine has a non-loopback IPv4 address")
+}
+
 pub fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
     let authority = base.trim_start_matches("http://");

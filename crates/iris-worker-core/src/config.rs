@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// The worker's region (its `region` attribute), a reconcile-era task's
     /// `IRIS_WORKER_REGION`.
     pub worker_region: Option<String>,
+    /// The worker's default env for every task (Iris's `WorkerConfig.task_env`): after the
+    /// IRIS_ set, before the job's own env_vars, which override it.
+    pub task_env: Vec<(String, String)>,
     /// A deliberately broken behaviour, for the simulator only.
     #[cfg(feature = "planted")]
     pub planted: Option<PlantedBug>,
@@ -71,6 +74,7 @@ impl Default for CoreConfig {
             task_python: "python3".to_string(),
             host_network: true,
             worker_region: None,
+            task_env: Vec::new(),
             #[cfg(feature = "planted")]
             planted: None,
         }

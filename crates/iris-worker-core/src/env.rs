@@ -40,6 +40,8 @@ pub struct EnvContext<'a> {
     pub cache_root: &'a str,
     /// The worker's region, when it knows one.
     pub worker_region: Option<&'a str>,
+    /// The worker's default env for every task, below the job's own.
+    pub task_env: &'a [(String, String)],
 }
 
 impl EnvContext<'_> {
@@ -144,7 +146,8 @@ fn task_era_env(
     let bind_host = ctx.flavour.bind_host();
     iris.push(("IRIS_BIND_HOST".to_string(), bind_host.to_string()));
     push_advertise_and_ports(&mut iris, spec, ports, ctx);
-    layered(user_env(spec, ctx), iris)
+    let user = layered(ctx.task_env.to_vec(), user_env(spec, ctx));
+    layered(user, iris)
 }
 
 /// The reconcile era (2026-06), as Iris's `build_common_iris_env` and its worker's
@@ -192,7 +195,8 @@ fn reconcile_era_env(
     iris.extend(r.request_env.iter().cloned());
     push_worker_id(&mut iris, ctx);
     push_advertise_and_ports(&mut iris, spec, ports, ctx);
-    let env = layered(iris, user_env(spec, ctx));
+    // Iris's order: its own variables, the worker's task_env, the job's env_vars.
+    let env = layered(layered(iris, ctx.task_env.to_vec()), user_env(spec, ctx));
     // Last, so the job's env cannot spoof it: a fact about the worker (Iris sets it last too).
     let region = ctx.worker_region.filter(|r| !r.is_empty());
     let region = region.map(|r| ("IRIS_WORKER_REGION".to_string(), r.to_string()));
@@ -276,5 +280,51 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(rewrite_loopback_for_docker(input), want, "{input}");
         }
+    }
+
+    fn value<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_workers_task_env_sits_below_the_jobs_own() {
+        let worker = [
+            ("A", "worker"),
+            ("B", "worker"),
+            ("IRIS_NUM_TASKS", "worker"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut spec = crate::testing::spec("job/task-0", 0);
+        spec.environment.env_vars.insert("B".into(), "job".into());
+        let ctx = EnvContext {
+            flavour: RuntimeFlavour::Docker,
+            worker_id: None,
+            controller_address: None,
+            advertise_host: "10.0.0.1",
+            workdir: "/app",
+            host_network: true,
+            python: "python3",
+            cache_root: "/cache",
+            worker_region: None,
+            task_env: &worker,
+        };
+        let ports = BTreeMap::new();
+        let push = build_iris_env(&spec, &ports, &ctx);
+        assert_eq!(value(&push, "A"), Some("worker"));
+        assert_eq!(value(&push, "B"), Some("job"));
+        assert_eq!(
+            value(&push, "IRIS_NUM_TASKS"),
+            Some("1"),
+            "the task era's IRIS_ win"
+        );
+        spec.era = SpecEra::Reconcile(ReconcileSpec::default());
+        let reconcile = build_iris_env(&spec, &ports, &ctx);
+        assert_eq!(value(&reconcile, "A"), Some("worker"));
+        assert_eq!(value(&reconcile, "B"), Some("job"));
+        assert_eq!(
+            value(&reconcile, "IRIS_NUM_TASKS"),
+            Some("worker"),
+            "Iris's order"
+        );
     }
 }

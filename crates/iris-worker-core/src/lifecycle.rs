@@ -376,6 +376,7 @@ impl WorkerCore {
             python: &config.task_python,
             cache_root: &config.workdir_root,
             worker_region: config.worker_region.as_deref(),
+            task_env: &config.task_env,
         };
         let argv = match &attempt.spec.entrypoint {
             Entrypoint::Command(argv) => argv.clone(),

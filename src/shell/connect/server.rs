@@ -16,7 +16,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::codec::{self, BODY_BYTES_MAX, Codec, Encoding};
-use crate::shell::auth::RequireToken;
+use crate::shell::auth::{RequireToken, peer_ip};
 
 /// A Connect error response.
 pub fn error_response(status: &Status) -> Response {
@@ -82,7 +82,7 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let (mut parts, body) = request.into_parts();
-    token.check(&parts.headers)?;
+    token.check(&parts.headers, peer_ip(&parts.extensions))?;
     let deadline = codec::timeout(&parts.headers)?;
     let body = axum::body::to_bytes(body, BODY_BYTES_MAX)
         .await

@@ -22,7 +22,7 @@ use crate::core::{
     AttemptKey, LineStart, LogFilter, LogLine, LogSource, Retention, TaskId, TaskState,
 };
 use crate::proto;
-use crate::shell::auth::RequireToken;
+use crate::shell::auth::{RequireToken, peer_ip};
 use crate::shell::disk::FsUsage;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logs::store::LogStore;
@@ -53,7 +53,6 @@ pub fn router(dashboard: Dashboard) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/task/{*id}", get(task_page))
-        .route("/health", get(health))
         .route("/api/stats", get(stats))
         .route("/api/tasks", get(tasks))
         .route("/api/tasks/{*rest}", get(task_or_logs))
@@ -62,12 +61,17 @@ pub fn router(dashboard: Dashboard) -> Router {
             dashboard.clone(),
             require_token,
         ))
+        // Outside the check: Iris's bootstrap and its autoscaler probe it without a token.
+        .route("/health", get(health))
         .with_state(dashboard)
 }
 
 async fn require_token(State(d): State<Dashboard>, request: Request, next: Next) -> Response {
     // The same check the RPCs make; only the error body is the dashboard's.
-    if let Err(status) = d.token.check(request.headers()) {
+    if let Err(status) = d
+        .token
+        .check(request.headers(), peer_ip(request.extensions()))
+    {
         return error(StatusCode::UNAUTHORIZED, status.message());
     }
     next.run(request).await

@@ -1,10 +1,11 @@
 //! The body of an attempt's container: image, command, env, labels, the workdir mount (at
 //! `/workdir` in the task era, `/app` and the shared caches in the 2026-06 era, as Iris mounts
-//! them), the network (the host's, or the bridge with port bindings), limits and hardening.
+//! them), the network (the host's, or the bridge with port bindings), limits; the settings every
+//! container shares are `settings.rs`.
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 
-use super::{DockerNetwork, DockerRuntime, PIDS_MAX};
+use super::{DockerNetwork, DockerRuntime};
 use crate::core::ContainerSpec;
 use crate::shell::runtime::setup;
 
@@ -26,19 +27,14 @@ impl DockerRuntime {
         });
         let workdir = self.config.cache_dir.join(&spec.workdir);
         let memory = i64::try_from(spec.resources.memory_bytes).unwrap_or(i64::MAX);
-        let host_config = HostConfig {
+        let mut host_config = HostConfig {
             binds: Some(self.binds(&workdir, &spec.container_workdir)),
             port_bindings,
             memory: (memory > 0).then_some(memory),
             memory_swap: (memory > 0).then_some(memory),
-            nano_cpus: (spec.resources.cpu_millicores > 0)
-                .then(|| i64::from(spec.resources.cpu_millicores) * 1_000_000),
-            pids_limit: Some(PIDS_MAX),
-            security_opt: Some(vec!["no-new-privileges".to_string()]),
-            cap_drop: Some(vec!["ALL".to_string()]),
-            init: Some(self.config.init),
-            ..HostConfig::default()
+            ..self.hardened()
         };
+        self.cpu(spec.resources.cpu_millicores, &mut host_config);
         let host_config = self.network(host_config);
         ContainerCreateBody {
             image: Some(

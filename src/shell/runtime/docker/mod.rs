@@ -18,6 +18,7 @@ mod engine;
 mod follow;
 mod image;
 mod naming;
+mod settings;
 mod setup;
 mod stats;
 mod survey;
@@ -37,6 +38,9 @@ use tokio::task::AbortHandle;
 use self::engine::{engine_error, is_port_conflict, message, status_code};
 pub use self::image::{DEPENDENCY_FILES, Recipe, image_tag};
 pub use self::naming::container_name;
+pub use self::settings::{
+    ContainerSettings, CpuLimit, NOFILE_DEFAULT, engine_nofile_hard, parse_nofile, within,
+};
 pub use self::survey::remove_all_managed;
 use crate::core::{APP_DIR, CACHE_MOUNTS};
 use crate::core::{AttemptKey, BuildSpec, ContainerSpec, LogSource, Signal};
@@ -44,17 +48,13 @@ use crate::shell::logs::output_mark::OutputMark;
 use crate::shell::runtime::workdir;
 use crate::shell::runtime::{AttemptSink, BuiltImage, Runtime, RuntimeError, check_ports_free};
 
-/// Processes a container may run.
-pub const PIDS_MAX: i64 = 4096;
-
 #[derive(Clone, Debug)]
 pub struct DockerRuntimeConfig {
     pub cache_dir: PathBuf,
     pub default_image: String,
     pub worker_id: String,
-    /// The engine's init as PID 1: the kernel gives PID 1 no default signal actions, so without
-    /// it an entrypoint ignores SIGTERM and survives its own SIGKILL.
-    pub init: bool,
+    /// Limits, capabilities and mounts every container gets.
+    pub settings: ContainerSettings,
     /// Run 2026-06 setup_commands (in a container of the task's image before the command).
     pub run_setup_commands: bool,
     pub network: DockerNetwork,

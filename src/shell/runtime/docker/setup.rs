@@ -8,8 +8,9 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptionsBuilder};
 use tokio_stream::StreamExt;
 
+use super::DockerRuntime;
 use super::engine::{engine_error, message};
-use super::{DockerRuntime, PIDS_MAX};
+use super::settings::cpu_shares;
 use crate::core::{AttemptKey, BuildSpec, LogSource};
 use crate::shell::logs::lines::LineSplitter;
 use crate::shell::runtime::setup;
@@ -98,23 +99,18 @@ impl DockerRuntime {
                     .collect(),
             ),
             working_dir: Some(spec.container_workdir.clone()),
-            host_config: Some(self.network(
-                HostConfig {
+            host_config: Some(
+                self.network(HostConfig {
                     binds: Some(self.binds(workdir, &spec.container_workdir)),
                     memory: Some(setup_memory(spec.resources.memory_bytes)),
-                    // A soft weight, not a quota: under a hard 10% quota the setup of a
-                    // 0.1-cpu task takes minutes; it bursts onto idle cpu (as Iris's builds
-                    // on on-demand hosts).
-                    cpu_shares:
-                        (spec.resources.cpu_millicores > 0).then(|| {
-                            (i64::from(spec.resources.cpu_millicores) * 1024 / 1000).max(2)
-                        }),
-                    pids_limit: Some(PIDS_MAX),
-                    security_opt: Some(vec!["no-new-privileges".to_string()]),
-                    init: Some(self.config.init),
-                    ..HostConfig::default()
-                },
-            )),
+                    // A soft weight, not a quota, whatever --docker-cpu-limit says: under a
+                    // hard 10% quota the setup of a 0.1-cpu task takes minutes; it bursts onto
+                    // idle cpu (as Iris's builds on on-demand hosts).
+                    cpu_shares: (spec.resources.cpu_millicores > 0)
+                        .then(|| cpu_shares(spec.resources.cpu_millicores)),
+                    ..self.hardened()
+                }),
+            ),
             ..ContainerCreateBody::default()
         }
     }
