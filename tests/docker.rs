@@ -693,3 +693,145 @@ async fn containers_run_as_iriss_do() {
     let (done, _) = kill_and_wait(&mut c, "settings/task-1", 1_000).await;
     assert_eq!(done.state, TaskState::Killed as i32);
 }
+
+/// Debian's `docker-registry` on a free loopback port (the engine trusts loopback registries
+/// without TLS); stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start(dir: &std::path::Path) -> Registry {
+        let port = free_port();
+        let config = dir.join("registry.yml");
+        let storage = dir.join("registry-data");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\n\
+                 http: {{addr: 127.0.0.1:{port}}}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's package; scripts/setup-test-deps installs it)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < LIMIT, "the registry did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_image(task_id: &str, image: &str) -> proto::worker::RunTaskRequest {
+    let mut req = command_request(task_id, &["echo", "ran"]);
+    req.environment = Some(proto::EnvironmentConfig {
+        docker_image: image.to_string(),
+        ..Default::default()
+    });
+    req
+}
+
+fn build_log(entries: &[proto::worker::LogEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.source == "build")
+        .map(|e| e.data.clone())
+        .collect()
+}
+
+/// A missing image is pulled from a real registry, once for two attempts that want it at once;
+/// a tag the registry lacks fails the attempt with the registry's words; a registry that is
+/// down is the machine's fault (WORKER_FAILED).
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_images_are_pulled_and_a_registry_down_is_the_machines_fault() {
+    if !engine() {
+        return;
+    }
+    let dir = temp_dir("registry");
+    let registry = Registry::start(&dir);
+    let image = format!("{}/iris/busybox:1", registry.addr);
+    docker(&["tag", IMAGE, &image]);
+    docker(&["push", "-q", &image]);
+    docker(&["rmi", &image]);
+    let worker = docker_worker("pull", &[]);
+    let mut c = worker.client().await;
+    for task in ["pull/task-0", "pull/task-1"] {
+        c.run_task(in_image(task, &image)).await.unwrap();
+    }
+    let mut pulls = 0;
+    for task in ["pull/task-0", "pull/task-1"] {
+        let done = wait_for(&mut c, task, LIMIT, finished).await;
+        assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+        let entries = logs(&mut c, task).await;
+        assert_eq!(stdout_of(&entries), ["ran"]);
+        let build = build_log(&entries);
+        if build.iter().any(|l| l == &format!("pulling image {image}")) {
+            pulls += 1;
+            assert!(
+                build.contains(&format!("pulled image {image}")),
+                "{build:?}"
+            );
+        }
+    }
+    assert_eq!(pulls, 1, "one pull for both attempts");
+    assert!(
+        !docker(&["images", "-q", &image]).trim().is_empty(),
+        "a pulled image is kept"
+    );
+
+    let missing = format!("{}/iris/busybox:nope", registry.addr);
+    c.run_task(in_image("pull/task-2", &missing)).await.unwrap();
+    let done = wait_for(&mut c, "pull/task-2", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Failed as i32, "{done:?}");
+    assert!(
+        done.error.contains("manifest unknown") || done.error.contains("not found"),
+        "{done:?}"
+    );
+
+    let unpulled = format!("{}/iris/busybox:2", registry.addr);
+    drop(registry);
+    c.run_task(in_image("pull/task-3", &unpulled))
+        .await
+        .unwrap();
+    let done = wait_for(&mut c, "pull/task-3", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::WorkerFailed as i32, "{done:?}");
+    assert!(
+        done.error.contains("connection refused"),
+        "the reason: {done:?}"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &image])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+}

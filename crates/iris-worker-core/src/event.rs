@@ -65,6 +65,9 @@ pub enum Event {
     BuildFailed {
         attempt: AttemptKey,
         error: String,
+        /// The machine's fault (a registry or the engine did not answer): WORKER_FAILED, which
+        /// spends the controller's preemption budget rather than the user's retries.
+        machine: bool,
     },
     ContainerStarted {
         attempt: AttemptKey,
@@ -148,7 +151,17 @@ impl std::fmt::Display for Event {
                 f,
                 "build_finished {attempt} image={image:?} from_cache={from_cache}"
             ),
-            Event::BuildFailed { attempt, error } => write!(f, "build_failed {attempt} {error:?}"),
+            Event::BuildFailed {
+                attempt,
+                error,
+                machine,
+            } => {
+                write!(f, "build_failed {attempt} {error:?}")?;
+                match machine {
+                    true => write!(f, " machine"),
+                    false => Ok(()),
+                }
+            }
             Event::ContainerStarted { attempt } => write!(f, "container_started {attempt}"),
             Event::StartFailed {
                 attempt,

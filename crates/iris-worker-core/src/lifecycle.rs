@@ -186,10 +186,17 @@ impl WorkerCore {
                 image,
                 from_cache,
             } => self.on_build_finished(&attempt, image, from_cache),
-            Event::BuildFailed { attempt, error } => self.fail_setup(
+            Event::BuildFailed {
+                attempt,
+                error,
+                machine,
+            } => self.fail_setup(
                 &attempt,
                 Phase::Building,
-                TaskState::Failed,
+                match machine {
+                    true => TaskState::WorkerFailed,
+                    false => TaskState::Failed,
+                },
                 format!("Build failed: {error}"),
             ),
             Event::ContainerStarted { attempt } => self.on_container_started(&attempt),

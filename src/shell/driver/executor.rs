@@ -98,6 +98,7 @@ impl Driver {
                         Err(e) => Event::BuildFailed {
                             attempt,
                             error: e.message,
+                            machine: e.infrastructure,
                         },
                     }
                 });

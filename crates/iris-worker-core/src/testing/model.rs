@@ -391,6 +391,7 @@ impl World {
             Effect::BuildImage { .. } if fail => Event::BuildFailed {
                 attempt,
                 error: "pip".into(),
+                machine: false,
             },
             Effect::BuildImage { .. } => Event::BuildFinished {
                 attempt,

@@ -18,6 +18,7 @@ mod engine;
 mod follow;
 mod image;
 mod naming;
+mod pull;
 mod settings;
 mod setup;
 mod stats;
@@ -75,6 +76,7 @@ pub struct DockerRuntime {
     docker: Docker,
     config: DockerRuntimeConfig,
     samplers: Arc<Mutex<BTreeMap<AttemptKey, AbortHandle>>>,
+    pulls: pull::Pulls,
 }
 
 impl DockerRuntime {
@@ -86,6 +88,7 @@ impl DockerRuntime {
             docker,
             config,
             samplers: Arc::default(),
+            pulls: pull::Pulls::default(),
         })
     }
 
@@ -189,10 +192,7 @@ impl Runtime for DockerRuntime {
             .base_image
             .clone()
             .unwrap_or_else(|| self.config.default_image.clone());
-        self.docker
-            .inspect_image(&image)
-            .await
-            .map_err(|e| engine_error(&format!("image {image}"), &e))?;
+        self.ensure_image(&image, &sink).await?;
         // Iris never sends `workspace`: every bundle is looked at for dependency files.
         let built = if spec.has_bundle || !spec.pip_packages.is_empty() {
             self.build_from_bundle(spec, &image, sink.clone()).await?
