@@ -619,25 +619,41 @@ async fn docker_the_shipped_unit_and_irises_worker_config_run_the_controllers_jo
     assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
     let ran = format!("stdout ran on {unit_id}");
     assert_eq!(stdout_of(&job, "/alice/unit/0:0"), [ran], "{job}");
-    // A caller from elsewhere shows the token; the controller's Reconcile came in without one.
-    let outside = format!("http://{}:{port}", outside_ip());
-    let mut client =
-        iris_worker::proto::worker_service_client::WorkerServiceClient::connect(outside.clone())
-            .await
-            .unwrap();
-    let refused = client
-        .health_check(iris_worker::proto::Empty {})
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let mut with_token = tonic::Request::new(iris_worker::proto::Empty {});
-    let bearer = "Bearer s3cret".parse().unwrap();
-    with_token.metadata_mut().insert("authorization", bearer);
-    assert!(client.health_check(with_token).await.is_ok());
-    assert_eq!(
-        http_get(&outside, "/health", &[]).0,
-        200,
-        "the bootstrap's probe"
+    // A caller from elsewhere (a container on docker's bridge) shows the token; the
+    // controller's Reconcile came in without one, and /health is open to the bootstrap's probe.
+    let call = |auth: &str, path: &str| {
+        let post = "--header 'content-type: application/json' --post-data '{}'";
+        let body = if path == "/health" { "" } else { post };
+        format!(
+            "r=$(wget -q -O- {auth} {body} http://host.docker.internal:{port}{path} 2>&1); echo \"$r rc=$?\""
+        )
+    };
+    let health_check = "/iris.cluster.WorkerService/HealthCheck";
+    let script = [
+        call("", health_check),
+        call("--header 'authorization: Bearer s3cret'", health_check),
+        call("", "/health"),
+    ]
+    .join("; ");
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "bridge"])
+        .args(["--add-host=host.docker.internal:host-gateway", DOCKER_IMAGE])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("401 Unauthorized") && lines[0].ends_with("rc=1"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("\"healthy\":true") && lines[1].ends_with("rc=0"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("\"healthy\":true") && lines[2].ends_with("rc=0"),
+        "{out}"
     );
     stop(unit);
 

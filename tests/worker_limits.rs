@@ -162,6 +162,13 @@ async fn invalid_utf8_output_is_kept_and_shown_lossily() {
     );
 }
 
+/// The local address of the default route, as the worker finds it.
+fn outbound_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+    socket.connect(("8.8.8.8", 80)).unwrap();
+    socket.local_addr().unwrap().ip()
+}
+
 /// A client of the worker's port reached at `ip` (so the call comes from `ip`).
 async fn client_at(ip: std::net::IpAddr, worker: &WorkerProcess) -> WorkerServiceClient<Channel> {
     let addr = std::net::SocketAddr::new(ip, worker.addr.port());
@@ -191,6 +198,9 @@ async fn callers_show_the_token_the_controller_gets_its_own_and_needs_none() {
         &[
             "--host",
             "0.0.0.0",
+            // The controller dials it on loopback, so only 127.0.0.1 is the controller's.
+            "--advertise-host",
+            "127.0.0.1",
             "--auth-token-file",
             token_file.to_str().unwrap(),
             "--controller-token-file",
@@ -279,6 +289,48 @@ async fn callers_show_the_token_the_controller_gets_its_own_and_needs_none() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!printed.contains("s3cret"));
+}
+
+/// Bound to every interface, a worker advertises the address of its default route (Iris's
+/// `probe_outbound_ip`) and keeps Iris's share of the machine for the system.
+#[tokio::test(flavor = "multi_thread")]
+async fn it_advertises_its_outbound_address_and_keeps_a_reserve() {
+    let server = ControllerServer::start(TestController::default()).await;
+    let addr = server.addr.to_string();
+    let worker = WorkerProcess::start(
+        &temp_dir("advertise"),
+        &["--host", "0.0.0.0", "--controller-address", &addr],
+    );
+    let start = std::time::Instant::now();
+    while server
+        .controller
+        .state
+        .lock()
+        .unwrap()
+        .registrations
+        .is_empty()
+    {
+        assert!(start.elapsed() < LIMIT, "worker never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let registration = server.controller.state.lock().unwrap().registrations[0].clone();
+    let port = worker.addr.port();
+    assert_eq!(registration.address, format!("{}:{port}", outbound_ip()));
+    let metadata = registration.metadata.unwrap();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: i64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let total = kib * 1024;
+    assert_eq!(metadata.memory_bytes, total - (total / 10).min(8 << 30));
+    let cores = std::thread::available_parallelism().unwrap().get() as i32;
+    assert_eq!(metadata.cpu_count, (cores - (cores / 10).min(1)).max(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -287,6 +287,12 @@ pub struct ServeArgs {
     /// reserve); default the machine's cores.
     #[arg(long)]
     pub cpu_millicores: Option<u32>,
+    /// Memory kept for the system, not advertised (default Iris's: a tenth, at most 8 GiB).
+    #[arg(long)]
+    pub reserve_memory_bytes: Option<u64>,
+    /// Whole cores kept for the system, not advertised (default Iris's: a tenth, at most one).
+    #[arg(long)]
+    pub reserve_cpus: Option<u32>,
     /// Set from `--worker-config`'s `auth_token`: what the worker shows the controller.
     #[arg(skip)]
     pub config_controller_token: Option<String>,
@@ -361,6 +367,8 @@ impl ServeArgs {
             worker_attributes: self.worker_attributes.clone().filter(|a| !a.is_empty()),
             task_env: self.task_env.clone(),
             cpu_millicores: self.cpu_millicores,
+            reserve_memory_bytes: self.reserve_memory_bytes,
+            reserve_cpus: self.reserve_cpus,
         })
     }
 }

@@ -31,6 +31,20 @@ pub struct Configured {
     pub attributes: Option<String>,
     /// The CPU to advertise, as Iris's `cpu_millicores`: whole cores, at least one.
     pub cpu_millicores: Option<u32>,
+    /// Memory kept for the system (`None`: Iris's, a tenth of it up to 8 GiB).
+    pub reserve_memory_bytes: Option<u64>,
+    /// Cores kept for the system (`None`: Iris's, a tenth of them up to one, whole cores).
+    pub reserve_cpus: Option<u32>,
+}
+
+/// Iris's memory headroom: a tenth of the machine's, at most 8 GiB.
+pub fn memory_reserve(total: u64) -> u64 {
+    (total / 10).min(8 << 30)
+}
+
+/// Iris's cpu headroom: a tenth of the cores, at most one, as whole cores (so none under ten).
+pub fn cpu_reserve(cores: u32) -> u32 {
+    (cores / 10).min(1)
 }
 
 /// The machine's metadata; `ip_address` is the address the worker advertises.
@@ -45,12 +59,24 @@ pub async fn probe(
         ip_address: ip_address.to_string(),
         cpu_count: match configured.cpu_millicores {
             Some(m) if m > 0 => i32::try_from(m / 1000).unwrap_or(i32::MAX).max(1),
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
+            _ => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+                let reserve = configured
+                    .reserve_cpus
+                    .unwrap_or_else(|| cpu_reserve(cores));
+                i32::try_from(cores.saturating_sub(reserve).max(1)).unwrap_or(i32::MAX)
+            }
         },
         memory_bytes: std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| mem_total_bytes(&m))
-            .unwrap_or(0),
+            .map_or(0, |total| {
+                let total = u64::try_from(total).unwrap_or(0);
+                let reserve = configured
+                    .reserve_memory_bytes
+                    .unwrap_or_else(|| memory_reserve(total));
+                i64::try_from(total.saturating_sub(reserve)).unwrap_or(i64::MAX)
+            }),
         disk_bytes: FsUsage::of(cache_dir)
             .map_or(0, |u| i64::try_from(u.available_bytes).unwrap_or(i64::MAX)),
         attributes: configured
@@ -253,6 +279,21 @@ mod tests {
         assert_eq!((tpu.variant.as_str(), tpu.count), ("v5litepod-16", 4));
         assert!(t.attributes.contains_key("tpu-worker-id"));
         assert!(!apply_tpu(&mut proto::WorkerMetadata::default(), |_| None));
+    }
+
+    #[test]
+    fn the_system_keeps_what_iris_keeps() {
+        assert_eq!(memory_reserve(16 << 30), (16 << 30) / 10);
+        assert_eq!(memory_reserve(400 << 30), 8 << 30);
+        assert_eq!(
+            (
+                cpu_reserve(2),
+                cpu_reserve(9),
+                cpu_reserve(10),
+                cpu_reserve(240)
+            ),
+            (0, 0, 1, 1)
+        );
     }
 
     #[test]

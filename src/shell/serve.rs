@@ -67,6 +67,9 @@ pub struct ServeOptions {
     pub task_env: Vec<(String, String)>,
     /// The CPU advertised, when not the machine's.
     pub cpu_millicores: Option<u32>,
+    /// What the system keeps, when not Iris's share.
+    pub reserve_memory_bytes: Option<u64>,
+    pub reserve_cpus: Option<u32>,
     /// Without `auth_token`, let in any caller (not only loopback ones and the controller).
     pub insecure: bool,
     pub live_attempts_max: usize,
@@ -325,14 +328,15 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The advertised host (the bound address, or the hostname when bound to all interfaces), the
-/// worker id and the address the controller is told.
+/// The advertised host (the bound address; when bound to all interfaces, the address of the
+/// default route, as Iris's `probe_outbound_ip`, else the hostname), the worker id and the
+/// address the controller is told.
 fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
     let advertise = opts
         .advertise_host
         .clone()
         .unwrap_or_else(|| match local.ip() {
-            ip if ip.is_unspecified() => hostname(),
+            ip if ip.is_unspecified() => outbound_ip().map_or_else(hostname, |ip| ip.to_string()),
             ip => ip.to_string(),
         });
     opts.advertise_host = Some(advertise.clone());
@@ -343,6 +347,14 @@ fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
             .unwrap_or_else(|| format!("{}-{}", hostname(), local.port())),
         address: format!("{advertise}:{}", local.port()),
     }
+}
+
+/// The local address of the default route: a UDP socket "connected" to a public address (no
+/// packet is sent) says which address the machine reaches the world from.
+fn outbound_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("8.8.8.8", 80)).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 /// The controller the worker serves, decided once: none, or the era it speaks.
@@ -359,6 +371,8 @@ fn machine(opts: &ServeOptions) -> Configured {
     Configured {
         attributes: opts.worker_attributes.clone(),
         cpu_millicores: opts.cpu_millicores,
+        reserve_memory_bytes: opts.reserve_memory_bytes,
+        reserve_cpus: opts.reserve_cpus,
     }
 }
 
@@ -479,8 +493,13 @@ const CONTROLLER_PEERS_EVERY: Duration = Duration::from_secs(30);
 
 /// Resolves the controller's host now and then every `CONTROLLER_PEERS_EVERY`, keeping the last
 /// answer through a failed lookup. The first lookup is awaited, so the controller's first call
-/// is let in.
-async fn keep_controller_peers(addr: &str, peers: ControllerPeers) {
+/// is let in. A controller on this machine (a loopback address) that dials the worker's
+/// advertised address calls from that address, so it counts as the controller's too.
+async fn keep_controller_peers(
+    addr: &str,
+    advertised: Option<std::net::IpAddr>,
+    peers: ControllerPeers,
+) {
     let authority = match ControllerAddress::parse(addr) {
         Ok(ControllerAddress::Connect(a) | ControllerAddress::Grpc(a)) => a,
         // Refused with its reason where the controller client is made.
@@ -490,7 +509,13 @@ async fn keep_controller_peers(addr: &str, peers: ControllerPeers) {
         let authority = authority.clone();
         async move {
             match tokio::net::lookup_host(authority.as_str()).await {
-                Ok(found) => peers.set(found.map(|a| a.ip()).collect()),
+                Ok(found) => {
+                    let mut ips: Vec<std::net::IpAddr> = found.map(|a| a.ip()).collect();
+                    if ips.iter().any(|ip| ip.is_loopback()) {
+                        ips.extend(advertised);
+                    }
+                    peers.set(ips)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, controller = %authority, "resolving the controller")
                 }
@@ -527,7 +552,8 @@ async fn serve_rpcs(
     let open = opts.insecure || is_loopback_host(&opts.host);
     let peers = ControllerPeers::default();
     if let Some(addr) = &opts.controller_address {
-        keep_controller_peers(addr, peers.clone()).await;
+        let advertised = opts.advertise_host.as_deref().and_then(|h| h.parse().ok());
+        keep_controller_peers(addr, advertised, peers.clone()).await;
     }
     let token = RequireToken::gate(opts.auth_token.as_deref(), open, peers);
     let dashboard = Dashboard {

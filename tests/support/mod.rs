@@ -412,18 +412,24 @@ pub fn pgid_of(pid: i32) -> i32 {
 }
 
 /// A plain HTTP/1.1 GET (the tests need no HTTP client crate): status code and body.
-/// An address of this machine that is not loopback (`hostname -I`'s first IPv4 one): a call to a
-/// worker there comes from it, as a call from another machine would come from elsewhere.
+/// An address of this machine that is neither loopback nor the one it reaches the world from
+/// (a worker bound to every interface advertises that one, and a controller on loopback dials
+/// it): a call to a worker there comes from it, as a call from another machine would come from
+/// elsewhere. `hostname -I`'s IPv4 addresses; docker's bridge gives a machine with docker two.
 pub fn outside_ip() -> std::net::IpAddr {
     let out = std::process::Command::new("hostname")
         .arg("-I")
         .output()
         .expect("hostname -I");
+    let outbound = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|s| s.connect(("8.8.8.8", 80)).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .ok();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-        .expect("this machine has a non-loopback IPv4 address")
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback() && Some(*ip) != outbound)
+        .expect("this machine has a non-loopback IPv4 address besides its outbound one")
 }
 
 pub fn http_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {

@@ -7,9 +7,12 @@ use std::path::Path;
 use crate::proto::v2026_06::iris::{cluster::worker, job, time};
 use crate::shell::disk::FsUsage;
 
-/// Above this share of the cache dir's file system in use (bytes or inodes), the worker says
-/// it is unhealthy: a task could not write its logs.
-pub const DISK_UNHEALTHY_PERCENT: u8 = 95;
+/// Unhealthy with less free than this share of the cache dir's file system (Iris's 5%)...
+pub const DISK_FREE_PERCENT_MIN: u64 = 5;
+/// ...and less than this (Iris's 10 GiB), so a big disk is not reaped while it has room.
+pub const DISK_FREE_BYTES_MIN: u64 = 10 << 30;
+/// Unhealthy above this share of inodes in use: a task could not create its files.
+pub const INODES_UNHEALTHY_PERCENT: u8 = 95;
 
 fn meminfo_kib(meminfo: &str, key: &str) -> Option<i64> {
     let line = meminfo.lines().find(|l| l.starts_with(key))?;
@@ -33,20 +36,76 @@ pub fn snapshot(cache_dir: &Path, now_ms: i64, running: usize) -> job::WorkerRes
     }
 }
 
+/// Why the cache dir's file system cannot take more work, if it cannot: Iris's rule for bytes
+/// (under 5% free and under 10 GiB free: a big disk is not reaped at 95%), and inodes all but
+/// gone (a task could not create a file).
+fn disk_trouble(d: &FsUsage) -> Option<String> {
+    let free = d.total_bytes.saturating_sub(d.used_bytes);
+    let low_share = free.saturating_mul(100) < d.total_bytes.saturating_mul(DISK_FREE_PERCENT_MIN);
+    if d.total_bytes > 0 && low_share && free < DISK_FREE_BYTES_MIN {
+        return Some(format!(
+            "the cache dir's file system has {:.1} GiB free ({}%), under {DISK_FREE_PERCENT_MIN}% and {} GiB",
+            free as f64 / f64::from(1u32 << 30),
+            100 - d.bytes_percent(),
+            DISK_FREE_BYTES_MIN >> 30
+        ));
+    }
+    (d.inodes_percent() > INODES_UNHEALTHY_PERCENT).then(|| {
+        format!(
+            "the cache dir's file system has used {}% of its inodes; the limit is {INODES_UNHEALTHY_PERCENT}%",
+            d.inodes_percent()
+        )
+    })
+}
+
 /// Healthy, or why not.
 pub fn health(cache_dir: &Path, now_ms: i64, running: usize) -> worker::WorkerHealth {
     let error = match FsUsage::of(cache_dir) {
         Err(e) => format!("cannot measure the cache dir {}: {e}", cache_dir.display()),
-        Ok(d) if d.bytes_percent().max(d.inodes_percent()) > DISK_UNHEALTHY_PERCENT => format!(
-            "the cache dir's file system is {}% full (bytes) and {}% (inodes); the limit is {DISK_UNHEALTHY_PERCENT}%",
-            d.bytes_percent(),
-            d.inodes_percent()
-        ),
-        Ok(_) => String::new(),
+        Ok(d) => disk_trouble(&d).unwrap_or_default(),
     };
     worker::WorkerHealth {
         healthy: Some(error.is_empty()),
         health_error: error,
         resources: Some(snapshot(cache_dir, now_ms, running)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file system of `total_gib`, `free_tenths` tenths of a GiB free, `inodes_percent` used.
+    fn fs(total_gib: u64, free_tenths: u64, inodes_percent: u64) -> FsUsage {
+        let (total, free) = (total_gib << 30, (free_tenths << 30) / 10);
+        FsUsage {
+            used_bytes: total - free,
+            total_bytes: total,
+            available_bytes: free,
+            used_inodes: inodes_percent,
+            total_inodes: 100,
+        }
+    }
+
+    #[test]
+    fn a_disk_is_unhealthy_as_iriss_under_5_percent_and_10_gib_free() {
+        assert_eq!(
+            disk_trouble(&fs(1000, 200, 10)),
+            None,
+            "20 GiB of 1 TB: 2%, healthy"
+        );
+        let full = disk_trouble(&fs(1000, 90, 10)).unwrap();
+        assert!(full.contains("9.0 GiB free"), "{full}");
+        assert_eq!(
+            disk_trouble(&fs(100, 60, 10)),
+            None,
+            "6 GiB of 100: 6%, healthy"
+        );
+        assert!(disk_trouble(&fs(100, 40, 10)).is_some(), "4 GiB of 100");
+        assert!(
+            disk_trouble(&fs(1000, 5000, 96))
+                .unwrap()
+                .contains("inodes")
+        );
     }
 }
