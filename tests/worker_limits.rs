@@ -246,18 +246,7 @@ async fn callers_show_the_token_the_controller_gets_its_own_and_needs_none() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"healthy\":true"), "{body}");
 
-    let start = std::time::Instant::now();
-    while server
-        .controller
-        .state
-        .lock()
-        .unwrap()
-        .registrations
-        .is_empty()
-    {
-        assert!(start.elapsed() < LIMIT, "worker never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.first_registration().await;
     let seen = server
         .controller
         .state
@@ -301,19 +290,7 @@ async fn it_advertises_its_outbound_address_and_keeps_a_reserve() {
         &temp_dir("advertise"),
         &["--host", "0.0.0.0", "--controller-address", &addr],
     );
-    let start = std::time::Instant::now();
-    while server
-        .controller
-        .state
-        .lock()
-        .unwrap()
-        .registrations
-        .is_empty()
-    {
-        assert!(start.elapsed() < LIMIT, "worker never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let registration = server.controller.state.lock().unwrap().registrations[0].clone();
+    let registration = server.first_registration().await;
     let port = worker.addr.port();
     assert_eq!(registration.address, format!("{}:{port}", outbound_ip()));
     let metadata = registration.metadata.unwrap();

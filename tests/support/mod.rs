@@ -54,27 +54,16 @@ impl WorkerProcess {
         static NEXT_RANGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT_RANGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 200;
         let range = format!("{}-{}", 20_000 + n * 50, 20_000 + n * 50 + 49);
-        let child = Command::new(BIN)
-            .args(["serve", "--port", "0", "--cache-dir"])
-            .arg(cache_dir)
-            .args(if extra.contains(&"--stats-interval-ms") {
-                vec![]
-            } else {
-                vec!["--stats-interval-ms", "200"]
-            })
-            .args(if extra.contains(&"--port-range") {
-                vec![]
-            } else {
-                vec!["--port-range", range.as_str()]
-            })
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
-        WorkerProcess::from_child(child, cache_dir)
+        let cache = cache_dir.display().to_string();
+        let mut args = vec!["serve", "--port", "0", "--cache-dir", cache.as_str()];
+        if !extra.contains(&"--stats-interval-ms") {
+            args.extend(["--stats-interval-ms", "200"]);
+        }
+        if !extra.contains(&"--port-range") {
+            args.extend(["--port-range", range.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        WorkerProcess::spawn_exactly(&args, env, cache_dir)
     }
 
     /// The binary run with exactly `args` and `env` (nothing added), as a unit or a bootstrap
@@ -303,6 +292,21 @@ pub struct ControllerServer {
 }
 
 impl ControllerServer {
+    /// The first registration the controller got, waiting up to a minute for it.
+    pub async fn first_registration(&self) -> RegisterWorkerRequest {
+        let start = Instant::now();
+        loop {
+            if let Some(first) = self.controller.state.lock().unwrap().registrations.first() {
+                return first.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no worker registered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn start(controller: TestController) -> ControllerServer {
         ControllerServer::start_on("127.0.0.1:0".parse().unwrap(), controller).await
     }
