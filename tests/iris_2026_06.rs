@@ -619,6 +619,32 @@ async fn docker_the_shipped_unit_and_irises_worker_config_run_the_controllers_jo
     assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
     let ran = format!("stdout ran on {unit_id}");
     assert_eq!(stdout_of(&job, "/alice/unit/0:0"), [ran], "{job}");
+    // On the host's network, a port the job never declared is reached from the host.
+    let undeclared = free_port();
+    let listen = format!("echo hello from the task | nc -l -p {undeclared}");
+    let listener = controller.drive_child(
+        "/alice/undeclared",
+        1,
+        &["--constraint", "pool=unit", "--wait", "60"],
+        &["sh", "-c", &listen],
+    );
+    let start = Instant::now();
+    let heard = loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", undeclared)) {
+            let mut heard = String::new();
+            std::io::Read::read_to_string(&mut stream, &mut heard).unwrap();
+            break heard;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the task's port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(heard, "hello from the task\n");
+    let job = parse(&listener.wait_with_output().unwrap());
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+
     // A caller from elsewhere (a container on docker's bridge) shows the token; the
     // controller's Reconcile came in without one, and /health is open to the bootstrap's probe.
     let call = |auth: &str, path: &str| {
