@@ -13,6 +13,10 @@
 //! ulimit lowered to the 20,000 this machine's docker daemon allows, the one patch it needs
 //! here), the same controller set-up, image, workspace and client, in the same run.
 //!
+//! `BENCH_ONLY=replicas`: a 20-replica `true` job in docker (`iris-test:python-uv`), ours and
+//! Iris's own docker worker alternately, two runs each, each on a fresh controller, in the same
+//! run; with when the controller started each task.
+//!
 //! The reference is Iris's own worker under the same controller on this kind of machine, as
 //! measured for issue 20 (7.07 s and 18.5-19.7 s): it cannot run here without patching its
 //! nofile limit, so it is not re-measured in the run. Printed beside ours: where the 20-replica
@@ -70,6 +74,7 @@ fn main() {
     };
     match std::env::var("BENCH_ONLY").as_deref() {
         Ok("client") => client_callables(&python),
+        Ok("replicas") => replicas_against_iris(&python),
         _ => controller_jobs(python),
     }
 }
@@ -264,5 +269,68 @@ fn client_callables(python: &Path) {
     println!(
         "client callable, docker, submit -> SUCCEEDED, warm cache: ours {ours_warm:.2} s, Iris's worker {iris_warm:.2} s (ratio {:.2}; target <= 1)",
         ours_warm / iris_warm
+    );
+}
+
+/// A 20-replica `true` job on a fresh controller and worker of `kind`: submit -> SUCCEEDED, and
+/// when each task started (seconds after the submit).
+fn replicas_once(python: &Path, kind: Worker, run: usize) -> (f64, Vec<f64>) {
+    let ctl = Controller::start_with_task_image(python.to_path_buf(), PYTHON_IMAGE);
+    let dir = temp_dir(&format!("bench-replicas-{kind:?}-{run}").to_lowercase());
+    let mut iris = None;
+    let _ours = match kind {
+        Worker::Ours => {
+            let extra = [
+                "--runtime",
+                "docker",
+                "--default-image",
+                PYTHON_IMAGE,
+                "--no-dashboard",
+            ];
+            Some(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
+        }
+        Worker::Iris => {
+            iris = Some(start_iris_worker(python, &ctl, &dir));
+            None
+        }
+    };
+    // The first job pays for the controller's warm-up and the worker's registration.
+    let warm = ctl.drive("/bench/warm", 1, &["--wait", "120"], &["true"]);
+    assert_eq!(warm["state"], "JOB_STATE_SUCCEEDED", "{kind:?}: {warm}");
+    let job = ctl.drive("/bench/replicas", 20, &["--wait", "180"], &["true"]);
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{kind:?}: {job}");
+    if let Some(mut child) = iris {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+    }
+    let starts = task_times(&job).iter().map(|(s, _)| *s).collect();
+    (seconds(&job), starts)
+}
+
+fn replicas_against_iris(python: &Path) {
+    let mut totals: Vec<(Worker, f64)> = Vec::new();
+    for run in 0..2 {
+        for kind in [Worker::Ours, Worker::Iris] {
+            let (total, starts) = replicas_once(python, kind, run);
+            let starts: Vec<String> = starts.iter().map(|s| format!("{s:.1}")).collect();
+            println!(
+                "20-replica true job, docker, {kind:?} run {run}: {total:.2} s; task starts (s after submit): {}",
+                starts.join(" ")
+            );
+            totals.push((kind, total));
+        }
+    }
+    let of = |k: &str| -> Vec<f64> {
+        totals
+            .iter()
+            .filter(|(w, _)| format!("{w:?}") == k)
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let (ours, iris) = (of("Ours"), of("Iris"));
+    println!(
+        "20-replica docker job: ours {ours:.2?} s, Iris's worker {iris:.2?} s (ratio of means {:.2}; target below Iris's and below 8 s)",
+        ours.iter().sum::<f64>() / iris.iter().sum::<f64>()
     );
 }
