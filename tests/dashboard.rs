@@ -372,7 +372,8 @@ async fn charts_and_search(
 }
 
 /// The dashboard is on the RPC port; `--dashboard-port` serves it on a port of its own as well,
-/// and `--no-dashboard` leaves only the RPCs.
+/// and `--no-dashboard` leaves only the RPCs. Bound to every interface without a token, both let
+/// a loopback caller in (the port of its own knows its callers' addresses too).
 #[test]
 fn the_dashboard_port_is_optional_and_no_dashboard_turns_it_off() {
     use std::io::{BufRead, BufReader};
@@ -381,6 +382,8 @@ fn the_dashboard_port_is_optional_and_no_dashboard_turns_it_off() {
     let mut child = Command::new(BIN)
         .args([
             "serve",
+            "--host",
+            "0.0.0.0",
             "--port",
             "0",
             "--dashboard-port",

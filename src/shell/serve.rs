@@ -212,8 +212,10 @@ async fn serve_dashboard(host: &str, port: u16, dashboard: Dashboard) -> anyhow:
         .with_context(|| format!("binding the dashboard on {host}:{port}"))?;
     let local = listener.local_addr()?;
     println!("iris-worker dashboard on http://{local}");
+    // With each caller's address, which the token check needs (loopback callers, no token).
+    let app = dashboard::router(dashboard).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, dashboard::router(dashboard)).await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "dashboard stopped");
         }
     });
