@@ -211,28 +211,48 @@ fn start_iris_worker(python: &Path, ctl: &Controller, dir: &Path) -> Child {
         .expect("start Iris's worker")
 }
 
+/// A docker worker of `kind` registered with `ctl`, on `PYTHON_IMAGE`.
+enum Started {
+    Ours(WorkerProcess),
+    Iris(Child),
+}
+
+impl Started {
+    fn new(python: &Path, kind: Worker, ctl: &Controller, dir: &Path) -> Started {
+        match kind {
+            Worker::Ours => {
+                let extra = [
+                    "--runtime",
+                    "docker",
+                    "--default-image",
+                    PYTHON_IMAGE,
+                    "--no-dashboard",
+                ];
+                Started::Ours(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
+            }
+            Worker::Iris => Started::Iris(start_iris_worker(python, ctl, dir)),
+        }
+    }
+
+    /// Iris's worker gets SIGTERM and is awaited; ours is killed (`WorkerProcess`'s drop).
+    fn stop(self) {
+        match self {
+            Started::Ours(worker) => drop(worker),
+            Started::Iris(mut child) => {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// Submit -> SUCCEEDED of the client's callable, cold then warm, on a fresh worker of `kind`.
 fn cold_and_warm(python: &Path, kind: Worker) -> (f64, f64) {
     let ctl = Controller::start_with_task_image(python.to_path_buf(), PYTHON_IMAGE);
     let dir = temp_dir(&format!("bench-client-{kind:?}").to_lowercase());
     let ws = client_workspace(&dir);
-    let mut iris = None;
-    let _ours = match kind {
-        Worker::Ours => {
-            let extra = [
-                "--runtime",
-                "docker",
-                "--default-image",
-                PYTHON_IMAGE,
-                "--no-dashboard",
-            ];
-            Some(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
-        }
-        Worker::Iris => {
-            iris = Some(start_iris_worker(python, &ctl, &dir));
-            None
-        }
-    };
+    let worker = Started::new(python, kind, &ctl, &dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
     let out = Command::new(python)
         .arg(script)
@@ -244,11 +264,7 @@ fn cold_and_warm(python: &Path, kind: Worker) -> (f64, f64) {
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    if let Some(mut child) = iris {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
-    }
+    worker.stop();
     let text = String::from_utf8_lossy(&out.stdout);
     let results: Vec<Value> = text
         .lines()
@@ -277,33 +293,13 @@ fn client_callables(python: &Path) {
 fn replicas_once(python: &Path, kind: Worker, run: usize) -> (f64, Vec<f64>) {
     let ctl = Controller::start_with_task_image(python.to_path_buf(), PYTHON_IMAGE);
     let dir = temp_dir(&format!("bench-replicas-{kind:?}-{run}").to_lowercase());
-    let mut iris = None;
-    let _ours = match kind {
-        Worker::Ours => {
-            let extra = [
-                "--runtime",
-                "docker",
-                "--default-image",
-                PYTHON_IMAGE,
-                "--no-dashboard",
-            ];
-            Some(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
-        }
-        Worker::Iris => {
-            iris = Some(start_iris_worker(python, &ctl, &dir));
-            None
-        }
-    };
+    let worker = Started::new(python, kind, &ctl, &dir);
     // The first job pays for the controller's warm-up and the worker's registration.
     let warm = ctl.drive("/bench/warm", 1, &["--wait", "120"], &["true"]);
     assert_eq!(warm["state"], "JOB_STATE_SUCCEEDED", "{kind:?}: {warm}");
     let job = ctl.drive("/bench/replicas", 20, &["--wait", "180"], &["true"]);
     assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{kind:?}: {job}");
-    if let Some(mut child) = iris {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
-    }
+    worker.stop();
     let starts = task_times(&job).iter().map(|(s, _)| *s).collect();
     (seconds(&job), starts)
 }
