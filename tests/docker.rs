@@ -555,6 +555,62 @@ async fn bundle_builds_an_image_once_then_reuses_it() {
         .output();
 }
 
+/// The tags of the images a worker built, as the engine lists them.
+fn built_by(worker_id: &str) -> Vec<String> {
+    let listed = docker(&[
+        "images",
+        "--filter",
+        &format!("label=iris.built_by={worker_id}"),
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    listed.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn built_images_go_once_unused_and_never_while_a_task_uses_them() {
+    if !engine() {
+        return;
+    }
+    let worker = docker_worker("image-ttl", &["--built-image-ttl", "2s"]);
+    let worker_id = format!("dockertest-image-ttl-{}", std::process::id());
+    let mut c = worker.client().await;
+    let mut req = command_request("ttl-job/task-0", &["sleep", "5"]);
+    req.job_id = "ttl-job".into();
+    req.environment = Some(proto::EnvironmentConfig {
+        docker_image: IMAGE.into(),
+        pip_packages: vec!["six".into()],
+        ..Default::default()
+    });
+    c.run_task(req).await.unwrap();
+    wait_for(&mut c, "ttl-job/task-0", LIMIT, |s| {
+        s.state == TaskState::Running as i32
+    })
+    .await;
+    let built = built_by(&worker_id);
+    assert_eq!(built.len(), 1, "one image built: {built:?}");
+    // Past the ttl while the task still runs: the image stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(built_by(&worker_id), built, "removed while in use");
+    let done = wait_for(&mut c, "ttl-job/task-0", LIMIT, finished).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    let finished_at = Instant::now();
+    while !built_by(&worker_id).is_empty() {
+        assert!(
+            finished_at.elapsed() < Duration::from_secs(20),
+            "built image {built:?} still there 20 s after its last task"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        finished_at.elapsed() >= Duration::from_millis(1500),
+        "removed before its ttl ({:?})",
+        finished_at.elapsed()
+    );
+    // The base image, which the worker did not build, stays.
+    assert_eq!(docker(&["images", "-q", IMAGE]).lines().count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_port_taken_before_the_start_is_retried_with_a_fresh_one() {
     if !engine() {

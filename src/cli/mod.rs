@@ -142,6 +142,19 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A duration, or `off` for none. (An alias: clap would read a literal `Option` as "the flag
+/// may be absent", not as a value that may be `off`.)
+pub type DurationOrOff = Option<Duration>;
+
+fn parse_optional_duration(raw: &str) -> Result<DurationOrOff, String> {
+    match raw {
+        "off" | "never" => Ok(None),
+        _ => humantime::parse_duration(raw)
+            .map(Some)
+            .map_err(|e| format!("expected a duration (3m, 1h) or off: {e}")),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Iris's worker configuration (the JSON its bootstrap writes); flags given here override
@@ -267,6 +280,11 @@ pub struct ServeArgs {
     /// only the task's declared ports published (`bridge`).
     #[arg(long, value_enum, default_value_t = DockerNetwork::Host)]
     pub docker_network: DockerNetwork,
+    /// Images the worker built (bundles with dependency files, pip packages) are removed once
+    /// no task has used them for this long (Nomad's `image_delay`); `off` keeps them. Pulled
+    /// images are never removed.
+    #[arg(long, default_value = "3m", value_parser = parse_optional_duration)]
+    pub built_image_ttl: DurationOrOff,
     /// The caches all 2026-06 tasks share (uv's and cargo's, under the cache dir): emptied at
     /// start-up when over this and no task can be using them (a venv links into uv's cache).
     #[arg(long, default_value_t = 50 << 30)]
@@ -362,6 +380,7 @@ impl ServeArgs {
             },
             task_python: task_python(self.python.as_deref()),
             docker_network: self.docker_network,
+            built_image_ttl: self.built_image_ttl,
             task_cache_bytes: self.task_cache_bytes,
             blob_cache_bytes: self.blob_cache_bytes,
             worker_attributes: self.worker_attributes.clone().filter(|a| !a.is_empty()),

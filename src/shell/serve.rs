@@ -92,6 +92,8 @@ pub struct ServeOptions {
     pub task_python: String,
     /// The network of task containers (docker only).
     pub docker_network: DockerNetwork,
+    /// How long an image the worker built is kept unused (docker only); `None` keeps it.
+    pub built_image_ttl: Option<Duration>,
     /// Bound of the tasks' shared uv and cargo caches (`task_caches`).
     pub task_cache_bytes: u64,
     /// Disk kept for blobs fetched from the controller (least recently used go first).
@@ -170,6 +172,7 @@ async fn make_runtime(
                 worker_id: worker_id.to_string(),
                 run_setup_commands: opts.run_setup_commands,
                 network: opts.docker_network,
+                built_image_ttl: opts.built_image_ttl,
             })?;
             let keep = |key: &AttemptKey| live.contains(key);
             // An engine that does not answer must not keep the worker from serving: tasks

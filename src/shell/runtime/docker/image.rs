@@ -2,13 +2,16 @@
 //! built on its base with them installed by uv, tagged by the job and a hash of everything that
 //! went in, and reused while that does not change.
 
+use std::collections::HashMap;
+
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use tokio_stream::StreamExt;
 
 use super::DockerRuntime;
 use super::engine::message;
+use super::image_gc::BUILT_BY_LABEL;
 use super::naming::sanitized;
-use crate::core::{BuildSpec, LogSource};
+use crate::core::{AttemptKey, BuildSpec, LogSource};
 use crate::shell::logs::lines::LineSplitter;
 use crate::shell::runtime::{AttemptSink, BuiltImage, RuntimeError};
 
@@ -85,8 +88,9 @@ fn quoted(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
-/// `iris-<job>:<hash>`: a valid tag whatever characters the job id has.
-pub fn image_tag(job_id: &str, recipe: &Recipe<'_>) -> String {
+/// `iris-<job>:<hash>`: a valid tag whatever characters the job id has. The hash covers the
+/// building worker's id too, so workers sharing an engine never remove each other's images.
+pub fn image_tag(worker_id: &str, job_id: &str, recipe: &Recipe<'_>) -> String {
     let mut repo = sanitized(&job_id.to_ascii_lowercase(), '-', 100);
     repo = repo
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
@@ -98,6 +102,7 @@ pub fn image_tag(job_id: &str, recipe: &Recipe<'_>) -> String {
         }
     };
     // The Dockerfile names the base, the files and the packages; then the files' contents.
+    mix(worker_id.as_bytes());
     mix(recipe.dockerfile().as_bytes());
     for (name, content) in recipe.deps {
         mix(name.as_bytes());
@@ -132,6 +137,7 @@ impl DockerRuntime {
     /// files, installed. The tag names the job and hashes the base and those files.
     pub(super) async fn build_from_bundle(
         &self,
+        attempt: &AttemptKey,
         spec: &BuildSpec,
         base: &str,
         sink: AttemptSink,
@@ -156,7 +162,9 @@ impl DockerRuntime {
                 from_cache: true,
             });
         }
-        let tag = image_tag(&spec.job_id, &recipe);
+        let tag = image_tag(&self.config.worker_id, &spec.job_id, &recipe);
+        // Held from before the image is looked for: retention never removes it under us.
+        self.built_images.pin(attempt, &tag).await;
         if self.docker.inspect_image(&tag).await.is_ok() {
             sink.log(LogSource::Build, &format!("reusing image {tag}"));
             return Ok(BuiltImage {
@@ -166,8 +174,10 @@ impl DockerRuntime {
         }
         sink.log(LogSource::Build, &format!("building image {tag} on {base}"));
         let context = build_context(&recipe).map_err(RuntimeError::from)?;
+        let labels = HashMap::from([(BUILT_BY_LABEL, self.config.worker_id.as_str())]);
         let options = BuildImageOptionsBuilder::default()
             .t(&tag)
+            .labels(&labels)
             .rm(true)
             .forcerm(true)
             .build();
@@ -221,7 +231,7 @@ mod tests {
                 pip_packages: pip,
                 extras,
             };
-            image_tag(job, &recipe)
+            image_tag("w1", job, &recipe)
         }
         for job in ["Job A/b", "../x", "ü-job", "---", "a".repeat(300).as_str()] {
             let tag = tag_of(job, "python:3.12", &[], &[], &[]);
@@ -240,6 +250,17 @@ mod tests {
             tag("b", &x, &[], &[]),
             tag("b", &x, &numpy, &[]),
             "pip packages count"
+        );
+        let recipe = Recipe {
+            base: "b",
+            deps: &x,
+            pip_packages: &[],
+            extras: &[],
+        };
+        assert_ne!(
+            image_tag("w1", "j", &recipe),
+            image_tag("w2", "j", &recipe),
+            "workers on one engine never share a built image"
         );
         let project = [("pyproject.toml".to_string(), b"x".to_vec())];
         assert_ne!(

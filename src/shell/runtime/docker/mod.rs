@@ -17,6 +17,7 @@ mod container;
 mod engine;
 mod follow;
 mod image;
+mod image_gc;
 mod naming;
 mod pull;
 mod settings;
@@ -59,6 +60,8 @@ pub struct DockerRuntimeConfig {
     /// Run 2026-06 setup_commands (in a container of the task's image before the command).
     pub run_setup_commands: bool,
     pub network: DockerNetwork,
+    /// Images this worker built are removed once unused this long; `None` keeps them.
+    pub built_image_ttl: Option<std::time::Duration>,
 }
 
 /// `--docker-network`: where task containers (and setup containers) are attached.
@@ -77,6 +80,7 @@ pub struct DockerRuntime {
     config: DockerRuntimeConfig,
     samplers: Arc<Mutex<BTreeMap<AttemptKey, AbortHandle>>>,
     pulls: pull::Pulls,
+    built_images: Arc<image_gc::BuiltImages>,
 }
 
 impl DockerRuntime {
@@ -84,11 +88,23 @@ impl DockerRuntime {
     pub fn connect(config: DockerRuntimeConfig) -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| RuntimeError::new(format!("docker engine: {e}")))?;
+        let built_images = Arc::<image_gc::BuiltImages>::default();
+        if let Some(ttl) = config.built_image_ttl
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            image_gc::spawn_sweeper(
+                docker.clone(),
+                built_images.clone(),
+                config.worker_id.clone(),
+                ttl,
+            );
+        }
         Ok(DockerRuntime {
             docker,
             config,
             samplers: Arc::default(),
             pulls: pull::Pulls::default(),
+            built_images,
         })
     }
 
@@ -195,7 +211,8 @@ impl Runtime for DockerRuntime {
         self.ensure_image(&image, &sink).await?;
         // Iris never sends `workspace`: every bundle is looked at for dependency files.
         let built = if spec.has_bundle || !spec.pip_packages.is_empty() {
-            self.build_from_bundle(spec, &image, sink.clone()).await?
+            self.build_from_bundle(attempt, spec, &image, sink.clone())
+                .await?
         } else {
             sink.log(LogSource::Build, &format!("using image {image}"));
             BuiltImage {
@@ -282,6 +299,7 @@ impl Runtime for DockerRuntime {
         {
             stats.abort();
         }
+        self.built_images.unpin(attempt, std::time::Instant::now());
         workdir::remove(&self.config.cache_dir, attempt).await;
     }
 }
