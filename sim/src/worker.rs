@@ -177,6 +177,8 @@ fn era_wiring(shared: &Shared, worker: usize) -> EraWiring {
         measure_health: false,
         blocking_reads: false,
         reconcile_timeout: RECONCILE_TIMEOUT,
+        troubles: Default::default(),
+        tpu: None,
     }
 }
 

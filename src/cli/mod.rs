@@ -179,9 +179,17 @@ pub struct ServeArgs {
     /// The controller to register with and report to (host:port or http://host:port).
     #[arg(long, env = "IRIS_CONTROLLER_ADDRESS")]
     pub controller_address: Option<String>,
-    /// Defaults to HOSTNAME-PORT.
+    /// Defaults to `<slice>-worker-<N>` on a TPU VM (`--slice-id`, else the slice the metadata
+    /// server names), `<instance>-worker-0` on another GCE VM, else HOSTNAME-PORT.
     #[arg(long, env = "IRIS_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// The slice this VM belongs to (Iris's `slice_id`, as its autoscaler sets it).
+    #[arg(long)]
+    pub slice_id: Option<String>,
+    /// The GCE metadata server (`host[:port]`); default `GCE_METADATA_HOST`, else
+    /// `metadata.google.internal` on a Google VM. `off` reads none.
+    #[arg(long)]
+    pub gce_metadata_host: Option<String>,
     /// The host name tasks and the controller use to reach this machine.
     #[arg(long)]
     pub advertise_host: Option<String>,
@@ -335,6 +343,8 @@ impl ServeArgs {
             iris_protocol: self.iris_protocol,
             reconcile_timeout: self.reconcile_timeout,
             worker_id: self.worker_id.clone(),
+            slice_id: self.slice_id.clone().filter(|s| !s.is_empty()),
+            gce_metadata_host: self.gce_metadata_host.clone(),
             advertise_host: self.advertise_host.clone(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(1)),
             log_memory: LogLimits {
@@ -365,6 +375,7 @@ impl ServeArgs {
                 tmpfs_tmp: self.container_tmpfs,
                 cpu_limit: self.docker_cpu_limit,
                 init: self.container_init,
+                ..ContainerSettings::default()
             },
             retention: Retention {
                 finished_tasks_max: self.retain_finished_tasks,

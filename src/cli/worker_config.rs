@@ -51,7 +51,6 @@ const UNUSED: &[(&str, &str)] = &[
         "poll_interval",
         "containers are followed through the engine's streams, not polled",
     ),
-    ("slice_id", "TPU slices are not supported yet"),
     ("accelerator_type", "the device is probed, not configured"),
     (
         "accelerator_variant",
@@ -100,6 +99,7 @@ pub fn translate(fields: &Map<String, Value>) -> Result<WorkerConfig, WorkerConf
             "port" => flag("--port", &mut config)?,
             "port_range" => flag("--port-range", &mut config)?,
             "worker_id" => flag("--worker-id", &mut config)?,
+            "slice_id" => flag("--slice-id", &mut config)?,
             "controller_address" => flag("--controller-address", &mut config)?,
             "cache_dir" => flag("--cache-dir", &mut config)?,
             "default_task_image" => flag("--default-image", &mut config)?,

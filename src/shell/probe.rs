@@ -1,7 +1,8 @@
 //! What the worker tells the controller about its machine (`WorkerMetadata`), found as the Iris
 //! worker's probe finds it: CPUs, memory, the cache dir's free disk, a GPU (nvidia-smi) or a TPU
-//! (`TPU_*` variables), the attributes and CPU the operator configured, and `IRIS_VM_ADDRESS`. The
-//! controller schedules with these. Parsing is pure; only `probe` reads the machine.
+//! (the GCE metadata server's, `gce`), the attributes and CPU the operator configured, and
+//! `IRIS_VM_ADDRESS`. The controller schedules with these. Parsing is pure; only `probe` reads
+//! the machine.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use crate::proto::{self, AttributeValue, DeviceConfig, attribute_value, device_config};
 use crate::shell::disk::FsUsage;
+use crate::shell::gce::GceFacts;
+use crate::shell::tpu;
 
 /// How long nvidia-smi may take before the worker assumes no GPU.
 const GPU_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +38,8 @@ pub struct Configured {
     pub reserve_memory_bytes: Option<u64>,
     /// Cores kept for the system (`None`: Iris's, a tenth of them up to one, whole cores).
     pub reserve_cpus: Option<u32>,
+    /// What the GCE metadata server said of this VM, when it is one.
+    pub gce: Option<GceFacts>,
 }
 
 /// Iris's memory headroom: a tenth of the machine's, at most 8 GiB.
@@ -88,9 +93,11 @@ pub async fn probe(
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..Default::default()
     };
-    if !apply_tpu(&mut metadata, env)
-        && let Some(csv) = nvidia_smi().await
-    {
+    let tpu = configured
+        .gce
+        .as_ref()
+        .is_some_and(|facts| apply_gce(&mut metadata, facts));
+    if !tpu && let Some(csv) = nvidia_smi().await {
         apply_gpu(&mut metadata, &csv);
     }
     if metadata.device.is_none() {
@@ -143,35 +150,64 @@ fn attribute(value: &str) -> AttributeValue {
     AttributeValue { value: Some(value) }
 }
 
-/// A TPU VM announces itself with `TPU_*` variables; returns whether it did.
-pub fn apply_tpu(
-    metadata: &mut proto::WorkerMetadata,
-    env: impl Fn(&str) -> Option<String>,
-) -> bool {
-    let Some(name) = env("TPU_NAME") else {
-        return false;
+/// Fills what the metadata server says: the GCE instance and zone, `zone`, `region` and
+/// `preemptible`, and on a TPU VM the TPU fields, the device (its chips) and the attributes the
+/// scheduler matches a TPU job with (`device-type`, `device-variant`, `tpu-name`,
+/// `tpu-worker-id`, `tpu-topology`, `tpu-vm-count`). The operator's attributes win. Returns
+/// whether the VM is a TPU worker.
+pub fn apply_gce(metadata: &mut proto::WorkerMetadata, facts: &GceFacts) -> bool {
+    metadata.gce_instance_name = facts.instance_name.clone();
+    metadata.gce_zone = facts.zone.clone();
+    let mut derived: Vec<(&str, AttributeValue)> = Vec::new();
+    if !facts.zone.is_empty() {
+        derived.push(("zone", attribute_string(&facts.zone)));
+    }
+    if let Some(region) = facts.region() {
+        derived.push(("region", attribute_string(region)));
+    }
+    derived.push((
+        "preemptible",
+        attribute_string(&facts.preemptible.to_string()),
+    ));
+    let is_tpu = match &facts.tpu {
+        None => false,
+        Some(vm) => {
+            let shape = tpu::topology(&vm.accelerator_type);
+            let chips = match chips_of(&vm.chips_per_host_bounds) {
+                0 => shape.map_or(0, |t| t.chips_per_vm as i32),
+                n => n,
+            };
+            metadata.tpu_name = vm.slice.clone();
+            metadata.tpu_worker_id = vm.worker_id.to_string();
+            metadata.tpu_worker_hostnames = vm.hostnames.clone();
+            metadata.tpu_chips_per_host_bounds = vm.chips_per_host_bounds.clone();
+            metadata.device = Some(device(device_config::Device::Tpu(proto::TpuDevice {
+                variant: vm.accelerator_type.clone(),
+                topology: String::new(),
+                count: chips,
+            })));
+            let variant = vm.accelerator_type.to_lowercase();
+            derived.push(("device-type", attribute_string("tpu")));
+            derived.push(("device-variant", attribute_string(&variant)));
+            derived.push(("tpu-name", attribute_string(&vm.slice)));
+            derived.push(("tpu-worker-id", attribute_int(i64::from(vm.worker_id))));
+            derived.push(("tpu-topology", attribute_string(&vm.accelerator_type)));
+            if let Some(shape) = shape {
+                derived.push(("tpu-vm-count", attribute_int(i64::from(shape.vm_count))));
+            }
+            true
+        }
     };
-    metadata.tpu_worker_hostnames = env("TPU_WORKER_HOSTNAMES").unwrap_or_default();
-    metadata.tpu_worker_id = env("TPU_WORKER_ID").unwrap_or_default();
-    metadata.tpu_chips_per_host_bounds = env("TPU_CHIPS_PER_HOST_BOUNDS").unwrap_or_default();
-    let variant = env("TPU_ACCELERATOR_TYPE").unwrap_or_default();
-    let chips = chips_of(&metadata.tpu_chips_per_host_bounds);
-    metadata.device = Some(device(device_config::Device::Tpu(proto::TpuDevice {
-        variant: variant.clone(),
-        topology: env("TPU_TOPOLOGY").unwrap_or_default(),
-        count: chips,
-    })));
-    let attrs = &mut metadata.attributes;
-    attrs.insert("tpu-name".into(), attribute_string(&name));
-    if let Ok(id) = metadata.tpu_worker_id.parse::<i64>() {
-        let value = Some(attribute_value::Value::IntValue(id));
-        attrs.insert("tpu-worker-id".into(), AttributeValue { value });
+    for (key, value) in derived {
+        metadata.attributes.entry(key.to_string()).or_insert(value);
     }
-    if !variant.is_empty() {
-        attrs.insert("tpu-topology".into(), attribute_string(&variant));
+    is_tpu
+}
+
+fn attribute_int(i: i64) -> AttributeValue {
+    AttributeValue {
+        value: Some(attribute_value::Value::IntValue(i)),
     }
-    metadata.tpu_name = name;
-    true
 }
 
 fn attribute_string(s: &str) -> AttributeValue {
@@ -260,25 +296,52 @@ mod tests {
         );
         assert_eq!((m.gpu_count, m.gpu_memory_mb), (2, 81559));
         assert_eq!(m.gpu_name, "NVIDIA H100 80GB HBM3");
-        let env = |k: &str| {
-            let v = match k {
-                "TPU_NAME" => "slice-a",
-                "TPU_WORKER_ID" => "1",
-                "TPU_CHIPS_PER_HOST_BOUNDS" => "2,2,1",
-                "TPU_ACCELERATOR_TYPE" => "v5litepod-16",
-                _ => return None,
-            };
-            Some(v.to_string())
+        let facts = GceFacts {
+            instance_name: "slice-a-w-1".into(),
+            zone: "us-east5-b".into(),
+            preemptible: true,
+            tpu: Some(crate::shell::gce::TpuVm {
+                slice: "slice-a".into(),
+                accelerator_type: "v5litepod-16".into(),
+                worker_id: 1,
+                hostnames: "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4".into(),
+                chips_per_host_bounds: String::new(),
+            }),
+            trouble: None,
         };
         let mut t = proto::WorkerMetadata::default();
-        assert!(apply_tpu(&mut t, env));
+        t.attributes
+            .insert("zone".into(), attribute_string("operator-says"));
+        assert!(apply_gce(&mut t, &facts));
         assert_eq!(t.tpu_name, "slice-a");
-        let Some(device_config::Device::Tpu(tpu)) = t.device.unwrap().device else {
+        let Some(device_config::Device::Tpu(tpu)) = t.device.clone().unwrap().device else {
             panic!("a TPU device");
         };
         assert_eq!((tpu.variant.as_str(), tpu.count), ("v5litepod-16", 4));
-        assert!(t.attributes.contains_key("tpu-worker-id"));
-        assert!(!apply_tpu(&mut proto::WorkerMetadata::default(), |_| None));
+        let v = |k: &str| t.attributes[k].value.clone().unwrap();
+        assert_eq!(v("tpu-worker-id"), attribute_value::Value::IntValue(1));
+        assert_eq!(v("tpu-vm-count"), attribute_value::Value::IntValue(4));
+        assert_eq!(
+            v("device-type"),
+            attribute_value::Value::StringValue("tpu".into())
+        );
+        assert_eq!(
+            v("region"),
+            attribute_value::Value::StringValue("us-east5".into())
+        );
+        assert_eq!(
+            v("preemptible"),
+            attribute_value::Value::StringValue("true".into())
+        );
+        assert_eq!(
+            v("zone"),
+            attribute_value::Value::StringValue("operator-says".into()),
+            "the operator's attributes win"
+        );
+        let plain = GceFacts { tpu: None, ..facts };
+        let mut c = proto::WorkerMetadata::default();
+        assert!(!apply_gce(&mut c, &plain));
+        assert!(c.device.is_none() && !c.attributes.contains_key("device-type"));
     }
 
     #[test]

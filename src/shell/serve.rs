@@ -28,14 +28,17 @@ use crate::shell::dashboard::{self, Dashboard};
 use crate::shell::driver::{CallDeadlines, Clock, Command};
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
+use crate::shell::gce::{self, GceFacts, MetadataServer};
 use crate::shell::probe::{Configured, hostname, probe};
 use crate::shell::runtime::docker::{
-    ContainerSettings, DockerNetwork, DockerRuntime, DockerRuntimeConfig, engine_nofile_hard,
+    ContainerSettings, DockerNetwork, DockerRuntime, DockerRuntimeConfig,
+    capabilities_short_of_all, engine_capabilities, engine_memlock_hard, engine_nofile_hard,
     within,
 };
 use crate::shell::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::shell::runtime::wall_ms;
 use crate::shell::task_caches;
+use crate::shell::trouble::Troubles;
 
 /// How long start-up waits for the engine before serving anyway.
 const ENGINE_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +53,12 @@ pub struct ServeOptions {
     pub iris_protocol: IrisProtocol,
     pub reconcile_timeout: Duration,
     pub worker_id: Option<String>,
+    /// The slice this VM belongs to (Iris's `slice_id`, set by its autoscaler): registered, and
+    /// with the TPU worker number the worker id `<slice>-worker-<N>`.
+    pub slice_id: Option<String>,
+    /// The GCE metadata server to read (`None`: `GCE_METADATA_HOST`, else the well-known one
+    /// on a Google VM, else none).
+    pub gce_metadata_host: Option<String>,
     pub advertise_host: Option<String>,
     pub heartbeat_interval: Duration,
     pub log_memory: LogLimits,
@@ -236,8 +245,26 @@ fn container_settings(asked: &ContainerSettings) -> ContainerSettings {
             "containers get the engine's own open-file limit"
         );
     }
+    let memlock_engine = engine_memlock_hard();
+    let tpu_memlock = asked.tpu_memlock.min(memlock_engine.unwrap_or(u64::MAX));
+    if tpu_memlock != asked.tpu_memlock {
+        tracing::warn!(
+            asked = asked.tpu_memlock,
+            engine_hard = memlock_engine,
+            "TPU containers get the engine's own locked-memory limit (raise the engine's LimitMEMLOCK)"
+        );
+    }
+    let tpu_caps = engine_capabilities().and_then(capabilities_short_of_all);
+    if tpu_caps.is_some() {
+        tracing::warn!(
+            "the docker engine lacks capabilities a privileged container needs: TPU containers \
+             get the engine's own capabilities and the TPU devices instead of --privileged"
+        );
+    }
     ContainerSettings {
         nofile,
+        tpu_memlock,
+        tpu_caps,
         ..asked.clone()
     }
 }
@@ -256,16 +283,22 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
-    let identity = identify(&mut opts, local);
+    let gce = gce_facts(&opts).await;
+    let troubles = Troubles::default();
+    if let Some(trouble) = gce.as_ref().and_then(|g| g.trouble.clone()) {
+        troubles.set("tpu-identity", trouble);
+    }
+    let identity = identify(&mut opts, local, gce.as_ref());
+    let machine = machine(&opts, gce.as_ref());
     let controller = match &opts.controller_address {
-        Some(addr) => resolve_era(&opts, addr, &identity).await?,
+        Some(addr) => resolve_era(&opts, addr, &identity, &machine).await?,
         None => Controller::Standalone,
     };
     let task_era = matches!(controller, Controller::Push(_));
     let (link, reconcile) = match controller {
         Controller::Standalone => (EraLink::Standalone, None),
         Controller::Push(addr) => {
-            let client = controller_client(&opts, &identity, &addr).await?;
+            let client = controller_client(&opts, &identity, &addr, &machine).await?;
             (EraLink::Push(Box::new(client)), None)
         }
         Controller::Reconcile(era) => {
@@ -313,6 +346,11 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 measure_health: true,
                 blocking_reads: true,
                 reconcile_timeout: opts.reconcile_timeout,
+                troubles: troubles.clone(),
+                tpu: gce
+                    .as_ref()
+                    .and_then(|g| g.tpu.as_ref())
+                    .map(|vm| vm.accelerator_type.clone()),
             },
             &worker,
         )
@@ -336,7 +374,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
 /// The advertised host (the bound address; when bound to all interfaces, the address of the
 /// default route, as Iris's `probe_outbound_ip`, else the hostname), the worker id and the
 /// address the controller is told.
-fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
+fn identify(opts: &mut ServeOptions, local: SocketAddr, gce: Option<&GceFacts>) -> WorkerIdentity {
     let advertise = opts
         .advertise_host
         .clone()
@@ -349,8 +387,52 @@ fn identify(opts: &mut ServeOptions, local: SocketAddr) -> WorkerIdentity {
         worker_id: opts
             .worker_id
             .clone()
+            .or_else(|| vm_worker_id(opts.slice_id.as_deref(), gce))
             .unwrap_or_else(|| format!("{}-{}", hostname(), local.port())),
         address: format!("{advertise}:{}", local.port()),
+    }
+}
+
+/// Iris's `construct_worker_id` order: the configured slice with the TPU worker number, the
+/// TPU slice with it, the GCE instance as worker 0 of its own. A TPU VM without a worker number
+/// gets no slice-derived id (it would collide with worker 0's).
+fn vm_worker_id(slice_id: Option<&str>, gce: Option<&GceFacts>) -> Option<String> {
+    let tpu = gce.and_then(|g| g.tpu.as_ref());
+    match (slice_id.filter(|s| !s.is_empty()), tpu) {
+        (Some(slice), Some(vm)) => Some(format!("{slice}-worker-{}", vm.worker_id)),
+        (Some(slice), None) if gce.is_none_or(|g| g.trouble.is_none()) => {
+            Some(format!("{slice}-worker-0"))
+        }
+        (_, Some(vm)) => Some(format!("{}-worker-{}", vm.slice, vm.worker_id)),
+        _ => gce
+            .map(|g| &g.instance_name)
+            .filter(|name| !name.is_empty())
+            .map(|name| format!("{name}-worker-0")),
+    }
+}
+
+/// What the GCE metadata server says of this VM, when there is one; a server that does not
+/// answer is logged and the worker starts as a plain machine.
+async fn gce_facts(opts: &ServeOptions) -> Option<GceFacts> {
+    let server = MetadataServer::locate(opts.gce_metadata_host.as_deref())?;
+    match gce::probe(&server).await {
+        Ok(facts) => {
+            if let Some(trouble) = &facts.trouble {
+                tracing::error!("{trouble}");
+            }
+            info!(
+                server = server.authority(),
+                instance = %facts.instance_name,
+                zone = %facts.zone,
+                tpu = ?facts.tpu,
+                "read the GCE metadata server"
+            );
+            Some(facts)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the GCE metadata server did not answer; no VM facts");
+            None
+        }
     }
 }
 
@@ -372,12 +454,23 @@ enum Controller {
 }
 
 /// What the operator says of the machine, for the probe.
-fn machine(opts: &ServeOptions) -> Configured {
+fn machine(opts: &ServeOptions, gce: Option<&GceFacts>) -> Configured {
     Configured {
+        gce: gce.cloned(),
         attributes: opts.worker_attributes.clone(),
         cpu_millicores: opts.cpu_millicores,
         reserve_memory_bytes: opts.reserve_memory_bytes,
         reserve_cpus: opts.reserve_cpus,
+    }
+}
+
+/// The `scale-group` attribute, which Iris's worker registers as its scale group.
+fn scale_group(attributes: Option<&str>) -> String {
+    let attributes = crate::shell::probe::parse_attributes(attributes.unwrap_or_default());
+    match attributes.get("scale-group").and_then(|v| v.value.as_ref()) {
+        Some(crate::proto::attribute_value::Value::StringValue(s)) => s.clone(),
+        Some(crate::proto::attribute_value::Value::IntValue(i)) => i.to_string(),
+        _ => String::new(),
     }
 }
 
@@ -396,6 +489,7 @@ async fn resolve_era(
     opts: &ServeOptions,
     addr: &str,
     identity: &WorkerIdentity,
+    machine: &Configured,
 ) -> anyhow::Result<Controller> {
     if opts.iris_protocol == IrisProtocol::TaskEra {
         return Ok(Controller::Push(addr.to_string()));
@@ -413,12 +507,14 @@ async fn resolve_era(
     };
     let client = ConnectClient::new(&authority, tcp_dialer(), opts.controller_token.as_deref());
     let advertise = opts.advertise_host.as_deref().unwrap_or_default();
-    let probed = probe(advertise, &opts.cache_dir, &machine(opts)).await;
+    let probed = probe(advertise, &opts.cache_dir, machine).await;
     let register = RegisterRequest {
         address: identity.address.clone(),
         metadata: Some(register::metadata(&probed, env!("IRIS_WORKER_GIT_COMMIT"))),
         worker_id: identity.worker_id.clone(),
-        ..RegisterRequest::default()
+        // As Iris's worker: the autoscaler's slice, and the scale group from the attributes.
+        slice_id: opts.slice_id.clone().unwrap_or_default(),
+        scale_group: scale_group(opts.worker_attributes.as_deref()),
     };
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -480,12 +576,13 @@ async fn controller_client(
     opts: &ServeOptions,
     identity: &WorkerIdentity,
     addr: &str,
+    machine: &Configured,
 ) -> anyhow::Result<ControllerClient> {
     let advertise = opts.advertise_host.as_deref().unwrap_or_default();
     let me = Registration {
         worker_id: identity.worker_id.clone(),
         address: identity.address.clone(),
-        metadata: probe(advertise, &opts.cache_dir, &machine(opts)).await,
+        metadata: probe(advertise, &opts.cache_dir, machine).await,
     };
     let client = ControllerClient::new(addr, me, opts.controller_token.as_deref())
         .with_context(|| format!("--controller-address {addr}"))?;

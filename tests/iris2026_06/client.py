@@ -53,7 +53,10 @@ def run(client, name, entrypoint, **kw):
     kw.setdefault("task_image", TASK_IMAGE)
     job = client.submit(entrypoint, name, kw.pop("resources", RESOURCES), **kw)
     start = time.time()
-    status = job.wait(timeout=WAIT, poll_interval=0.2, raise_on_failure=False)
+    try:
+        status = job.wait(timeout=WAIT, poll_interval=0.2, raise_on_failure=False)
+    except TimeoutError:
+        status = job.status()  # still running or pending: what the controller says of it
     return job, status, time.time() - start
 
 
@@ -216,6 +219,62 @@ def scenario_cli(client, ws):
         "seconds": round(time.time() - start, 3),
         "output": (out.stdout + out.stderr)[-4000:],
     }
+
+
+# What a TPU task sees of its container: the TPU variables, its locked-memory limit (KiB), its
+# /dev/shm (KiB), its effective capabilities, and whether it shares the host's network (the
+# host's docker0 is visible).
+TPU_PROBE = (
+    'echo "tpu task=$IRIS_TASK_ID worker=$IRIS_WORKER_ID jax=$JAX_PLATFORMS pjrt=$PJRT_DEVICE'
+    ' init=$JAX_FORCE_TPU_INIT slices=${IRIS_SLICE_COUNT:-none}'
+    " memlock=$(ulimit -l) shm=$(df -k /dev/shm | tail -1 | awk '{print $2}')"
+    " cap=$(grep CapEff /proc/self/status | awk '{print $2}')"
+    ' hostnet=$(grep -c docker0 /proc/net/dev)"'
+)
+
+
+def scenario_tpu_slice(client, _ws):
+    from iris.cluster.types import CoschedulingConfig, tpu_device
+
+    resources = ResourceSpec(cpu=0.1, memory="128m", device=tpu_device("v5litepod-16"))
+    job, status, secs = run(
+        client,
+        "tpu-slice",
+        Entrypoint.from_command("sh", "-c", TPU_PROBE),
+        resources=resources,
+        replicas=4,
+        coscheduling=CoschedulingConfig(group_by="tpu-name"),
+    )
+    tasks = client.list_tasks(job.job_id)
+    return summary(
+        client,
+        job,
+        status,
+        secs,
+        task_workers=[t.worker_id for t in tasks],
+        pending_reason=status.pending_reason,
+    )
+
+
+def scenario_workers(client, _ws):
+    """The controller's view of its workers: device, attributes, health and its message."""
+    from google.protobuf import json_format
+
+    out = []
+    for w in client.list_workers():
+        attrs = {k: json_format.MessageToDict(v) for k, v in w.metadata.attributes.items()}
+        out.append(
+            {
+                "worker_id": w.worker_id,
+                "healthy": w.healthy,
+                "status_message": w.status_message,
+                "device": json_format.MessageToDict(w.metadata.device),
+                "tpu_name": w.metadata.tpu_name,
+                "tpu_worker_id": w.metadata.tpu_worker_id,
+                "attributes": attrs,
+            }
+        )
+    return {"state": "listed", "workers": out}
 
 
 SCENARIOS = {

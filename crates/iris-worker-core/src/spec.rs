@@ -48,6 +48,9 @@ pub struct Resources {
     pub cpu_millicores: u32,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
+    /// The TPU variant asked for (`v5litepod-16`): the task needs this VM's chips, and a
+    /// container gets the devices and settings TPUs need.
+    pub tpu_variant: Option<String>,
 }
 
 /// The image and dependencies a task asks for.
@@ -403,6 +406,7 @@ fn check_resources(res: Option<&proto::ResourceSpecProto>) -> Result<Resources, 
             .saturating_mul(1000),
         memory_bytes: non_negative("resources.memory_bytes", res.memory_bytes)?,
         disk_bytes: non_negative("resources.disk_bytes", res.disk_bytes)?,
+        tpu_variant: None,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::shell::auth::RequireToken;
 use crate::shell::clock::Clock;
 use crate::shell::connect::server::{Served, unary};
 use crate::shell::driver::{Command, DriverHandle};
+use crate::shell::trouble::Troubles;
 
 /// Serves Reconcile; `last_reconcile_ms` (on `clock`) is what the register watchdog reads.
 #[derive(Clone)]
@@ -31,6 +32,10 @@ pub struct Reconciler {
     /// Read the machine (memory, the cache dir's disk) for the answer's health; off in the
     /// simulator, whose hosts share one real machine (and must replay).
     pub measure_health: bool,
+    /// Why the machine must not take work (unhealthy while any).
+    pub troubles: Troubles,
+    /// This VM's TPU variant, when it has TPUs.
+    pub tpu: Option<String>,
 }
 
 /// One desired attempt in the core's vocabulary.
@@ -50,6 +55,28 @@ pub fn desired(d: &worker::DesiredAttempt) -> Desired {
     Desired {
         attempt_uid: d.attempt_uid.clone(),
         intent,
+    }
+}
+
+/// A run this machine cannot do is refused at once, FAILED with the reason (the controller
+/// placed it on a worker without the device: its attributes were set by hand, or stale).
+fn fit(d: Desired, tpu: Option<&str>) -> Desired {
+    let Intent::Run(Some(spec)) = &d.intent else {
+        return d;
+    };
+    let Some(asked) = spec.resources.tpu_variant.as_deref() else {
+        return d;
+    };
+    let reason = match tpu {
+        None => format!("resources.device asks for a TPU ({asked}) and this worker has none"),
+        Some(have) if !asked.is_empty() && asked != "auto" && !asked.eq_ignore_ascii_case(have) => {
+            format!("resources.device asks for a TPU {asked} and this worker is a {have}")
+        }
+        Some(_) => return d,
+    };
+    Desired {
+        attempt_uid: d.attempt_uid,
+        intent: Intent::Invalid(reason),
     }
 }
 
@@ -95,7 +122,12 @@ impl Reconciler {
             }));
         }
         self.last_reconcile_ms.store(now, Ordering::Relaxed);
-        let desired: Vec<Desired> = request.desired.iter().map(desired).collect();
+        let tpu = self.tpu.as_deref();
+        let desired: Vec<Desired> = request
+            .desired
+            .iter()
+            .map(|d| fit(desired(d), tpu))
+            .collect();
         let observed = self
             .driver
             .ask(|reply| Command::Reconcile { desired, reply })
@@ -113,16 +145,26 @@ impl Reconciler {
     }
 
     async fn health(&self, now: i64, running: usize) -> Result<worker::WorkerHealth, Status> {
-        if !self.measure_health {
-            return Ok(worker::WorkerHealth {
+        let mut answer = match self.measure_health {
+            false => worker::WorkerHealth {
                 healthy: Some(true),
                 ..Default::default()
-            });
+            },
+            true => {
+                let cache_dir = self.cache_dir.clone();
+                tokio::task::spawn_blocking(move || health(&cache_dir, now, running))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+            }
+        };
+        if let Some(reason) = self.troubles.reason() {
+            answer.healthy = Some(false);
+            answer.health_error = match answer.health_error.is_empty() {
+                true => reason,
+                false => format!("{reason}; {}", answer.health_error),
+            };
         }
-        let cache_dir = self.cache_dir.clone();
-        tokio::task::spawn_blocking(move || health(&cache_dir, now, running))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))
+        Ok(answer)
     }
 }
 

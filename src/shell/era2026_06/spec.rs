@@ -136,6 +136,14 @@ fn check_setup_commands(commands: &[String]) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The TPU variant a request's device asks for (`auto` and empty included: any TPU).
+fn tpu_variant(res: &job::ResourceSpecProto) -> Option<String> {
+    match res.device.as_ref()?.device.as_ref()? {
+        job::device_config::Device::Tpu(tpu) => Some(tpu.variant.clone()),
+        _ => None,
+    }
+}
+
 /// Validates `req` (the spec of desired attempt `attempt_uid`) into the core's vocabulary.
 pub fn task_spec(
     req: &job::RunTaskRequest,
@@ -161,6 +169,7 @@ pub fn task_spec(
         .unwrap_or(u32::MAX);
         spec.resources.memory_bytes = non_negative("resources.memory_bytes", res.memory_bytes)?;
         spec.resources.disk_bytes = non_negative("resources.disk_bytes", res.disk_bytes)?;
+        spec.resources.tpu_variant = tpu_variant(res);
     }
     let files = req
         .entrypoint

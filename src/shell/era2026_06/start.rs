@@ -15,6 +15,7 @@ use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::era2026_06::logpush::LogPusher;
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
+use crate::shell::trouble::Troubles;
 
 /// The era's name in `/metrics` (`iris_worker_iris_protocol{era}`).
 pub const ERA: &str = "2026-06";
@@ -37,6 +38,10 @@ pub struct EraWiring {
     pub blocking_reads: bool,
     /// Without a Reconcile for this long, kill every attempt and register again.
     pub reconcile_timeout: Duration,
+    /// Why the machine must not take work; the health answer carries it.
+    pub troubles: Troubles,
+    /// This VM's TPU variant, when it is a TPU worker: a TPU task elsewhere is refused.
+    pub tpu: Option<String>,
 }
 
 /// Starts the register loop and the log pusher; returns the Reconcile handler's state.
@@ -49,6 +54,8 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
         last_reconcile_ms: Arc::new(AtomicI64::new(now)),
         clock: worker.clock,
         measure_health: wiring.measure_health,
+        troubles: wiring.troubles,
+        tpu: wiring.tpu,
     });
     worker.metrics.set_protocol_era(ERA);
     let (client, request) = (wiring.client.clone(), wiring.register);

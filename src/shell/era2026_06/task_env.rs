@@ -12,50 +12,6 @@ use crate::proto::v2026_06::iris::job::device_config::Device;
 /// are derived again from each child's own resources.
 const INHERITED_CONSTRAINT_KEYS: &[&str] = &["region", "zone"];
 
-/// VMs per slice of each TPU variant (Iris's `TPU_TOPOLOGIES`): a job of several slices learns
-/// its slice count from it.
-const TPU_VM_COUNTS: &[(&str, i32)] = &[
-    ("v4-8", 1),
-    ("v4-16", 2),
-    ("v4-32", 4),
-    ("v4-64", 8),
-    ("v4-128", 16),
-    ("v4-256", 32),
-    ("v4-512", 64),
-    ("v4-1024", 128),
-    ("v4-2048", 256),
-    ("v4-4096", 512),
-    ("v5litepod-1", 1),
-    ("v5litepod-2", 1),
-    ("v5litepod-4", 1),
-    ("v5litepod-8", 1),
-    ("v5litepod-16", 4),
-    ("v5litepod-32", 8),
-    ("v5litepod-64", 16),
-    ("v5litepod-128", 32),
-    ("v5litepod-256", 64),
-    ("v5p-8", 1),
-    ("v5p-16", 2),
-    ("v5p-32", 4),
-    ("v5p-64", 8),
-    ("v5p-128", 16),
-    ("v5p-256", 32),
-    ("v5p-512", 64),
-    ("v5p-1024", 128),
-    ("v5p-2048", 256),
-    ("v5p-4096", 512),
-    ("v5p-8192", 1024),
-    ("v5p-12288", 1536),
-    ("v6e-1", 1),
-    ("v6e-4", 1),
-    ("v6e-8", 1),
-    ("v6e-16", 4),
-    ("v6e-32", 8),
-    ("v6e-64", 16),
-    ("v6e-128", 32),
-    ("v6e-256", 64),
-];
-
 type Vars = Vec<(String, String)>;
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -116,10 +72,8 @@ fn tpu_device(req: &job::RunTaskRequest) -> Option<&job::TpuDevice> {
 
 /// `IRIS_SLICE_COUNT` and `IRIS_TASKS_PER_SLICE` for a job of more than one slice.
 fn slice_vars(tpu: &job::TpuDevice, num_tasks: i32) -> Result<Vars, ValidationError> {
-    let vms = TPU_VM_COUNTS
-        .iter()
-        .find(|(name, _)| *name == tpu.variant)
-        .map(|(_, vms)| *vms);
+    let vms = crate::shell::tpu::topology(&tpu.variant)
+        .map(|t| i32::try_from(t.vm_count).unwrap_or(i32::MAX));
     let Some(vms) = vms.filter(|_| num_tasks > 1) else {
         return Ok(Vars::new());
     };

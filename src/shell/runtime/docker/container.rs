@@ -35,6 +35,9 @@ impl DockerRuntime {
             ..self.hardened()
         };
         self.cpu(spec.resources.cpu_millicores, &mut host_config);
+        if spec.resources.tpu_variant.is_some() {
+            self.tpu(&mut host_config);
+        }
         let host_config = self.network(host_config);
         ContainerCreateBody {
             image: Some(

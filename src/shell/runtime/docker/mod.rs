@@ -41,7 +41,8 @@ use self::engine::{engine_error, is_port_conflict, message, status_code};
 pub use self::image::{DEPENDENCY_FILES, Recipe, image_tag};
 pub use self::naming::container_name;
 pub use self::settings::{
-    ContainerSettings, CpuLimit, NOFILE_DEFAULT, engine_nofile_hard, parse_nofile, within,
+    ContainerSettings, CpuLimit, NOFILE_DEFAULT, capabilities_short_of_all, engine_capabilities,
+    engine_memlock_hard, engine_nofile_hard, parse_nofile, within,
 };
 pub use self::survey::remove_all_managed;
 use crate::core::{APP_DIR, CACHE_MOUNTS};
