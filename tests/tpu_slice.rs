@@ -131,6 +131,41 @@ fn run_client(python: &Path, controller: &Controller, ws: &Path, scenarios: &[&s
     results
 }
 
+/// Runs the client's `preempt` scenario, preempting the VM its task first runs on (its
+/// metadata's `preempted` flips to TRUE) when the client says where that is.
+fn preempt_one(python: &Path, controller: &Controller, ws: &Path, vms: &[Metadata]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg(controller.url())
+        .arg(ws)
+        .arg("preempt")
+        .env("IRIS_TEST_TASK_IMAGE", IMAGE)
+        .env("IRIS_TEST_JOB_WAIT", "30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut result = Value::Null;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(&line.unwrap()) else {
+            continue;
+        };
+        if let Some(on) = v["running_on"].as_str() {
+            let n: usize = on
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect(on);
+            std::fs::write(vms[n].dir.join("preempted"), "TRUE").unwrap();
+        } else if v["scenario"] == "preempt" {
+            result = v;
+        }
+    }
+    let _ = child.wait();
+    result
+}
+
 /// A workspace with no dependencies: the client's recipe (`uv sync`) has nothing to fetch.
 fn workspace(dir: &Path) -> PathBuf {
     let ws = dir.join("workspace");
@@ -295,6 +330,47 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
     assert_eq!(
         lost_w["attributes"]["device-type"]["stringValue"], "cpu",
         "{lost_w}"
+    );
+
+    // A task whose TPU will not initialise ends as the machine's failure, with the chip's line.
+    let bad = &run_client(&python, &controller, &ws, &["bad_chip"])[0];
+    let attempt = &bad["attempts"][0][0];
+    assert_eq!(attempt["state"], "TASK_STATE_WORKER_FAILED", "{bad}");
+    let error = attempt["error"].as_str().unwrap_or_default();
+    assert!(error.contains("open(/dev/vfio/0)"), "{bad}");
+
+    // A VM preempted under a running task: the task ends at once as the worker's failure (its
+    // error says why) and the controller puts it back to pending on its preemption budget (the
+    // job spans the slice: Iris's client makes a task per VM, so no other VM is free for it).
+    let preempt = preempt_one(&python, &controller, &ws, &vms);
+    assert_eq!(preempt["num_tasks"], 4, "{preempt}");
+    let ended = preempt["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] == "TASK_STATE_WORKER_FAILED")
+        .unwrap_or_else(|| panic!("an attempt ended as the worker's failure: {preempt}"));
+    assert!(
+        ended["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("preempted"),
+        "{preempt}"
+    );
+    assert!(
+        [
+            "TASK_STATE_PENDING",
+            "TASK_STATE_ASSIGNED",
+            "TASK_STATE_BUILDING"
+        ]
+        .contains(&preempt["state"].as_str().unwrap_or_default()),
+        "the task is retried, not failed: {preempt}"
+    );
+    let seconds = preempt["seconds_to_end"].as_f64().unwrap_or(f64::MAX);
+    eprintln!("preemption: the controller saw the attempt end {seconds:.2} s after the flip");
+    assert!(
+        seconds < 3.0,
+        "the controller hears of a preemption at once: {preempt}"
     );
 
     for mut w in workers {

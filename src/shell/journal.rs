@@ -406,6 +406,7 @@ fn recover(record: &AttemptRecord) -> Result<RecoveredAttempt, String> {
             oom_killed: record.oom_killed,
             finished_at_ms: None,
             last_stderr: None,
+            machine_fault: None,
         },
         error: Some(record.error.clone()).filter(|e| !e.is_empty()),
         finished_at_ms: positive(record.finished_at_ms).unwrap_or(0),

@@ -13,6 +13,7 @@ pub mod gce;
 pub mod journal;
 pub mod logs;
 pub mod metrics;
+pub mod preemption;
 pub mod probe;
 pub mod retention;
 pub mod routes;

@@ -283,7 +283,11 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", opts.host, opts.port))?;
     let local: SocketAddr = listener.local_addr()?;
-    let gce = gce_facts(&opts).await;
+    let metadata_server = MetadataServer::locate(opts.gce_metadata_host.as_deref());
+    let gce = match &metadata_server {
+        Some(server) => gce_facts(server).await,
+        None => None,
+    };
     let troubles = Troubles::default();
     if let Some(trouble) = gce.as_ref().and_then(|g| g.trouble.clone()) {
         troubles.set("tpu-identity", trouble);
@@ -328,6 +332,9 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     // The line scripts and tests wait for; stdout, apart from the logs on stderr.
     println!("iris-worker listening on {local} (worker id {worker_id})");
     let driver = worker.driver.clone();
+    if let Some(server) = metadata_server {
+        crate::shell::preemption::spawn(server, driver.clone(), troubles.clone());
+    }
     if task_era {
         worker
             .metrics
@@ -413,9 +420,8 @@ fn vm_worker_id(slice_id: Option<&str>, gce: Option<&GceFacts>) -> Option<String
 
 /// What the GCE metadata server says of this VM, when there is one; a server that does not
 /// answer is logged and the worker starts as a plain machine.
-async fn gce_facts(opts: &ServeOptions) -> Option<GceFacts> {
-    let server = MetadataServer::locate(opts.gce_metadata_host.as_deref())?;
-    match gce::probe(&server).await {
+async fn gce_facts(server: &MetadataServer) -> Option<GceFacts> {
+    match gce::probe(server).await {
         Ok(facts) => {
             if let Some(trouble) = &facts.trouble {
                 tracing::error!("{trouble}");

@@ -51,6 +51,9 @@ fn submit_status(refusal: SubmitRefusal) -> Status {
         SubmitRefusal::Core(
             e @ (SubmitError::PortsExhausted { .. } | SubmitError::TooManyTasks { .. }),
         ) => Status::resource_exhausted(e.to_string()),
+        SubmitRefusal::Core(e @ SubmitError::Evacuating { .. }) => {
+            Status::unavailable(e.to_string())
+        }
         SubmitRefusal::ShuttingDown => Status::unavailable(refusal.to_string()),
     }
 }

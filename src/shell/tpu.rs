@@ -213,9 +213,44 @@ pub fn topology(variant: &str) -> Option<Topology> {
     TOPOLOGIES.iter().find(|t| t.name == variant).copied()
 }
 
+/// Iris's TPU bad-node signatures (`iris/cluster/worker/tpu_health.py`): a failed task whose
+/// stderr shows one failed because of the machine.
+pub const BAD_NODE_PATTERNS: &[&str] = &[
+    "Couldn't open iommu group",
+    "open(/dev/vfio",
+    "Failed to initialize TPU system",
+    "TPU initialization failed",
+    "No accelerator found",
+];
+
+/// How many of a failed task's last stderr lines are searched (Iris's 200).
+pub const STDERR_TAIL_LINES: usize = 200;
+
+/// The machine-fault reason for the first stderr line, oldest first, showing a bad-node
+/// signature: the line itself, so the controller's error says what the chip said.
+pub fn bad_node(stderr_tail: &[String]) -> Option<String> {
+    let line = stderr_tail
+        .iter()
+        .find(|l| BAD_NODE_PATTERNS.iter().any(|p| l.contains(p)))?;
+    Some(format!("TPU init failure (the machine's): {}", line.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_node_lines_are_found_as_irises() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(bad_node(&lines(&["Traceback", "ValueError: x"])), None);
+        let found = bad_node(&lines(&[
+            "I0000 start",
+            "RuntimeError: TPU initialization failed: open(/dev/vfio/0): Device or resource busy",
+            "No accelerator found",
+        ]))
+        .unwrap();
+        assert!(found.contains("open(/dev/vfio/0)"), "{found}");
+    }
 
     #[test]
     fn shapes_are_iriss() {

@@ -236,7 +236,7 @@ TPU_PROBE = (
 def scenario_tpu_slice(client, _ws):
     from iris.cluster.types import CoschedulingConfig, tpu_device
 
-    resources = ResourceSpec(cpu=0.1, memory="128m", device=tpu_device("v5litepod-16"))
+    resources = ResourceSpec(**TPU_RESOURCES, device=tpu_device("v5litepod-16"))
     job, status, secs = run(
         client,
         "tpu-slice",
@@ -254,6 +254,74 @@ def scenario_tpu_slice(client, _ws):
         task_workers=[t.worker_id for t in tasks],
         pending_reason=status.pending_reason,
     )
+
+
+TPU_RESOURCES = dict(cpu=0.1, memory="128m")
+
+
+def tpu_resources():
+    from iris.cluster.types import tpu_device
+
+    return ResourceSpec(**TPU_RESOURCES, device=tpu_device("v5litepod-16"))
+
+
+def attempts_of(task):
+    return [
+        {
+            "worker_id": a.worker_id,
+            "state": job_pb2.TaskState.Name(a.state),
+            "error": a.error,
+            "is_worker_failure": a.is_worker_failure,
+        }
+        for a in task.attempts
+    ]
+
+
+def scenario_bad_chip(client, _ws):
+    """A task whose TPU will not initialise: the machine's failure, not the user's."""
+    line = "RuntimeError: TPU initialization failed: open(/dev/vfio/0): Device or resource busy"
+    ep = Entrypoint.from_command("sh", "-c", f"echo '{line}' >&2; exit 1")
+    job, status, secs = run(client, "bad-chip", ep, resources=tpu_resources(), max_retries_preemption=0)
+    tasks = client.list_tasks(job.job_id)
+    return summary(client, job, status, secs, attempts=[attempts_of(t) for t in tasks])
+
+
+def scenario_preempt(client, _ws):
+    """A running TPU task whose VM the test preempts (it prints `{"running_on": worker}` for
+    the test to flip that VM's metadata): how fast the controller hears of it and what it does
+    with the task. The job spans the slice (Iris's client makes one task per VM), so there is
+    no other VM free: the task goes back to pending on its preemption budget."""
+    ep = Entrypoint.from_command("sh", "-c", "echo started on $IRIS_WORKER_ID; sleep 600")
+    job = client.submit(ep, "preempt", tpu_resources(), task_image=TASK_IMAGE, max_retries_preemption=3)
+    running = job_pb2.TASK_STATE_RUNNING
+    deadline = time.time() + WAIT
+    task = None
+    while time.time() < deadline:
+        task = client.list_tasks(job.job_id)[0]
+        if task.state == running:
+            break
+        time.sleep(0.2)
+    first = task.worker_id
+    print(json.dumps({"running_on": first}), flush=True)
+    flipped = time.time()
+    ended = None
+    while time.time() < deadline:
+        task = client.list_tasks(job.job_id)[0]
+        if ended is None and any(a.worker_id in (first, "") and a.state != running for a in task.attempts):
+            ended = time.time() - flipped
+        if ended is not None and task.state != running:
+            break
+        if task.state == running and task.worker_id != first:
+            break
+        time.sleep(0.1)
+    client.terminate(job.job_id)
+    return {
+        "state": job_pb2.TaskState.Name(task.state),
+        "first": first,
+        "num_tasks": len(client.list_tasks(job.job_id)),
+        "seconds_to_end": ended,
+        "attempts": attempts_of(task),
+    }
 
 
 def scenario_workers(client, _ws):

@@ -101,6 +101,8 @@ pub(crate) enum StopReason {
     Timeout,
     Superseded(i32),
     Reset(String),
+    /// The machine is going away (a preempted VM): the attempt is the worker's failure.
+    Evacuated(String),
 }
 
 #[derive(Clone, Debug)]
@@ -236,6 +238,7 @@ impl Outcome {
                 Outcome::new(TaskState::Killed, format!("Superseded by attempt {next}"))
             }
             StopReason::Reset(reason) => Outcome::new(TaskState::Killed, reason.clone()),
+            StopReason::Evacuated(reason) => Outcome::new(TaskState::WorkerFailed, reason.clone()),
         }
     }
 
@@ -258,6 +261,20 @@ impl Outcome {
                 let stopped = Outcome::of_stop(reason);
                 (stopped.state, stopped.error)
             }
+            (
+                None,
+                ExitStatus {
+                    machine_fault: Some(fault),
+                    code,
+                    ..
+                },
+            ) if *code != Some(0) => (
+                TaskState::WorkerFailed,
+                Some(match code {
+                    Some(code) => format!("{fault}: Exit code: {code}"),
+                    None => fault.clone(),
+                }),
+            ),
             (None, e) if e.oom_killed => (
                 TaskState::Failed,
                 Some("Out of memory: the task was killed by the OOM killer".to_string()),

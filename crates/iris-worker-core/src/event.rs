@@ -19,6 +19,10 @@ pub struct ExitStatus {
     /// The last line the task wrote to stderr, when the runtime still holds it: a reconcile-era
     /// failure's error quotes it (`Exit code: 1. stderr: ...`), as Iris's own worker does.
     pub last_stderr: Option<String>,
+    /// The runtime saw the machine at fault in a failed exit's output (a TPU that would not
+    /// initialise): the attempt ends WORKER_FAILED with this reason, on the controller's
+    /// preemption budget rather than the user's retries.
+    pub machine_fault: Option<String>,
 }
 
 impl ExitStatus {

@@ -57,6 +57,9 @@ pub enum SubmitError {
         task_id: TaskId,
         source: PortsExhausted,
     },
+    /// The machine is being evacuated (`WorkerCore::evacuate`): it takes no new work.
+    #[error("task {task_id}: this worker takes no new work: {reason}")]
+    Evacuating { task_id: TaskId, reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +91,8 @@ pub struct WorkerCore {
     pub(crate) removed: RemovedLedger,
     /// Reconcile era: the attempt each controller uid names (`reconcile.rs`).
     pub(crate) uids: BTreeMap<String, AttemptKey>,
+    /// Why the machine takes no new work (`evacuate`), for as long as the worker runs.
+    pub(crate) evacuating: Option<String>,
 }
 
 impl WorkerCore {
@@ -108,6 +113,7 @@ impl WorkerCore {
             settled_at: BTreeMap::new(),
             removed: RemovedLedger::default(),
             uids: BTreeMap::new(),
+            evacuating: None,
         }
     }
 
@@ -145,6 +151,12 @@ impl WorkerCore {
     }
 
     pub(crate) fn try_submit(&mut self, spec: TaskSpec) -> Result<TaskState, SubmitError> {
+        if let Some(reason) = &self.evacuating {
+            return Err(SubmitError::Evacuating {
+                task_id: spec.task_id,
+                reason: reason.clone(),
+            });
+        }
         if let Some(current) = self.tasks.get(&spec.task_id).and_then(|a| a.last()) {
             let current_id = current.task.attempt_id;
             if spec.attempt_id == current_id {
@@ -219,6 +231,21 @@ impl WorkerCore {
         let stopped = self.stop_all(reason);
         self.end_step();
         stopped
+    }
+
+    /// The machine is going away (its VM was preempted): every live attempt is stopped and ends
+    /// WORKER_FAILED with `reason` (the controller retries it elsewhere on its preemption
+    /// budget), and no new work is taken from now on. Answers how many were live.
+    pub fn evacuate(&mut self, now_ms: u64, reason: &str) -> usize {
+        self.tick(now_ms);
+        self.evacuating = Some(reason.to_string());
+        let live = self.live_attempts();
+        for key in &live {
+            let term_ms = self.config.default_term_timeout_ms;
+            self.request_stop(key, StopReason::Evacuated(reason.to_string()), term_ms);
+        }
+        self.end_step();
+        live.len()
     }
 
     fn stop_all(&mut self, reason: &str) -> usize {

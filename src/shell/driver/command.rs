@@ -70,6 +70,12 @@ pub enum Command {
         reason: String,
         reply: oneshot::Sender<usize>,
     },
+    /// The machine is going away: end every live attempt as the worker's failure and take no
+    /// new work (`WorkerCore::evacuate`); answers how many were live.
+    Evacuate {
+        reason: String,
+        reply: oneshot::Sender<usize>,
+    },
     /// Kill every task (unless `kill_tasks` is false: a rolling restart keeps containers for
     /// the next run to adopt), deliver the reports (within `grace`), then stop.
     Shutdown {

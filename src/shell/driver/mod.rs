@@ -238,6 +238,9 @@ impl Driver {
             Command::KillAll { reason, reply } => {
                 let _ = reply.send(self.core.kill_all(now, &reason));
             }
+            Command::Evacuate { reason, reply } => {
+                let _ = reply.send(self.core.evacuate(now, &reason));
+            }
             Command::Health { reply } => {
                 let _ = reply.send(Health {
                     uptime: self.parts.clock.uptime(),

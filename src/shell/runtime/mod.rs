@@ -133,15 +133,23 @@ impl AttemptSink {
     }
 
     pub fn exited(&self, status: ExitStatus) {
-        // Only a failure's error quotes it.
-        let last_stderr = match status.code {
-            Some(0) => None,
-            _ => self.recent(LogSource::Stderr, 1).pop(),
+        // Only a failure's error quotes it, and only a failure can be the machine's fault.
+        let (last_stderr, machine_fault) = match status.code {
+            Some(0) => (None, None),
+            _ => {
+                let tail = self.recent(LogSource::Stderr, crate::shell::tpu::STDERR_TAIL_LINES);
+                let fault = crate::shell::tpu::bad_node(&tail);
+                if let Some(fault) = &fault {
+                    tracing::warn!(attempt = %self.attempt, "{fault}; reported as the worker's failure");
+                }
+                (tail.last().cloned(), fault)
+            }
         };
         self.send(Event::Exited {
             attempt: self.attempt.clone(),
             status: ExitStatus {
                 last_stderr,
+                machine_fault,
                 ..status
             },
         });

@@ -306,6 +306,7 @@ impl Runtime for ProcessRuntime {
                     oom_killed: false,
                     finished_at_ms: None,
                     last_stderr: None,
+                    machine_fault: None,
                 }),
                 Err(e) => sink.lost(format!("waiting for the process failed: {e}")),
             }

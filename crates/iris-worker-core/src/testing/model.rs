@@ -244,6 +244,7 @@ impl World {
                         oom_killed: oom,
                         finished_at_ms: None,
                         last_stderr: None,
+                        machine_fault: None,
                     };
                     self.exit(key, status);
                 }

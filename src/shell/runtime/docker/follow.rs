@@ -122,5 +122,6 @@ pub(super) async fn watch_exit(
         oom_killed,
         finished_at_ms,
         last_stderr: None,
+        machine_fault: None,
     });
 }
