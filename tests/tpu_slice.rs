@@ -331,6 +331,21 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
         lost_w["attributes"]["device-type"]["stringValue"], "cpu",
         "{lost_w}"
     );
+    // It says why in its health, which the controller reads with every Reconcile (curl asks
+    // as the controller does, with an empty desired set: it has no tasks to lose).
+    let lost_addr = workers.last().unwrap().addr;
+    let out = Command::new("curl")
+        .args(["-s", "-H", "content-type: application/json", "-d"])
+        .arg(r#"{"workerId": "tpu-slice-b-w-7-worker-0"}"#)
+        .arg(format!(
+            "http://{lost_addr}/iris.cluster.WorkerService/Reconcile"
+        ))
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(answer["health"]["healthy"], false, "{answer}");
+    let why = answer["health"]["healthError"].as_str().unwrap_or_default();
+    assert!(why.contains("no readable worker number"), "{answer}");
 
     // A task whose TPU will not initialise ends as the machine's failure, with the chip's line.
     let bad = &run_client(&python, &controller, &ws, &["bad_chip"])[0];

@@ -113,6 +113,7 @@ pub async fn host(shared: Arc<Shared>, worker: usize) -> Result<(), Box<dyn std:
         deadlines: deadlines(),
         // The host's disk is not the simulation's: no measurement, so runs replay.
         disk_sample_every: None,
+        troubles: Default::default(),
     };
     let runtime_shared = shared.clone();
     let worker_parts = assemble(setup, |live| async move {

@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// `metadata.google.internal` on a Google VM. `off` reads none.
     #[arg(long)]
     pub gce_metadata_host: Option<String>,
+    /// Tasks failed with a TPU bad-node signature (each already the machine's failure) after
+    /// which the worker reports itself unhealthy until restarted; 0: never.
+    #[arg(long, default_value_t = 3)]
+    pub bad_node_limit: u32,
     /// The host name tasks and the controller use to reach this machine.
     #[arg(long)]
     pub advertise_host: Option<String>,
@@ -345,6 +349,7 @@ impl ServeArgs {
             worker_id: self.worker_id.clone(),
             slice_id: self.slice_id.clone().filter(|s| !s.is_empty()),
             gce_metadata_host: self.gce_metadata_host.clone(),
+            bad_node_limit: self.bad_node_limit,
             advertise_host: self.advertise_host.clone(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(1)),
             log_memory: LogLimits {

@@ -22,6 +22,7 @@ use crate::shell::retention::sweep_orphans;
 use crate::shell::runtime::Runtime;
 use crate::shell::samples::SampleStore;
 use crate::shell::service::WorkerService;
+use crate::shell::trouble::Troubles;
 
 /// Everything a worker is made of, apart from its runtime.
 pub struct WorkerSetup {
@@ -35,6 +36,8 @@ pub struct WorkerSetup {
     pub deadlines: CallDeadlines,
     /// How often the cache dir's file system is measured for retention (`None`: never).
     pub disk_sample_every: Option<std::time::Duration>,
+    /// Why the machine must not take work (the era's health answer reads the same set).
+    pub troubles: Troubles,
 }
 
 /// The controller a worker serves, in its era, with what that era needs of the assembly.
@@ -151,6 +154,7 @@ where
         disk_sample_every: setup.disk_sample_every,
         samples: samples.clone(),
         blobs,
+        troubles: setup.troubles,
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);

@@ -24,5 +24,6 @@ pub mod service;
 pub mod stack;
 pub mod task_caches;
 pub mod tpu;
+pub mod tpu_devices;
 pub mod trouble;
 pub mod view;

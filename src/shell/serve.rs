@@ -59,6 +59,9 @@ pub struct ServeOptions {
     /// The GCE metadata server to read (`None`: `GCE_METADATA_HOST`, else the well-known one
     /// on a Google VM, else none).
     pub gce_metadata_host: Option<String>,
+    /// Tasks failed with TPU bad-node signatures that make the machine unhealthy until the
+    /// worker restarts (0: never).
+    pub bad_node_limit: u32,
     pub advertise_host: Option<String>,
     pub heartbeat_interval: Duration,
     pub log_memory: LogLimits,
@@ -288,7 +291,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         Some(server) => gce_facts(server).await,
         None => None,
     };
-    let troubles = Troubles::default();
+    let troubles = Troubles::with_bad_node_limit(opts.bad_node_limit);
     if let Some(trouble) = gce.as_ref().and_then(|g| g.trouble.clone()) {
         troubles.set("tpu-identity", trouble);
     }
@@ -326,6 +329,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
         link,
         deadlines: CallDeadlines::default(),
         disk_sample_every: Some(DISK_SAMPLE_EVERY),
+        troubles: troubles.clone(),
     };
     let worker_id = identity.worker_id.clone();
     let worker = assemble(setup, |live| make_runtime(&opts, &worker_id, live)).await?;
@@ -334,6 +338,9 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     let driver = worker.driver.clone();
     if let Some(server) = metadata_server {
         crate::shell::preemption::spawn(server, driver.clone(), troubles.clone());
+    }
+    if gce.as_ref().is_some_and(|g| g.tpu.is_some()) {
+        crate::shell::tpu_devices::spawn_watch(driver.clone(), troubles.clone());
     }
     if task_era {
         worker

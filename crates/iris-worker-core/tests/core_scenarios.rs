@@ -493,3 +493,52 @@ fn a_full_disk_removes_the_oldest_settled_tasks_first() {
         .collect();
     assert_eq!(reasons.len(), 3);
 }
+
+/// A preempted VM: the running attempt ends as the worker's failure with the reason, and the
+/// worker takes no new work.
+#[test]
+fn evacuation_fails_live_attempts_as_the_workers_and_refuses_new_work() {
+    let mut h = Harness::registered();
+    h.submit(spec("job/task-0", 0)).unwrap();
+    let attempt = key("job/task-0", 0);
+    h.start(&attempt);
+    h.ack_reports();
+    h.now = 100;
+    assert_eq!(h.core.evacuate(h.now, "the VM was preempted"), 1);
+    h.event(Event::Exited {
+        attempt,
+        status: ExitStatus::signal(15),
+    });
+    h.ack_reports();
+    let task = h.task("job/task-0");
+    assert_eq!(task.state, TaskState::WorkerFailed);
+    assert_eq!(task.error.as_deref(), Some("the VM was preempted"));
+    let refused = h.submit(spec("job/task-1", 0));
+    assert!(
+        matches!(refused, Err(SubmitError::Evacuating { .. })),
+        "{refused:?}"
+    );
+}
+
+/// A failed exit the runtime found to be the machine's fault (a TPU that would not initialise)
+/// is the worker's failure; a success never is.
+#[test]
+fn a_machine_fault_in_a_failed_exit_is_the_workers_failure() {
+    let fault = "TPU init failure (the machine's): No accelerator found".to_string();
+    let mut h = Harness::registered();
+    let status = ExitStatus {
+        machine_fault: Some(fault.clone()),
+        ..ExitStatus::code(1)
+    };
+    run_to_exit(&mut h, "job/task-0", status);
+    let task = h.task("job/task-0");
+    assert_eq!(task.state, TaskState::WorkerFailed);
+    assert_eq!(task.error, Some(format!("{fault}: Exit code: 1")));
+    let mut ok = Harness::registered();
+    let status = ExitStatus {
+        machine_fault: Some(fault),
+        ..ExitStatus::code(0)
+    };
+    run_to_exit(&mut ok, "job/task-0", status);
+    assert_eq!(ok.state("job/task-0"), TaskState::Succeeded);
+}

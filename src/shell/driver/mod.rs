@@ -13,6 +13,7 @@ mod deadlines;
 mod executor;
 mod recovery;
 
+use crate::shell::trouble::Troubles;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct DriverParts {
     pub samples: SampleStore,
     /// The controller's blobs (2026-06 bundles and workdir file refs); `None` without one.
     pub blobs: Option<Arc<BlobStore>>,
+    /// Why the machine must not take work; runtimes count machine faults into it.
+    pub troubles: Troubles,
 }
 
 /// Resource samples waiting for the driver; beyond this they are dropped (see `DriverInbox`).
@@ -85,6 +88,7 @@ impl Driver {
             events: events_tx,
             stats: stats_tx,
             stats_dropped: parts.metrics.stats_samples_dropped.clone(),
+            troubles: parts.troubles.clone(),
         };
         if let Some(every) = parts.disk_sample_every {
             spawn_disk_sampler(

@@ -186,3 +186,54 @@ async fn reconcile_call(
     let svc = &*s.service;
     unary(request, &s.token, |r| svc.reconcile(r)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tpu_run(variant: &str) -> Desired {
+        let request = job::RunTaskRequest {
+            task_id: "/u/tpu-job/0".into(),
+            num_tasks: 1,
+            attempt_id: 0,
+            entrypoint: Some(job::RuntimeEntrypoint {
+                run_command: Some(job::CommandEntrypoint {
+                    argv: vec!["true".into()],
+                }),
+                ..Default::default()
+            }),
+            resources: Some(job::ResourceSpecProto {
+                device: Some(job::DeviceConfig {
+                    device: Some(job::device_config::Device::Tpu(job::TpuDevice {
+                        variant: variant.into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = super::super::spec::task_spec(&request, "u1").unwrap();
+        Desired {
+            attempt_uid: "u1".into(),
+            intent: Intent::Run(Some(Box::new(spec))),
+        }
+    }
+
+    #[test]
+    fn a_tpu_task_is_refused_where_there_is_no_such_tpu() {
+        let Intent::Invalid(reason) = fit(tpu_run("v5litepod-16"), None).intent else {
+            panic!("refused on a worker without TPUs");
+        };
+        assert!(reason.contains("resources.device") && reason.contains("v5litepod-16"));
+        let Intent::Invalid(reason) = fit(tpu_run("v6e-8"), Some("v5litepod-16")).intent else {
+            panic!("refused on another variant");
+        };
+        assert!(
+            reason.contains("v6e-8") && reason.contains("v5litepod-16"),
+            "{reason}"
+        );
+        let fits = fit(tpu_run("v5litepod-16"), Some("v5litepod-16"));
+        assert!(matches!(fits.intent, Intent::Run(Some(_))));
+    }
+}

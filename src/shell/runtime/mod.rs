@@ -46,6 +46,8 @@ pub struct DriverInbox {
     pub events: mpsc::UnboundedSender<Event>,
     pub stats: mpsc::Sender<Event>,
     pub stats_dropped: prometheus_client::metrics::counter::Counter,
+    /// Where a machine fault seen in a task's exit is counted.
+    pub troubles: crate::shell::trouble::Troubles,
 }
 
 /// How a started attempt talks back: log lines straight to the log store, everything else to
@@ -141,6 +143,7 @@ impl AttemptSink {
                 let fault = crate::shell::tpu::bad_node(&tail);
                 if let Some(fault) = &fault {
                     tracing::warn!(attempt = %self.attempt, "{fault}; reported as the worker's failure");
+                    self.inbox.troubles.bad_node_exit(fault);
                 }
                 (tail.last().cloned(), fault)
             }
