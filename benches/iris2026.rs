@@ -32,9 +32,9 @@ mod controller;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use controller::Controller;
+use controller::{Controller, IrisWorkerConfig};
 use serde_json::Value;
-use support::{WorkerProcess, free_port, temp_dir};
+use support::{WorkerProcess, temp_dir};
 
 const PYTHON_IMAGE: &str = "iris-test:python-uv";
 
@@ -156,61 +156,6 @@ fn client_workspace(dir: &Path) -> PathBuf {
     ws
 }
 
-/// Iris's own worker, docker runtime, registered with `ctl`; its package copied aside with the
-/// nofile ulimit this machine's docker daemon refuses (hard 524,288 > its 20,000) lowered.
-fn start_iris_worker(python: &Path, ctl: &Controller, dir: &Path) -> Child {
-    let site = Command::new(python)
-        .args([
-            "-c",
-            "import iris, os; print(os.path.dirname(os.path.dirname(iris.__file__)))",
-        ])
-        .output()
-        .unwrap();
-    let site = PathBuf::from(String::from_utf8_lossy(&site.stdout).trim());
-    let overlay = dir.join("overlay");
-    std::fs::create_dir_all(&overlay).unwrap();
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(site.join("iris"))
-        .arg(&overlay)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let docker_py = overlay.join("iris/cluster/runtime/docker.py");
-    let text = std::fs::read_to_string(&docker_py).unwrap();
-    assert!(
-        text.contains("nofile=65536:524288"),
-        "the patch no longer applies"
-    );
-    std::fs::write(
-        &docker_py,
-        text.replace("nofile=65536:524288", "nofile=20000:20000"),
-    )
-    .unwrap();
-    let config = serde_json::json!({
-        "platform": {"manual": {}},
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "cache_dir": dir.join("cache").display().to_string(),
-        "controller_address": ctl.address(),
-        "worker_id": "iris-reference",
-        "runtime": "docker",
-        "default_task_image": PYTHON_IMAGE,
-        "port_range": "41000-41999",
-    });
-    let config_path = dir.join("worker.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let log = std::fs::File::create(dir.join("iris-worker.log")).unwrap();
-    Command::new(python)
-        .args(["-m", "iris.cluster.worker.main", "serve", "--worker-config"])
-        .arg(&config_path)
-        .env("PYTHONPATH", &overlay)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start Iris's worker")
-}
-
 /// A docker worker of `kind` registered with `ctl`, on `PYTHON_IMAGE`.
 enum Started {
     Ours(WorkerProcess),
@@ -230,7 +175,12 @@ impl Started {
                 ];
                 Started::Ours(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
             }
-            Worker::Iris => Started::Iris(start_iris_worker(python, ctl, dir)),
+            Worker::Iris => Started::Iris(controller::start_iris_worker(
+                python,
+                ctl,
+                dir,
+                IrisWorkerConfig::new("iris-reference", PYTHON_IMAGE),
+            )),
         }
     }
 

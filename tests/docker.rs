@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::registry::Registry;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -748,52 +750,6 @@ async fn containers_run_as_iriss_do() {
     );
     let (done, _) = kill_and_wait(&mut c, "settings/task-1", 1_000).await;
     assert_eq!(done.state, TaskState::Killed as i32);
-}
-
-/// Debian's `docker-registry` on a free loopback port (the engine trusts loopback registries
-/// without TLS); stopped when dropped.
-struct Registry {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Registry {
-    fn start(dir: &std::path::Path) -> Registry {
-        let port = free_port();
-        let config = dir.join("registry.yml");
-        let storage = dir.join("registry-data");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\n\
-                 http: {{addr: 127.0.0.1:{port}}}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry (Debian's package; scripts/setup-test-deps installs it)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < LIMIT, "the registry did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn docker(args: &[&str]) -> String {

@@ -6,6 +6,7 @@
 mod support;
 
 #[path = "iris2026_06/controller.rs"]
+#[allow(dead_code)] // Iris's own worker serves tests/iris_reference.rs and the bench
 mod controller;
 
 use std::path::Path;

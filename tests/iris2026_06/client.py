@@ -324,6 +324,22 @@ def scenario_preempt(client, _ws):
     }
 
 
+def scenario_on_worker(client, _ws):
+    """`IRIS_TEST_COMMAND` (sh -c) on the worker whose attribute `IRIS_TEST_CONSTRAINT`
+    (`key=value`) names, in `IRIS_TEST_TASK_IMAGE`; no retries, so the first attempt's end is
+    the job's."""
+    from iris.cluster.constraints import Constraint, ConstraintOp
+
+    key, value = os.environ["IRIS_TEST_CONSTRAINT"].split("=", 1)
+    ep = Entrypoint.from_command("sh", "-c", os.environ["IRIS_TEST_COMMAND"])
+    constraint = Constraint.create(key=key, op=ConstraintOp.EQ, value=value)
+    job, status, secs = run(
+        client, f"on-{value}-{int(time.time() * 1000)}", ep, constraints=[constraint], max_retries_preemption=0
+    )
+    tasks = client.list_tasks(job.job_id)
+    return summary(client, job, status, secs, attempts=[attempts_of(t) for t in tasks])
+
+
 def scenario_workers(client, _ws):
     """The controller's view of its workers: device, attributes, health and its message."""
     from google.protobuf import json_format

@@ -163,3 +163,82 @@ impl Drop for Controller {
         let _ = self.child.wait();
     }
 }
+
+/// What Iris's own worker is started with.
+pub struct IrisWorkerConfig {
+    pub id: String,
+    pub image: String,
+    /// Its `worker_attributes` (a constraint sends a job to it).
+    pub attributes: serde_json::Map<String, Value>,
+}
+
+impl IrisWorkerConfig {
+    pub fn new(id: &str, image: &str) -> IrisWorkerConfig {
+        IrisWorkerConfig {
+            id: id.to_string(),
+            image: image.to_string(),
+            attributes: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Iris's own worker, docker runtime, registered with `ctl`; its package copied aside with the
+/// nofile ulimit this machine's docker daemon refuses (hard 524,288 > its 20,000) lowered.
+pub fn start_iris_worker(
+    python: &Path,
+    ctl: &Controller,
+    dir: &Path,
+    worker: IrisWorkerConfig,
+) -> Child {
+    let site = Command::new(python)
+        .args([
+            "-c",
+            "import iris, os; print(os.path.dirname(os.path.dirname(iris.__file__)))",
+        ])
+        .output()
+        .unwrap();
+    let site = PathBuf::from(String::from_utf8_lossy(&site.stdout).trim());
+    let overlay = dir.join("overlay");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(site.join("iris"))
+        .arg(&overlay)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let docker_py = overlay.join("iris/cluster/runtime/docker.py");
+    let text = std::fs::read_to_string(&docker_py).unwrap();
+    assert!(
+        text.contains("nofile=65536:524288"),
+        "the patch no longer applies"
+    );
+    std::fs::write(
+        &docker_py,
+        text.replace("nofile=65536:524288", "nofile=20000:20000"),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "platform": {"manual": {}},
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "cache_dir": dir.join("cache").display().to_string(),
+        "controller_address": ctl.address(),
+        "worker_id": worker.id,
+        "runtime": "docker",
+        "default_task_image": worker.image,
+        "port_range": "41000-41999",
+        "worker_attributes": worker.attributes,
+    });
+    let config_path = dir.join("worker.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let log = std::fs::File::create(dir.join("iris-worker.log")).unwrap();
+    Command::new(python)
+        .args(["-m", "iris.cluster.worker.main", "serve", "--worker-config"])
+        .arg(&config_path)
+        .env("PYTHONPATH", &overlay)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start Iris's worker")
+}

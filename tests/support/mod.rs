@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+pub mod registry;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_iris-worker");
 
 pub fn temp_dir(name: &str) -> PathBuf {

@@ -1,0 +1,184 @@
+//! Iris's own docker worker (marin-iris 0.2.20 from PyPI, with the nofile patch the peers notes
+//! describe) as the reference for ours: both registered with one real 2026-06 controller, the
+//! same jobs sent to each by Iris's own client (a constraint on the `which` attribute picks the
+//! worker): what the task sees of its container (limits, capabilities, `/tmp`, the host's
+//! network), an image pulled from a real registry (Debian's `docker-registry`), a tag the
+//! registry lacks, and a registry that is down. Where the two differ on purpose the assertion
+//! says so.
+
+mod support;
+
+#[path = "iris2026_06/controller.rs"]
+#[allow(dead_code)]
+mod controller;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use controller::{Controller, IrisWorkerConfig, python, start_iris_worker};
+use serde_json::Value;
+use support::registry::Registry;
+use support::*;
+
+const IMAGE: &str = "iris-test:python-uv";
+
+/// What a task prints of its container, one `key=value` line.
+const PROBE: &str = "echo \"probe nofile=$(ulimit -Sn):$(ulimit -Hn) core=$(ulimit -c) \
+     cap=$(grep CapEff /proc/self/status | awk '{print $2}') \
+     tmp=$(awk '$2 == \"/tmp\" {print $3}' /proc/mounts) \
+     hostnet=$(grep -c docker0 /proc/net/dev)\"";
+
+fn workspace(dir: &Path) -> PathBuf {
+    let ws = dir.join("workspace");
+    std::fs::create_dir_all(&ws).unwrap();
+    let pyproject = "[project]\nname = \"reference\"\nversion = \"0.1.0\"\n\
+                     requires-python = \">=3.11\"\ndependencies = []\n\n\
+                     [dependency-groups]\ndev = []\n";
+    std::fs::write(ws.join("pyproject.toml"), pyproject).unwrap();
+    ws
+}
+
+/// `command` on the worker whose `which` attribute is `which`, in `image`, with Iris's client.
+fn on(
+    python: &Path,
+    ctl: &Controller,
+    ws: &Path,
+    which: &str,
+    image: &str,
+    command: &str,
+) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(ctl.url())
+        .arg(ws)
+        .arg("on_worker")
+        .env("IRIS_TEST_TASK_IMAGE", image)
+        .env("IRIS_TEST_CONSTRAINT", format!("which={which}"))
+        .env("IRIS_TEST_COMMAND", command)
+        .env("IRIS_TEST_JOB_WAIT", "120")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["scenario"] == "on_worker")
+        .unwrap_or_else(|| panic!("client.py answered: {text}"))
+}
+
+fn probe_line(result: &Value) -> String {
+    result["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+        .find(|l| l.starts_with("probe "))
+        .unwrap_or_else(|| panic!("no probe line: {result}"))
+        .to_string()
+}
+
+fn first_attempt(result: &Value) -> (String, String) {
+    let a = &result["attempts"][0][0];
+    (
+        a["state"].as_str().unwrap_or_default().to_string(),
+        a["error"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn docker(args: &[&str]) {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
+    if !docker_image_ready(IMAGE, "the reference worker") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = temp_dir("iris-reference");
+    let ctl = Controller::start_with_task_image(python.clone(), IMAGE);
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("which".into(), "iris".into());
+    let config = IrisWorkerConfig {
+        attributes,
+        ..IrisWorkerConfig::new("iris-reference", IMAGE)
+    };
+    let mut iris = start_iris_worker(&python, &ctl, &dir.join("iris"), config);
+    let docker_args = [
+        "--runtime",
+        "docker",
+        "--default-image",
+        IMAGE,
+        "--worker-attributes",
+        "which=ours",
+    ];
+    let ours = ctl.start_worker(&dir.join("ours"), "ours-reference", &docker_args);
+    let ws = workspace(&dir);
+
+    // The container each runs a task in, as the task sees it.
+    let iris_probe = probe_line(&on(&python, &ctl, &ws, "iris", IMAGE, PROBE));
+    let ours_probe = probe_line(&on(&python, &ctl, &ws, "ours", IMAGE, PROBE));
+    eprintln!("Iris's container: {iris_probe}\nours:             {ours_probe}");
+    assert_eq!(
+        ours_probe, iris_probe,
+        "the same container settings as Iris's"
+    );
+    assert!(
+        !ours_probe.contains("hostnet=0"),
+        "the host's network, as Iris: {ours_probe}"
+    );
+
+    // A task image the engine lacks, from a real registry: both pull it (a tag of its own
+    // each, so each pulls) and run the task.
+    let registry = Registry::start(&dir);
+    let pushed = |tag: &str| {
+        let image = format!("{}/reference/python-uv:{tag}", registry.addr);
+        docker(&["tag", IMAGE, &image]);
+        docker(&["push", "-q", &image]);
+        docker(&["rmi", &image]);
+        image
+    };
+    for which in ["iris", "ours"] {
+        let image = pushed(which);
+        let r = on(&python, &ctl, &ws, which, &image, "echo pulled-and-ran");
+        assert_eq!(r["state"], "JOB_STATE_SUCCEEDED", "{which}: {r}");
+        let _ = Command::new("docker").args(["rmi", &image]).output();
+    }
+
+    // A tag the registry lacks: the user's mistake, FAILED, for both.
+    for which in ["iris", "ours"] {
+        let missing = format!("{}/reference/python-uv:nope-{which}", registry.addr);
+        let r = on(&python, &ctl, &ws, which, &missing, "true");
+        let (state, error) = first_attempt(&r);
+        assert_eq!(state, "TASK_STATE_FAILED", "{which}: {r}");
+        assert!(
+            error.contains("manifest unknown"),
+            "{which}, the registry's words: {r}"
+        );
+    }
+
+    // The registry down: the machine's fault for both (WORKER_FAILED: the controller retries on
+    // its preemption budget, not the user's).
+    let addr = registry.addr.clone();
+    drop(registry);
+    for which in ["iris", "ours"] {
+        let gone = format!("{addr}/reference/python-uv:down-{which}");
+        let r = on(&python, &ctl, &ws, which, &gone, "true");
+        let (state, error) = first_attempt(&r);
+        assert_eq!(state, "TASK_STATE_WORKER_FAILED", "{which}: {r}");
+        assert!(error.contains("connection refused"), "{which}: {r}");
+    }
+
+    drop(ours);
+    iris.kill().unwrap();
+    let _ = iris.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
