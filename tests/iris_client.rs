@@ -35,7 +35,15 @@ fn start_worker(controller: &Controller, cache: &Path, id: &str, extra: &[&str])
 
 /// Every scenario the client script runs in both runtimes.
 const SCENARIOS: &[&str] = &[
-    "callable", "raises", "command", "replicas", "child", "port", "pool", "cli",
+    "callable",
+    "raises",
+    "command",
+    "replicas",
+    "child",
+    "port",
+    "pool",
+    "cli",
+    "log_levels",
 ];
 
 /// A workspace as a user's: a pyproject with a dependency and an empty dev group (the client
@@ -178,6 +186,17 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
                     .any(|l| l.starts_with("toolz 1.0.0 from /app/.venv/")),
                 "the package is in the task's venv: {r}"
             );
+        }
+        "log_levels" => {
+            assert_eq!(state, ok, "{r}");
+            // The log service's level filter, as `iris job logs --min-level` uses it.
+            let warning = strings(&r["at_least"]["WARNING"]);
+            let error = strings(&r["at_least"]["ERROR"]);
+            let has = |lines: &[String], l: &str| lines.iter().any(|x| x == l);
+            assert!(has(&warning, "WARNING:root:careful now"), "{r}");
+            assert!(!has(&error, "WARNING:root:careful now"), "{r}");
+            assert!(has(&error, "ERROR:root:it broke"), "{r}");
+            assert!(has(&error, "E20261207 12:00:00 1 app in iris form"), "{r}");
         }
         other => panic!("no check for {other}"),
     }

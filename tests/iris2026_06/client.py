@@ -324,6 +324,21 @@ def scenario_preempt(client, _ws):
     }
 
 
+def scenario_log_levels(client, _ws):
+    """Lines logged with Python's logging and in Iris's own format arrive with their level."""
+    script = "import logging; logging.warning('careful now'); logging.error('it broke')"
+    ep = Entrypoint.from_command(
+        "sh", "-c", f'$IRIS_PYTHON -c "{script}"; echo "E20261207 12:00:00 1 app in iris form"; echo plain'
+    )
+    job, status, secs = run(client, "log-levels", ep)
+    time.sleep(1.5)
+    at_least = {
+        level: [e.data for e in client.fetch_task_logs(job.job_id, min_level=level)]
+        for level in ("WARNING", "ERROR")
+    }
+    return summary(client, job, status, secs, at_least=at_least)
+
+
 def scenario_on_worker(client, _ws):
     """`IRIS_TEST_COMMAND` (sh -c) on the worker whose attribute `IRIS_TEST_CONSTRAINT`
     (`key=value`) names, in `IRIS_TEST_TASK_IMAGE`; no retries, so the first attempt's end is

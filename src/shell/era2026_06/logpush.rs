@@ -65,6 +65,19 @@ fn write_position(path: &Path, next_line: i64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The line's level as the log service takes it (`logs::level`).
+fn level_of(data: &str) -> finelog::LogLevel {
+    use crate::shell::logs::level::{Level, parse};
+    match parse(data) {
+        None => finelog::LogLevel::Unknown,
+        Some(Level::Debug) => finelog::LogLevel::Debug,
+        Some(Level::Info) => finelog::LogLevel::Info,
+        Some(Level::Warning) => finelog::LogLevel::Warning,
+        Some(Level::Error) => finelog::LogLevel::Error,
+        Some(Level::Critical) => finelog::LogLevel::Critical,
+    }
+}
+
 fn entry(line: &LogLine, attempt_id: i32, key: &str) -> finelog::LogEntry {
     finelog::LogEntry {
         timestamp: Some(finelog::Timestamp {
@@ -73,7 +86,7 @@ fn entry(line: &LogLine, attempt_id: i32, key: &str) -> finelog::LogEntry {
         source: line.source.as_str().to_string(),
         data: line.data.clone(),
         attempt_id,
-        level: finelog::LogLevel::Unknown as i32,
+        level: level_of(&line.data) as i32,
         key: key.to_string(),
     }
 }

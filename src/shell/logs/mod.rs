@@ -2,6 +2,7 @@
 //! lines in memory, and the marks that let a restarted worker resume a stream where it stopped.
 
 pub mod file;
+pub mod level;
 pub mod lines;
 pub mod output_mark;
 pub mod store;
