@@ -198,6 +198,28 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             assert!(has(&error, "ERROR:root:it broke"), "{r}");
             assert!(has(&error, "E20261207 12:00:00 1 app in iris form"), "{r}");
         }
+        "exec" => {
+            // What the command printed, to each stream, and its exit code, through Iris's CLI
+            // and controller; it ran in the task's workdir with the task's environment.
+            let stdout = r["stdout"].as_str().unwrap_or_default();
+            let line = stdout
+                .strip_prefix("in ")
+                .unwrap_or_else(|| panic!("no exec output: {r}"));
+            let (dir, task) = line.trim().split_once(" as ").unwrap_or_default();
+            assert!(workdir(dir), "ran in {dir}: {r}");
+            assert!(task.ends_with("/exec-target/0"), "the task's env: {r}");
+            assert!(
+                r["stderr"].as_str().unwrap_or_default().contains("oops"),
+                "{r}"
+            );
+            assert_eq!(r["exit_code"], 3, "{r}");
+            let after = r["after_stderr"].as_str().unwrap_or_default();
+            assert!(
+                after.contains("not running"),
+                "a finished task says so: {r}"
+            );
+            assert_eq!(r["after_exit_code"], 1, "{r}");
+        }
         other => panic!("no check for {other}"),
     }
 }

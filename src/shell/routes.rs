@@ -35,6 +35,8 @@ async fn worker_call(
         "FetchTaskLogs" => unary(request, token, |r| svc.fetch_task_logs(r)).await,
         "KillTask" => unary(request, token, |r| svc.kill_task(r)).await,
         "HealthCheck" => unary(request, token, |r| svc.health_check(r)).await,
+        // Iris 2026-06's message; the task era has no such method.
+        "ExecInContainer" => unary(request, token, |r| svc.exec_in_container(r)).await,
         _ => unknown_method("iris.cluster.WorkerService", &method),
     }
 }

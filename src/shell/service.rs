@@ -58,6 +58,46 @@ fn submit_status(refusal: SubmitRefusal) -> Status {
     }
 }
 
+impl WorkerService {
+    /// `ExecInContainer` (Iris 2026-06, proxied by its controller for `iris task exec`): a
+    /// command in a running task, answered as Iris's worker answers it (a task that is not
+    /// running, or a command that cannot run, is the answer's `error`, not a status).
+    pub async fn exec_in_container(
+        &self,
+        request: Request<exec_wire::ExecInContainerRequest>,
+    ) -> Result<Response<exec_wire::ExecInContainerResponse>, Status> {
+        let request = request.into_inner();
+        if request.command.is_empty() || request.command[0].is_empty() {
+            return Err(Status::invalid_argument("command is required"));
+        }
+        let task_id = task_id(request.task_id.trim_start_matches('/'))?;
+        let done = self
+            .driver
+            .ask(|reply| Command::Exec {
+                task_id,
+                command: request.command,
+                timeout: crate::shell::runtime::exec::timeout_of(request.timeout_seconds),
+                reply,
+            })
+            .await?;
+        Ok(Response::new(match done {
+            Ok(out) => exec_wire::ExecInContainerResponse {
+                exit_code: out.exit_code,
+                stdout: out.stdout,
+                stderr: out.stderr,
+                error: String::new(),
+            },
+            Err(error) => exec_wire::ExecInContainerResponse {
+                error,
+                ..Default::default()
+            },
+        }))
+    }
+}
+
+/// The 2026-06 messages of `ExecInContainer`.
+use crate::proto::v2026_06::iris::cluster::worker as exec_wire;
+
 fn kill_status(e: KillError) -> Status {
     match e {
         KillError::NotFound(_) => Status::not_found(e.to_string()),

@@ -221,6 +221,42 @@ def scenario_cli(client, ws):
     }
 
 
+def iris_cli(*args, cwd=None):
+    """Iris's own CLI (`iris --controller-url URL ...`), as a user runs it."""
+    code = (
+        "import sys, iris.version as v; v._CACHED = sys.argv.pop(1); "
+        "from iris.cli import iris; sys.argv[0] = 'iris'; iris()"
+    )
+    argv = [sys.executable, "-c", code, iris.version._CACHED, "--controller-url", client_url, *args]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=WAIT)
+
+
+def scenario_exec(client, _ws):
+    """`iris task exec` into a running task: its output, stderr and exit code come back; a
+    task that has finished says so."""
+    ep = Entrypoint.from_command("sh", "-c", "echo exec-target up; sleep 120")
+    job = client.submit(ep, "exec-target", RESOURCES, task_image=TASK_IMAGE)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and client.list_tasks(job.job_id)[0].state != job_pb2.TASK_STATE_RUNNING:
+        time.sleep(0.2)
+    task = f"{job.job_id}/0"
+    start = time.time()
+    ran = iris_cli("task", "exec", task, "--", "sh", "-c", 'echo "in $PWD as $IRIS_TASK_ID"; echo oops >&2; exit 3')
+    seconds = time.time() - start
+    client.terminate(job.job_id)
+    job.wait(timeout=WAIT, poll_interval=0.2, raise_on_failure=False)
+    after = iris_cli("task", "exec", task, "--", "true")
+    return {
+        "state": "ran",
+        "seconds": round(seconds, 3),
+        "stdout": ran.stdout,
+        "stderr": ran.stderr[-2000:],
+        "exit_code": ran.returncode,
+        "after_stderr": after.stderr[-2000:],
+        "after_exit_code": after.returncode,
+    }
+
+
 # What a TPU task sees of its container: the TPU variables, its locked-memory limit (KiB), its
 # /dev/shm (KiB), its effective capabilities, and whether it shares the host's network (the
 # host's docker0 is visible).

@@ -346,7 +346,7 @@ impl WorkerCore {
             .push_back(Effect::StartContainer(Box::new(spec)));
     }
 
-    fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
+    pub(crate) fn container_spec(&self, key: &AttemptKey) -> ContainerSpec {
         let attempt = self.attempt(key).expect("exists");
         let container_workdir = attempt.spec.era.container_workdir();
         let (env, argv) = self.env_and_argv(key);

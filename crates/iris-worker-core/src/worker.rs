@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::attempt::{Attempt, StopReason};
 use super::config::{CoreConfig, TERM_TIMEOUT_MAX_MS};
 use super::controller::ControllerLink;
-use super::effect::{Effect, JournalEntry};
+use super::effect::{ContainerSpec, Effect, JournalEntry};
 use super::event::Event;
 use super::ids::{AttemptKey, TaskId};
 use super::ledger::RemovedLedger;
@@ -395,6 +395,25 @@ impl WorkerCore {
             .get_mut(&key.task_id)?
             .iter_mut()
             .find(|a| a.task.attempt_id == key.attempt_id)
+    }
+
+    /// What the current attempt of a running task runs as (for an exec into it), or why there
+    /// is none to exec into, worded as Iris's worker words it.
+    pub fn running_container(&self, task_id: &TaskId) -> Result<ContainerSpec, String> {
+        let Some(attempt) = self.tasks.get(task_id).and_then(|a| a.last()) else {
+            return Err(format!("Task {task_id} not found"));
+        };
+        if attempt.task.state != TaskState::Running {
+            return Err(format!(
+                "Task {task_id} is not running (state={})",
+                attempt.task.state.to_proto().as_str_name()
+            ));
+        }
+        let key = AttemptKey {
+            task_id: task_id.clone(),
+            attempt_id: attempt.task.attempt_id,
+        };
+        Ok(self.container_spec(&key))
     }
 
     /// The current (newest) attempt of a task.

@@ -70,6 +70,14 @@ pub enum Command {
         reason: String,
         reply: oneshot::Sender<usize>,
     },
+    /// Runs a command inside a running task (`ExecInContainer`); the answer comes from a task
+    /// of its own, never holding the driver.
+    Exec {
+        task_id: TaskId,
+        command: Vec<String>,
+        timeout: Option<Duration>,
+        reply: oneshot::Sender<Result<crate::shell::runtime::exec::ExecOutput, String>>,
+    },
     /// The machine is going away: end every live attempt as the worker's failure and take no
     /// new work (`WorkerCore::evacuate`); answers how many were live.
     Evacuate {

@@ -242,6 +242,23 @@ impl Driver {
             Command::KillAll { reason, reply } => {
                 let _ = reply.send(self.core.kill_all(now, &reason));
             }
+            Command::Exec {
+                task_id,
+                command,
+                timeout,
+                reply,
+            } => match self.core.running_container(&task_id) {
+                Err(refusal) => {
+                    let _ = reply.send(Err(refusal));
+                }
+                Ok(spec) => {
+                    let runtime = self.parts.runtime.clone();
+                    tokio::spawn(async move {
+                        let done = runtime.exec(&spec, &command, timeout).await;
+                        let _ = reply.send(done.map_err(|e| e.message));
+                    });
+                }
+            },
             Command::Evacuate { reason, reply } => {
                 let _ = reply.send(self.core.evacuate(now, &reason));
             }

@@ -4,6 +4,7 @@
 
 pub mod docker;
 mod error;
+pub mod exec;
 pub mod process;
 pub mod procstats;
 pub mod setup;
@@ -252,6 +253,20 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops sampling and frees runtime-side state of a finished attempt.
     async fn release(&self, attempt: &AttemptKey);
+
+    /// Runs `command` inside the running attempt `spec` describes (its container; for a
+    /// process, its workdir, environment and process group), within `timeout` when given.
+    async fn exec(
+        &self,
+        spec: &ContainerSpec,
+        _command: &[String],
+        _timeout: Option<std::time::Duration>,
+    ) -> Result<exec::ExecOutput, RuntimeError> {
+        Err(RuntimeError::new(format!(
+            "{}: this runtime cannot exec into a task",
+            spec.attempt
+        )))
+    }
 
     /// Takes back an attempt whose container outlived the worker: logs, exit and stats resume
     /// through `sink`. Runtimes whose tasks die with the worker cannot.

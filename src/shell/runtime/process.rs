@@ -20,6 +20,7 @@ use crate::core::{
 };
 use crate::shell::disk::disk_usage_bytes;
 use crate::shell::logs::lines::LineReader;
+use crate::shell::runtime::exec::{ExecOutput, read_bounded};
 use crate::shell::runtime::procstats::GroupSampler;
 use crate::shell::runtime::setup;
 use crate::shell::runtime::shim;
@@ -245,6 +246,61 @@ impl Runtime for ProcessRuntime {
         Ok(BuiltImage::default())
     }
 
+    /// In the task's workdir, with its environment, in its process group: a kill of the task
+    /// takes the command too, and nothing of it outlives the task.
+    async fn exec(
+        &self,
+        spec: &ContainerSpec,
+        command: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let pgid = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&spec.attempt)
+            .map(|g| g.pgid)
+            .ok_or_else(|| RuntimeError::new(format!("Task {} has no process", spec.attempt)))?;
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]).env_clear();
+        for key in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.config.cache_dir.join(&spec.workdir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(pgid)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::new(format!("cannot run {:?}: {e}", command[0])))?;
+        let out = tokio::spawn(read_bounded(child.stdout.take().expect("piped")));
+        let err = tokio::spawn(read_bounded(child.stderr.take().expect("piped")));
+        let status = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(RuntimeError::new(format!(
+                        "the command did not finish within {}s",
+                        limit.as_secs()
+                    )));
+                }
+            },
+            None => child.wait().await,
+        }
+        .map_err(|e| RuntimeError::new(format!("waiting for {:?}: {e}", command[0])))?;
+        Ok(ExecOutput {
+            exit_code: exit_code(status),
+            stdout: out.await.unwrap_or_default(),
+            stderr: err.await.unwrap_or_default(),
+        })
+    }
+
     async fn start(&self, spec: &ContainerSpec, sink: AttemptSink) -> Result<(), RuntimeError> {
         check_ports_free(&spec.ports)?;
         let mut child = self
@@ -430,4 +486,12 @@ async fn futures_join(pumps: Vec<oneshot::Receiver<()>>) {
     for drained in pumps {
         let _ = drained.await;
     }
+}
+
+/// An exec's exit code as a shell reports it (128 + the signal that ended it).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }

@@ -15,6 +15,7 @@
 
 mod container;
 mod engine;
+mod exec;
 mod follow;
 mod image;
 mod image_gc;
@@ -289,6 +290,15 @@ impl Runtime for DockerRuntime {
             Err(e) => Err(RuntimeError::new(message(&e))),
             Ok(()) => Ok(()),
         }
+    }
+
+    async fn exec(
+        &self,
+        spec: &ContainerSpec,
+        command: &[String],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::shell::runtime::exec::ExecOutput, RuntimeError> {
+        self.exec_in(spec, command, timeout).await
     }
 
     async fn release(&self, attempt: &AttemptKey) {
