@@ -220,6 +220,27 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             );
             assert_eq!(r["after_exit_code"], 1, "{r}");
         }
+        "process_status" => {
+            assert_eq!(state, "exit 0", "{r}");
+            let info = &r["info"];
+            assert!(info["pid"].as_i64().unwrap_or(0) > 0, "{r}");
+            // int64 fields come as strings in proto3 JSON.
+            let n = |k: &str| {
+                info[k]
+                    .as_str()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
+            assert!(
+                n("memory_rss_bytes") > 0 && n("memory_total_bytes") > 0,
+                "{r}"
+            );
+            assert!(n("uptime_ms") > 0, "{r}");
+            assert!(info["thread_count"].as_i64().unwrap_or(0) > 0, "{r}");
+            assert!(info["open_fd_count"].as_i64().unwrap_or(0) > 0, "{r}");
+            let runs = info["python_version"].as_str().unwrap_or_default();
+            assert!(runs.contains("iris-worker"), "{r}");
+        }
         other => panic!("no check for {other}"),
     }
 }

@@ -15,6 +15,7 @@ pub mod logs;
 pub mod metrics;
 pub mod preemption;
 pub mod probe;
+pub mod process_status;
 pub mod retention;
 pub mod routes;
 pub mod runtime;

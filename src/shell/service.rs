@@ -95,6 +95,24 @@ impl WorkerService {
     }
 }
 
+impl WorkerService {
+    /// `GetProcessStatus` (Iris 2026-06, proxied by its controller for `iris process status
+    /// --target /system/worker/<id>`): this process, as Iris's worker answers (no log lines:
+    /// those are in the log service).
+    pub async fn get_process_status(
+        &self,
+        _request: Request<job_wire::GetProcessStatusRequest>,
+    ) -> Result<Response<job_wire::GetProcessStatusResponse>, Status> {
+        let health = self.driver.ask(|reply| Command::Health { reply }).await?;
+        let info = crate::shell::process_status::process_info(health.uptime);
+        Ok(Response::new(job_wire::GetProcessStatusResponse {
+            process_info: Some(info),
+        }))
+    }
+}
+
+use crate::proto::v2026_06::iris::job as job_wire;
+
 /// The 2026-06 messages of `ExecInContainer`.
 use crate::proto::v2026_06::iris::cluster::worker as exec_wire;
 

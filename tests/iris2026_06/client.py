@@ -231,6 +231,17 @@ def iris_cli(*args, cwd=None):
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=WAIT)
 
 
+def scenario_process_status(client, _ws):
+    """`iris process status --target /system/worker/<id> --json` for the (one) worker."""
+    worker = client.list_workers()[0].worker_id
+    out = iris_cli("process", "status", "--target", f"/system/worker/{worker}", "--json")
+    try:
+        info = json.loads(out.stdout)
+    except ValueError:
+        info = None
+    return {"state": "exit %d" % out.returncode, "info": info, "stderr": out.stderr[-2000:]}
+
+
 def scenario_exec(client, _ws):
     """`iris task exec` into a running task: its output, stderr and exit code come back; a
     task that has finished says so."""
