@@ -17,7 +17,7 @@ mod controller;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use controller::{Controller, python};
+use controller::{Controller, python, with_docker_image};
 use serde_json::Value;
 use support::*;
 
@@ -289,13 +289,10 @@ fn built_images() -> Vec<String> {
 
 #[test]
 fn docker_the_clients_jobs_run_with_its_container_recipe() {
-    if !docker_image_ready(PYTHON_IMAGE, "the client's docker jobs") {
-        return;
-    }
-    let Some(python) = python() else {
+    let Some((python, controller)) = with_docker_image(PYTHON_IMAGE, "the client's docker jobs")
+    else {
         return;
     };
-    let controller = Controller::start_with_task_image(python.clone(), PYTHON_IMAGE);
     let dir = temp_dir("iris-client-docker");
     let ws = workspace(&dir);
     let id = format!("w-client-docker-{}", std::process::id());

@@ -12,10 +12,12 @@ mod support;
 #[allow(dead_code)]
 mod controller;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use controller::{Controller, IrisWorkerConfig, python, start_iris_worker};
+use controller::{
+    Controller, IrisWorkerConfig, bare_workspace, start_iris_worker, with_docker_image,
+};
 use serde_json::Value;
 use support::registry::Registry;
 use support::*;
@@ -27,16 +29,6 @@ const PROBE: &str = "echo \"probe nofile=$(ulimit -Sn):$(ulimit -Hn) core=$(ulim
      cap=$(grep CapEff /proc/self/status | awk '{print $2}') \
      tmp=$(awk '$2 == \"/tmp\" {print $3}' /proc/mounts) \
      hostnet=$(grep -c docker0 /proc/net/dev)\"";
-
-fn workspace(dir: &Path) -> PathBuf {
-    let ws = dir.join("workspace");
-    std::fs::create_dir_all(&ws).unwrap();
-    let pyproject = "[project]\nname = \"reference\"\nversion = \"0.1.0\"\n\
-                     requires-python = \">=3.11\"\ndependencies = []\n\n\
-                     [dependency-groups]\ndev = []\n";
-    std::fs::write(ws.join("pyproject.toml"), pyproject).unwrap();
-    ws
-}
 
 /// `command` on the worker whose `which` attribute is `which`, in `image`, with Iris's client.
 fn on(
@@ -97,14 +89,10 @@ fn docker(args: &[&str]) {
 
 #[test]
 fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
-    if !docker_image_ready(IMAGE, "the reference worker") {
-        return;
-    }
-    let Some(python) = python() else {
+    let Some((python, ctl)) = with_docker_image(IMAGE, "the reference worker") else {
         return;
     };
     let dir = temp_dir("iris-reference");
-    let ctl = Controller::start_with_task_image(python.clone(), IMAGE);
     let mut attributes = serde_json::Map::new();
     attributes.insert("which".into(), "iris".into());
     let config = IrisWorkerConfig {
@@ -121,7 +109,7 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
         "which=ours",
     ];
     let ours = ctl.start_worker(&dir.join("ours"), "ours-reference", &docker_args);
-    let ws = workspace(&dir);
+    let ws = bare_workspace(&dir, "reference");
 
     // The container each runs a task in, as the task sees it.
     let iris_probe = probe_line(&on(&python, &ctl, &ws, "iris", IMAGE, PROBE));

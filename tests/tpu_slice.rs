@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use controller::{Controller, python};
+use controller::{Controller, bare_workspace, with_docker_image};
 use serde_json::Value;
 use support::*;
 
@@ -166,17 +166,6 @@ fn preempt_one(python: &Path, controller: &Controller, ws: &Path, vms: &[Metadat
     result
 }
 
-/// A workspace with no dependencies: the client's recipe (`uv sync`) has nothing to fetch.
-fn workspace(dir: &Path) -> PathBuf {
-    let ws = dir.join("workspace");
-    std::fs::create_dir_all(&ws).unwrap();
-    let pyproject = "[project]\nname = \"tpu-workspace\"\nversion = \"0.1.0\"\n\
-                     requires-python = \">=3.11\"\ndependencies = []\n\n\
-                     [dependency-groups]\ndev = []\n";
-    std::fs::write(ws.join("pyproject.toml"), pyproject).unwrap();
-    ws
-}
-
 /// The docker engine's /proc entry.
 fn engine_proc() -> PathBuf {
     std::fs::read_dir("/proc")
@@ -225,13 +214,9 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
-    if !docker_image_ready(IMAGE, "the TPU slice") {
-        return;
-    }
-    let Some(python) = python() else {
+    let Some((python, controller)) = with_docker_image(IMAGE, "the TPU slice") else {
         return;
     };
-    let controller = Controller::start_with_task_image(python.clone(), IMAGE);
     let dir = temp_dir("iris-tpu-slice");
     let mut vms = Vec::new();
     let mut workers = Vec::new();
@@ -254,7 +239,7 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
     // Registration is the worker's first act; Reconcile health follows within a second or two.
     std::thread::sleep(std::time::Duration::from_secs(3));
 
-    let ws = workspace(&dir);
+    let ws = bare_workspace(&dir, "tpu-workspace");
     let results = run_client(&python, &controller, &ws, &["tpu_slice", "workers"]);
     let (job, listed) = (&results[0], &results[1]);
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{WorkerProcess, free_port, temp_dir};
+use crate::support::{WorkerProcess, docker_image_ready, free_port, temp_dir};
 
 pub fn python() -> Option<PathBuf> {
     let venv =
@@ -31,6 +31,32 @@ pub fn python() -> Option<PathBuf> {
         );
     }
     ready.then_some(python)
+}
+
+/// The venv's python and a controller whose tasks run in `image`, when the venv and the
+/// docker image are both there (with CI=true, either missing fails the test).
+pub fn with_docker_image(image: &str, what: &str) -> Option<(PathBuf, Controller)> {
+    if !docker_image_ready(image, what) {
+        return None;
+    }
+    let python = python()?;
+    Some((
+        python.clone(),
+        Controller::start_with_task_image(python, image),
+    ))
+}
+
+/// A workspace with no dependencies (an empty dev group, which the client's recipe syncs
+/// without): Iris's client bundles it and its `uv sync` has nothing to fetch.
+pub fn bare_workspace(dir: &Path, name: &str) -> PathBuf {
+    let ws = dir.join("workspace");
+    std::fs::create_dir_all(&ws).unwrap();
+    let pyproject = format!(
+        "[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
+         dependencies = []\n\n[dependency-groups]\ndev = []\n"
+    );
+    std::fs::write(ws.join("pyproject.toml"), pyproject).unwrap();
+    ws
 }
 
 /// The real controller on a free port, with its own log service; two SIGTERMs stop it.

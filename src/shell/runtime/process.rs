@@ -66,6 +66,22 @@ impl ProcessRuntime {
         }
     }
 
+    /// `cmd` as the task runs: only the task's environment (and a few of the worker's
+    /// variables), in its workdir, output piped, no input.
+    fn as_task<'c>(&self, cmd: &'c mut Command, spec: &ContainerSpec) -> &'c mut Command {
+        cmd.env_clear();
+        for key in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.config.cache_dir.join(&spec.workdir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+    }
+
     fn command(&self, spec: &ContainerSpec) -> Command {
         let activated;
         let argv = match spec.activate_venv {
@@ -93,17 +109,7 @@ impl ProcessRuntime {
                 cmd
             }
         };
-        cmd.env_clear();
-        for key in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                cmd.env(key, value);
-            }
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(self.config.cache_dir.join(&spec.workdir))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        self.as_task(&mut cmd, spec)
             .process_group(0)
             .kill_on_drop(false);
         if self.config.shim.is_none() {
@@ -262,17 +268,8 @@ impl Runtime for ProcessRuntime {
             .map(|g| g.pgid)
             .ok_or_else(|| RuntimeError::new(format!("Task {} has no process", spec.attempt)))?;
         let mut cmd = Command::new(&command[0]);
-        cmd.args(&command[1..]).env_clear();
-        for key in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                cmd.env(key, value);
-            }
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(self.config.cache_dir.join(&spec.workdir))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        cmd.args(&command[1..]);
+        self.as_task(&mut cmd, spec)
             .process_group(pgid)
             .kill_on_drop(true);
         let mut child = cmd
