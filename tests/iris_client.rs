@@ -44,6 +44,9 @@ const SCENARIOS: &[&str] = &[
     "pool",
     "cli",
     "log_levels",
+    "exec",
+    "process_status",
+    "profile",
 ];
 
 /// A workspace as a user's: a pyproject with a dependency and an empty dev group (the client
@@ -241,6 +244,18 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             let runs = info["python_version"].as_str().unwrap_or_default();
             assert!(runs.contains("iris-worker"), "{r}");
         }
+        "profile" => {
+            // py-spy from the task's venv (Iris's client installs it with the task's packages;
+            // the process runtime skips that recipe, as Iris's does): the busy function's
+            // name in a thread dump and a CPU profile, or, with no py-spy, the reason.
+            let threads = r["threads"].as_str().unwrap_or_default();
+            let err = r["threads_err"].as_str().unwrap_or_default();
+            let missing = err.contains("py-spy is not installed");
+            assert!(threads.contains("spin_here") || missing, "{r}");
+            if !missing {
+                assert_eq!(r["cpu_has_spin"], true, "{r}");
+            }
+        }
         other => panic!("no check for {other}"),
     }
 }
@@ -302,6 +317,12 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");
     let results = run_client(&python, &controller, &ws, Some(PYTHON_IMAGE), &scenarios);
+    let profile = &results.iter().find(|(n, _)| n == "profile").unwrap().1;
+    let dump = profile["threads"].as_str().unwrap_or_default();
+    assert!(
+        dump.contains("spin_here"),
+        "py-spy ran in the container: {profile}"
+    );
     for (name, r) in &results {
         // The client's recipe ran in the task's image: uv synced the workspace into /app/.venv.
         if let Some(logs) = r["logs"].as_array() {

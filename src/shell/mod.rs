@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod preemption;
 pub mod probe;
 pub mod process_status;
+pub mod profile;
 pub mod retention;
 pub mod routes;
 pub mod runtime;

@@ -38,6 +38,7 @@ async fn worker_call(
         // Iris 2026-06's message; the task era has no such method.
         "ExecInContainer" => unary(request, token, |r| svc.exec_in_container(r)).await,
         "GetProcessStatus" => unary(request, token, |r| svc.get_process_status(r)).await,
+        "ProfileTask" => unary(request, token, |r| svc.profile_task(r)).await,
         _ => unknown_method("iris.cluster.WorkerService", &method),
     }
 }

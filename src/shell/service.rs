@@ -111,6 +111,80 @@ impl WorkerService {
     }
 }
 
+impl WorkerService {
+    /// `ProfileTask` (Iris 2026-06, proxied by its controller for `iris process profile
+    /// --target /<job>/<n>`): py-spy inside the running task (`profile.rs`); a failure is the
+    /// answer's `error`, as Iris's worker answers.
+    pub async fn profile_task(
+        &self,
+        request: Request<job_wire::ProfileTaskRequest>,
+    ) -> Result<Response<job_wire::ProfileTaskResponse>, Status> {
+        use crate::shell::profile::{self, Profile};
+        use job_wire::profile_type::Profiler;
+        let request = request.into_inner();
+        let refuse = |error: String| {
+            Ok(Response::new(job_wire::ProfileTaskResponse {
+                error,
+                ..Default::default()
+            }))
+        };
+        let Some(task) = profile::task_of(&request.target) else {
+            return refuse(format!(
+                "target {:?}: a worker profiles its tasks (/<job>/<n>); the worker process itself is not profiled",
+                request.target
+            ));
+        };
+        let seconds = match request.duration_seconds {
+            s if s > 0 => s as u32,
+            _ => profile::DEFAULT_SECONDS,
+        };
+        let wanted = match request.profile_type.and_then(|t| t.profiler) {
+            Some(Profiler::Threads(t)) => Profile::Threads { locals: t.locals },
+            Some(Profiler::Cpu(c)) => Profile::Cpu {
+                seconds,
+                rate_hz: match c.rate_hz {
+                    r if r > 0 => r as u32,
+                    _ => profile::DEFAULT_RATE_HZ,
+                },
+                format: profile::cpu_format(c.format),
+            },
+            Some(Profiler::Memory(_)) => {
+                return refuse("memory profiles (memray) are not taken by this worker yet".into());
+            }
+            None => return Err(Status::invalid_argument("profile_type is required")),
+        };
+        let task_id = task_id(task)?;
+        let limit = std::time::Duration::from_secs(u64::from(seconds) + profile::SLACK_SECONDS);
+        let done = self
+            .driver
+            .ask(|reply| Command::Exec {
+                task_id,
+                command: vec!["sh".into(), "-c".into(), profile::script(&wanted)],
+                timeout: Some(limit),
+                reply,
+            })
+            .await?;
+        Ok(Response::new(match done {
+            Ok(out) if out.exit_code == 0 => job_wire::ProfileTaskResponse {
+                profile_data: out.stdout.into_bytes(),
+                error: String::new(),
+            },
+            Ok(out) => job_wire::ProfileTaskResponse {
+                error: format!(
+                    "py-spy failed (exit {}): {}",
+                    out.exit_code,
+                    out.stderr.trim()
+                ),
+                ..Default::default()
+            },
+            Err(error) => job_wire::ProfileTaskResponse {
+                error,
+                ..Default::default()
+            },
+        }))
+    }
+}
+
 use crate::proto::v2026_06::iris::job as job_wire;
 
 /// The 2026-06 messages of `ExecInContainer`.

@@ -242,6 +242,34 @@ def scenario_process_status(client, _ws):
     return {"state": "exit %d" % out.returncode, "info": info, "stderr": out.stderr[-2000:]}
 
 
+def spin_here():
+    while True:
+        pass
+
+
+def scenario_profile(client, ws):
+    """`iris process profile --target /<job>/0 threads` and `cpu` on a busy callable."""
+    job = client.submit(Entrypoint.from_callable(spin_here), "profile-target", RESOURCES, task_image=TASK_IMAGE)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and client.list_tasks(job.job_id)[0].state != job_pb2.TASK_STATE_RUNNING:
+        time.sleep(0.2)
+    time.sleep(1)  # the callable is running Python by now
+    target = f"{job.job_id}/0"
+    threads = iris_cli("process", "profile", "--target", target, "threads")
+    out = str(Path(ws) / "cpu-profile.json")
+    cpu = iris_cli("process", "profile", "--target", target, "cpu", "-d", "2", "-o", out)
+    client.terminate(job.job_id)
+    cpu_data = Path(out).read_text() if Path(out).exists() else ""
+    return {
+        "state": "ran",
+        "threads": threads.stdout[-4000:],
+        "threads_err": threads.stderr[-2000:],
+        "cpu_has_spin": "spin_here" in cpu_data,
+        "cpu_err": cpu.stderr[-2000:],
+        "cpu_bytes": len(cpu_data),
+    }
+
+
 def scenario_exec(client, _ws):
     """`iris task exec` into a running task: its output, stderr and exit code come back; a
     task that has finished says so."""

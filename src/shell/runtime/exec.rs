@@ -15,7 +15,7 @@ pub struct ExecOutput {
 
 /// Output kept per stream; the rest is read and dropped (the command must not block on a
 /// full pipe), with a note at the end.
-pub const OUTPUT_BYTES_MAX: usize = 1 << 20;
+pub const OUTPUT_BYTES_MAX: usize = 16 << 20;
 
 /// Iris's limit when the caller gives none (`timeout_seconds` 0); a negative one means none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
