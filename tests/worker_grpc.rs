@@ -198,8 +198,15 @@ print("bound")
 /// and the worker retries with the next port, saying so in the task's log.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_port_taken_on_the_host_is_skipped_by_a_retry() {
-    let squatter = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
-    let taken = squatter.local_addr().unwrap().port();
+    // A held port whose neighbour is free now (another test's connection may take any
+    // ephemeral port; a neighbour found taken is a reason to pick again, not to fail).
+    let (squatter, taken) = loop {
+        let squatter = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let taken = squatter.local_addr().unwrap().port();
+        if taken < u16::MAX && std::net::TcpListener::bind(("0.0.0.0", taken + 1)).is_ok() {
+            break (squatter, taken);
+        }
+    };
     let range = format!("{taken}-{}", taken + 1);
     let worker = WorkerProcess::start(&temp_dir("squat"), &["--port-range", &range]);
     let mut c = worker.client().await;
