@@ -68,11 +68,15 @@ async fn watch_one(
         match server.wait_for_change(watch.path, &etag, POLL_WAIT).await {
             Ok((value, new_etag)) => {
                 warned = false;
-                etag = new_etag;
                 if let Some(reason) = (watch.doomed)(&value) {
                     evacuate(reason, driver, troubles).await;
                     return;
                 }
+                // A server that sends no etag answers every poll at once: poll it gently.
+                if new_etag.is_empty() {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                etag = new_etag;
             }
             Err(e) => {
                 if !warned {
