@@ -7,6 +7,9 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{KillError, LogFilter, SubmitError, TaskId, TaskSpec};
 use crate::proto;
+// The 2026-06 messages of ExecInContainer, GetProcessStatus and ProfileTask.
+use crate::proto::v2026_06::iris::cluster::worker as exec_wire;
+use crate::proto::v2026_06::iris::job as job_wire;
 use crate::proto::worker::{
     FetchTaskLogsRequest, FetchTaskLogsResponse, GetTaskStatusRequest, HealthResponse,
     KillTaskRequest, ListTasksRequest, ListTasksResponse, RunTaskRequest, RunTaskResponse,
@@ -58,6 +61,8 @@ fn submit_status(refusal: SubmitRefusal) -> Status {
     }
 }
 
+/// The methods Iris 2026-06's controller proxies to a worker for its CLI and dashboard, in that
+/// era's messages (the task era has none of them).
 impl WorkerService {
     /// `ExecInContainer` (Iris 2026-06, proxied by its controller for `iris task exec`): a
     /// command in a running task, answered as Iris's worker answers it (a task that is not
@@ -93,9 +98,7 @@ impl WorkerService {
             },
         }))
     }
-}
 
-impl WorkerService {
     /// `GetProcessStatus` (Iris 2026-06, proxied by its controller for `iris process status
     /// --target /system/worker/<id>`): this process, as Iris's worker answers (no log lines:
     /// those are in the log service).
@@ -109,9 +112,7 @@ impl WorkerService {
             process_info: Some(info),
         }))
     }
-}
 
-impl WorkerService {
     /// `ProfileTask` (Iris 2026-06, proxied by its controller for `iris process profile
     /// --target /<job>/<n>`): py-spy inside the running task (`profile.rs`); a failure is the
     /// answer's `error`, as Iris's worker answers.
@@ -184,11 +185,6 @@ impl WorkerService {
         }))
     }
 }
-
-use crate::proto::v2026_06::iris::job as job_wire;
-
-/// The 2026-06 messages of `ExecInContainer`.
-use crate::proto::v2026_06::iris::cluster::worker as exec_wire;
 
 fn kill_status(e: KillError) -> Status {
     match e {
