@@ -163,7 +163,7 @@ enum Started {
 }
 
 impl Started {
-    fn new(python: &Path, kind: Worker, ctl: &Controller, dir: &Path) -> Started {
+    fn new(kind: Worker, ctl: &Controller, dir: &Path) -> Started {
         match kind {
             Worker::Ours => {
                 let extra = [
@@ -176,7 +176,6 @@ impl Started {
                 Started::Ours(ctl.start_worker(&dir.join("cache"), "bench-ours", &extra))
             }
             Worker::Iris => Started::Iris(controller::start_iris_worker(
-                python,
                 ctl,
                 dir,
                 IrisWorkerConfig::new("iris-reference", PYTHON_IMAGE),
@@ -202,7 +201,7 @@ fn cold_and_warm(python: &Path, kind: Worker) -> (f64, f64) {
     let ctl = Controller::start_with_task_image(python.to_path_buf(), PYTHON_IMAGE);
     let dir = temp_dir(&format!("bench-client-{kind:?}").to_lowercase());
     let ws = client_workspace(&dir);
-    let worker = Started::new(python, kind, &ctl, &dir);
+    let worker = Started::new(kind, &ctl, &dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
     let out = Command::new(python)
         .arg(script)
@@ -243,7 +242,7 @@ fn client_callables(python: &Path) {
 fn replicas_once(python: &Path, kind: Worker, run: usize) -> (f64, Vec<f64>) {
     let ctl = Controller::start_with_task_image(python.to_path_buf(), PYTHON_IMAGE);
     let dir = temp_dir(&format!("bench-replicas-{kind:?}-{run}").to_lowercase());
-    let worker = Started::new(python, kind, &ctl, &dir);
+    let worker = Started::new(kind, &ctl, &dir);
     // The first job pays for the controller's warm-up and the worker's registration.
     let warm = ctl.drive("/bench/warm", 1, &["--wait", "120"], &["true"]);
     assert_eq!(warm["state"], "JOB_STATE_SUCCEEDED", "{kind:?}: {warm}");

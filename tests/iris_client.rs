@@ -15,7 +15,7 @@ mod support;
 mod controller;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use controller::{Controller, python, with_docker_image};
 use serde_json::Value;
@@ -77,35 +77,21 @@ fn workspace(dir: &Path) -> PathBuf {
     ws
 }
 
-/// Runs `scenarios` with the client; each one's JSON result by name.
+/// Runs `scenarios` with the client, all at once (in docker, in `image`); each one's JSON
+/// result by name.
 fn run_client(
-    python: &Path,
     controller: &Controller,
     ws: &Path,
     image: Option<&str>,
     scenarios: &[&str],
 ) -> Vec<(String, Value)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(controller.url())
-        .arg(ws)
-        .args(scenarios)
-        .env("IRIS_TEST_TASK_IMAGE", image.unwrap_or(""))
-        .env("IRIS_TEST_PARALLEL", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<(String, Value)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v["scenario"].as_str()?.to_string(), v)))
-        .collect();
-    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, scenarios, "client.py answered: {text}");
-    results
+    let env = [
+        ("IRIS_TEST_TASK_IMAGE", image.unwrap_or("")),
+        ("IRIS_TEST_PARALLEL", "1"),
+    ];
+    let results = controller.run_client(ws, scenarios, &env);
+    let names = scenarios.iter().map(|n| n.to_string());
+    names.zip(results).collect()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -274,7 +260,7 @@ fn the_clients_jobs_run_in_the_process_runtime() {
     let worker_python = python.display().to_string();
     let worker = start_worker(&controller, &cache, &id, &["--python", &worker_python]);
     let cache = std::fs::canonicalize(&cache).unwrap();
-    for (name, r) in run_client(&python, &controller, &ws, None, SCENARIOS) {
+    for (name, r) in run_client(&controller, &ws, None, SCENARIOS) {
         // The client's container recipe is not run on the host (Iris's process runtime skips it
         // too) and the build log says so.
         if let Some(logs) = r["logs"].as_array() {
@@ -304,8 +290,7 @@ fn built_images() -> Vec<String> {
 
 #[test]
 fn docker_the_clients_jobs_run_with_its_container_recipe() {
-    let Some((python, controller)) = with_docker_image(PYTHON_IMAGE, "the client's docker jobs")
-    else {
+    let Some(controller) = with_docker_image(PYTHON_IMAGE, "the client's docker jobs") else {
         return;
     };
     let dir = temp_dir("iris-client-docker");
@@ -316,7 +301,7 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let before = built_images();
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");
-    let results = run_client(&python, &controller, &ws, Some(PYTHON_IMAGE), &scenarios);
+    let results = run_client(&controller, &ws, Some(PYTHON_IMAGE), &scenarios);
     let profile = &results.iter().find(|(n, _)| n == "profile").unwrap().1;
     let dump = profile["threads"].as_str().unwrap_or_default();
     assert!(

@@ -13,7 +13,7 @@ mod support;
 mod controller;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use controller::{
     Controller, IrisWorkerConfig, bare_workspace, start_iris_worker, with_docker_image,
@@ -31,32 +31,15 @@ const PROBE: &str = "echo \"probe nofile=$(ulimit -Sn):$(ulimit -Hn) core=$(ulim
      hostnet=$(grep -c docker0 /proc/net/dev)\"";
 
 /// `command` on the worker whose `which` attribute is `which`, in `image`, with Iris's client.
-fn on(
-    python: &Path,
-    ctl: &Controller,
-    ws: &Path,
-    which: &str,
-    image: &str,
-    command: &str,
-) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(ctl.url())
-        .arg(ws)
-        .arg("on_worker")
-        .env("IRIS_TEST_TASK_IMAGE", image)
-        .env("IRIS_TEST_CONSTRAINT", format!("which={which}"))
-        .env("IRIS_TEST_COMMAND", command)
-        .env("IRIS_TEST_JOB_WAIT", "120")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["scenario"] == "on_worker")
-        .unwrap_or_else(|| panic!("client.py answered: {text}"))
+fn on(ctl: &Controller, ws: &Path, which: &str, image: &str, command: &str) -> Value {
+    let constraint = format!("which={which}");
+    let env = [
+        ("IRIS_TEST_TASK_IMAGE", image),
+        ("IRIS_TEST_CONSTRAINT", constraint.as_str()),
+        ("IRIS_TEST_COMMAND", command),
+        ("IRIS_TEST_JOB_WAIT", "120"),
+    ];
+    ctl.run_client(ws, &["on_worker"], &env).remove(0)
 }
 
 fn probe_line(result: &Value) -> String {
@@ -89,7 +72,7 @@ fn docker(args: &[&str]) {
 
 #[test]
 fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
-    let Some((python, ctl)) = with_docker_image(IMAGE, "the reference worker") else {
+    let Some(ctl) = with_docker_image(IMAGE, "the reference worker") else {
         return;
     };
     let dir = temp_dir("iris-reference");
@@ -99,7 +82,7 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
         attributes,
         ..IrisWorkerConfig::new("iris-reference", IMAGE)
     };
-    let mut iris = start_iris_worker(&python, &ctl, &dir.join("iris"), config);
+    let mut iris = start_iris_worker(&ctl, &dir.join("iris"), config);
     let docker_args = [
         "--runtime",
         "docker",
@@ -112,8 +95,8 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
     let ws = bare_workspace(&dir, "reference");
 
     // The container each runs a task in, as the task sees it.
-    let iris_probe = probe_line(&on(&python, &ctl, &ws, "iris", IMAGE, PROBE));
-    let ours_probe = probe_line(&on(&python, &ctl, &ws, "ours", IMAGE, PROBE));
+    let iris_probe = probe_line(&on(&ctl, &ws, "iris", IMAGE, PROBE));
+    let ours_probe = probe_line(&on(&ctl, &ws, "ours", IMAGE, PROBE));
     eprintln!("Iris's container: {iris_probe}\nours:             {ours_probe}");
     assert_eq!(
         ours_probe, iris_probe,
@@ -136,7 +119,7 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
     };
     for which in ["iris", "ours"] {
         let image = pushed(which);
-        let r = on(&python, &ctl, &ws, which, &image, "echo pulled-and-ran");
+        let r = on(&ctl, &ws, which, &image, "echo pulled-and-ran");
         assert_eq!(r["state"], "JOB_STATE_SUCCEEDED", "{which}: {r}");
         let _ = Command::new("docker").args(["rmi", &image]).output();
     }
@@ -144,7 +127,7 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
     // A tag the registry lacks: the user's mistake, FAILED, for both.
     for which in ["iris", "ours"] {
         let missing = format!("{}/reference/python-uv:nope-{which}", registry.addr);
-        let r = on(&python, &ctl, &ws, which, &missing, "true");
+        let r = on(&ctl, &ws, which, &missing, "true");
         let (state, error) = first_attempt(&r);
         assert_eq!(state, "TASK_STATE_FAILED", "{which}: {r}");
         assert!(
@@ -159,7 +142,7 @@ fn irises_own_worker_and_ours_run_the_same_jobs_alike() {
     drop(registry);
     for which in ["iris", "ours"] {
         let gone = format!("{addr}/reference/python-uv:down-{which}");
-        let r = on(&python, &ctl, &ws, which, &gone, "true");
+        let r = on(&ctl, &ws, which, &gone, "true");
         let (state, error) = first_attempt(&r);
         assert_eq!(state, "TASK_STATE_WORKER_FAILED", "{which}: {r}");
         assert!(error.contains("connection refused"), "{which}: {r}");

@@ -109,41 +109,24 @@ fn start_worker(controller: &Controller, cache: &Path, metadata: &Metadata) -> W
     WorkerProcess::start(cache, &args)
 }
 
-/// Runs the client's `scenarios`; each one's JSON by name.
-fn run_client(python: &Path, controller: &Controller, ws: &Path, scenarios: &[&str]) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(controller.url())
-        .arg(ws)
-        .args(scenarios)
-        .env("IRIS_TEST_TASK_IMAGE", IMAGE)
-        .env("IRIS_TEST_JOB_WAIT", "40")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
-    assert_eq!(results.len(), scenarios.len(), "client.py answered: {text}");
-    results
+/// Runs the client's `scenarios` in the TPU image; each one's JSON, in order.
+fn run_client(controller: &Controller, ws: &Path, scenarios: &[&str]) -> Vec<Value> {
+    let env = [
+        ("IRIS_TEST_TASK_IMAGE", IMAGE),
+        ("IRIS_TEST_JOB_WAIT", "40"),
+    ];
+    controller.run_client(ws, scenarios, &env)
 }
 
 /// Runs the client's `preempt` scenario, preempting the VM its task first runs on (its
 /// metadata's `preempted` flips to TRUE) when the client says where that is.
-fn preempt_one(python: &Path, controller: &Controller, ws: &Path, vms: &[Metadata]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .arg(controller.url())
-        .arg(ws)
-        .arg("preempt")
-        .env("IRIS_TEST_TASK_IMAGE", IMAGE)
-        .env("IRIS_TEST_JOB_WAIT", "30")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+fn preempt_one(controller: &Controller, ws: &Path, vms: &[Metadata]) -> Value {
+    let env = [
+        ("IRIS_TEST_TASK_IMAGE", IMAGE),
+        ("IRIS_TEST_JOB_WAIT", "30"),
+    ];
+    let mut child = controller
+        .client_command(ws, &["preempt"], &env)
         .spawn()
         .unwrap();
     let mut result = Value::Null;
@@ -214,7 +197,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
-    let Some((python, controller)) = with_docker_image(IMAGE, "the TPU slice") else {
+    let Some(controller) = with_docker_image(IMAGE, "the TPU slice") else {
         return;
     };
     let dir = temp_dir("iris-tpu-slice");
@@ -240,7 +223,7 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
     std::thread::sleep(std::time::Duration::from_secs(3));
 
     let ws = bare_workspace(&dir, "tpu-workspace");
-    let results = run_client(&python, &controller, &ws, &["tpu_slice", "workers"]);
+    let results = run_client(&controller, &ws, &["tpu_slice", "workers"]);
     let (job, listed) = (&results[0], &results[1]);
 
     // The coscheduled job: one task per VM of the slice, in worker-number order.
@@ -333,7 +316,7 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
     assert!(why.contains("no readable worker number"), "{answer}");
 
     // A task whose TPU will not initialise ends as the machine's failure, with the chip's line.
-    let bad = &run_client(&python, &controller, &ws, &["bad_chip"])[0];
+    let bad = &run_client(&controller, &ws, &["bad_chip"])[0];
     let attempt = &bad["attempts"][0][0];
     assert_eq!(attempt["state"], "TASK_STATE_WORKER_FAILED", "{bad}");
     let error = attempt["error"].as_str().unwrap_or_default();
@@ -342,7 +325,7 @@ fn a_tpu_slice_of_four_vms_runs_a_coscheduled_job_from_irises_client() {
     // A VM preempted under a running task: the task ends at once as the worker's failure (its
     // error says why) and the controller puts it back to pending on its preemption budget (the
     // job spans the slice: Iris's client makes a task per VM, so no other VM is free for it).
-    let preempt = preempt_one(&python, &controller, &ws, &vms);
+    let preempt = preempt_one(&controller, &ws, &vms);
     assert_eq!(preempt["num_tasks"], 4, "{preempt}");
     let ended = preempt["attempts"]
         .as_array()

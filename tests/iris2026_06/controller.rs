@@ -33,17 +33,13 @@ pub fn python() -> Option<PathBuf> {
     ready.then_some(python)
 }
 
-/// The venv's python and a controller whose tasks run in `image`, when the venv and the
-/// docker image are both there (with CI=true, either missing fails the test).
-pub fn with_docker_image(image: &str, what: &str) -> Option<(PathBuf, Controller)> {
+/// A controller whose tasks run in `image`, when the venv and the docker image are both there
+/// (with CI=true, either missing fails the test).
+pub fn with_docker_image(image: &str, what: &str) -> Option<Controller> {
     if !docker_image_ready(image, what) {
         return None;
     }
-    let python = python()?;
-    Some((
-        python.clone(),
-        Controller::start_with_task_image(python, image),
-    ))
+    Some(Controller::start_with_task_image(python()?, image))
 }
 
 /// A workspace with no dependencies (an empty dev group, which the client's recipe syncs
@@ -145,6 +141,38 @@ impl Controller {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Iris's own client (`client.py`) against this controller, ready to run `scenarios` with the
+    /// workspace `ws` and the variables `env` (`IRIS_TEST_TASK_IMAGE`, ...).
+    pub fn client_command(&self, ws: &Path, scenarios: &[&str], env: &[(&str, &str)]) -> Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iris2026_06/client.py");
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(script)
+            .arg(self.url())
+            .arg(ws)
+            .args(scenarios)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        cmd
+    }
+
+    /// Runs `scenarios` with Iris's client: each one's JSON result, in their order.
+    pub fn run_client(&self, ws: &Path, scenarios: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
+        let out = self.client_command(ws, scenarios, env).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let results: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["scenario"].is_string())
+            .collect();
+        let names: Vec<&str> = results
+            .iter()
+            .filter_map(|v| v["scenario"].as_str())
+            .collect();
+        assert_eq!(names, scenarios, "client.py answered: {text}");
+        results
+    }
+
     /// Launches a job with `drive.py` and waits for its end: the controller's view as JSON.
     pub fn drive(&self, name: &str, replicas: u32, extra: &[&str], argv: &[&str]) -> Value {
         let out = self
@@ -210,12 +238,8 @@ impl IrisWorkerConfig {
 
 /// Iris's own worker, docker runtime, registered with `ctl`; its package copied aside with the
 /// nofile ulimit this machine's docker daemon refuses (hard 524,288 > its 20,000) lowered.
-pub fn start_iris_worker(
-    python: &Path,
-    ctl: &Controller,
-    dir: &Path,
-    worker: IrisWorkerConfig,
-) -> Child {
+pub fn start_iris_worker(ctl: &Controller, dir: &Path, worker: IrisWorkerConfig) -> Child {
+    let python = &ctl.python;
     let site = Command::new(python)
         .args([
             "-c",
