@@ -47,6 +47,7 @@ const SCENARIOS: &[&str] = &[
     "exec",
     "process_status",
     "profile",
+    "stats",
 ];
 
 /// A workspace as a user's: a pyproject with a dependency and an empty dev group (the client
@@ -78,13 +79,20 @@ fn workspace(dir: &Path) -> PathBuf {
 }
 
 /// Runs `scenarios` with the client, all at once (in docker, in `image`); each one's JSON
-/// result by name.
+/// result by name. `IRIS_TEST_SCENARIOS=a,b` runs only those of them (to work on one).
 fn run_client(
     controller: &Controller,
     ws: &Path,
     image: Option<&str>,
     scenarios: &[&str],
 ) -> Vec<(String, Value)> {
+    let only = std::env::var("IRIS_TEST_SCENARIOS").unwrap_or_default();
+    let scenarios: Vec<&str> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| only.is_empty() || only.split(',').any(|o| o == *s))
+        .collect();
+    let scenarios = &scenarios[..];
     let env = [
         ("IRIS_TEST_TASK_IMAGE", image.unwrap_or("")),
         ("IRIS_TEST_PARALLEL", "1"),
@@ -242,6 +250,42 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
                 assert_eq!(r["cpu_has_spin"], true, "{r}");
             }
         }
+        "stats" => {
+            // Iris's dashboard reads task usage only from `iris.task`: a running task's row,
+            // with its CPU and memory, within 10 s of RUNNING (Iris writes one every 5 s).
+            let seconds = r["seconds_to_first_row"].as_f64();
+            assert!(seconds.is_some_and(|s| s <= 10.0), "{r}");
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let rows = r["task_rows"].as_array().expect("task rows");
+            let row = rows
+                .iter()
+                .find(|row| row["memory_mb"].as_i64().unwrap_or(0) > 0)
+                .unwrap_or_else(|| panic!("no row with memory: {r}"));
+            assert_eq!(row["task_id"], r["task"], "{r}");
+            assert_eq!(row["worker_id"], r["worker"], "{r}");
+            assert_eq!(row["attempt_id"], 0, "{r}");
+            // It holds 80 MB and spins on half a core.
+            assert!(row["memory_mb"].as_i64().unwrap() >= 80, "{r}");
+            assert!(row["cpu_millicores"].as_i64().unwrap() >= 100, "{r}");
+            let ts = row["ts_ms"].as_i64().unwrap_or(0);
+            assert!(
+                (now_ms - 120_000..=now_ms).contains(&ts),
+                "the sample's time: {r}"
+            );
+            // The worker's own rows, each Reconcile: the host and who it is.
+            let workers = r["worker_rows"].as_array().expect("worker rows");
+            assert!(!workers.is_empty(), "{r}");
+            assert!(workers.iter().any(|w| w["status"] == "RUNNING"), "{r}");
+            for w in workers {
+                assert!(w["mem_total_bytes"].as_i64().unwrap_or(0) > 0, "{r}");
+                assert!(w["cpu_count"].as_i64().unwrap_or(0) > 0, "{r}");
+                assert!(w["disk_total_bytes"].as_i64().unwrap_or(0) > 0, "{r}");
+                assert!(!w["address"].as_str().unwrap_or_default().is_empty(), "{r}");
+            }
+        }
         other => panic!("no check for {other}"),
     }
 }
@@ -302,12 +346,13 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let mut scenarios = SCENARIOS.to_vec();
     scenarios.push("pip_package");
     let results = run_client(&controller, &ws, Some(PYTHON_IMAGE), &scenarios);
-    let profile = &results.iter().find(|(n, _)| n == "profile").unwrap().1;
-    let dump = profile["threads"].as_str().unwrap_or_default();
-    assert!(
-        dump.contains("spin_here"),
-        "py-spy ran in the container: {profile}"
-    );
+    if let Some((_, profile)) = results.iter().find(|(n, _)| n == "profile") {
+        let dump = profile["threads"].as_str().unwrap_or_default();
+        assert!(
+            dump.contains("spin_here"),
+            "py-spy ran in the container: {profile}"
+        );
+    }
     for (name, r) in &results {
         // The client's recipe ran in the task's image: uv synced the workspace into /app/.venv.
         if let Some(logs) = r["logs"].as_array() {

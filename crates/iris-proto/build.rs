@@ -37,9 +37,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &out,
         &[".iris.cluster"],
     )?;
-    // 2026-06, the reconcile era, and the finelog log service it pushes to.
+    // 2026-06, the reconcile era, and the finelog log service it pushes logs and stats rows to.
     generate(
-        &["iris/v2026_06/cluster.proto", "finelog/logging.proto"],
+        &[
+            "iris/v2026_06/cluster.proto",
+            "finelog/logging.proto",
+            "finelog/stats.proto",
+        ],
         &out.join("v2026_06"),
         &[".iris", ".finelog"],
     )?;

@@ -177,6 +177,7 @@ fn era_wiring(shared: &Shared, worker: usize) -> EraWiring {
         dial: net::dialer(),
         measure_health: false,
         blocking_reads: false,
+        stats_rows: false,
         reconcile_timeout: RECONCILE_TIMEOUT,
         troubles: Default::default(),
         tpu: None,

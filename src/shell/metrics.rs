@@ -73,6 +73,11 @@ pub struct Metrics {
     pub log_push_failures: Counter,
     /// 2026-06: lines on disk not yet in the log service (summed over the attempts pushed).
     pub log_push_lag_lines: Gauge,
+    /// 2026-06: rows the log service's stats tables acknowledged.
+    pub stats_rows_written: Counter,
+    /// 2026-06: stats rows given up (the queue was full during an outage, or the service
+    /// refused a batch as malformed).
+    pub stats_rows_dropped: Counter,
     /// The Iris protocol era the worker speaks, once chosen (the dashboard shows it).
     era: std::sync::OnceLock<String>,
 }
@@ -122,6 +127,8 @@ impl Metrics {
             log_lines_pushed: Counter::default(),
             log_push_failures: Counter::default(),
             log_push_lag_lines: Gauge::default(),
+            stats_rows_written: Counter::default(),
+            stats_rows_dropped: Counter::default(),
             era: std::sync::OnceLock::new(),
         };
         registry.register(
@@ -214,6 +221,16 @@ impl Metrics {
             "stats_samples_dropped",
             "Resource samples dropped because the driver had not taken the previous ones",
             m.stats_samples_dropped.clone(),
+        );
+        registry.register(
+            "stats_rows_written",
+            "2026-06: rows of iris.worker and iris.task the log service acknowledged",
+            m.stats_rows_written.clone(),
+        );
+        registry.register(
+            "stats_rows_dropped",
+            "2026-06: stats rows dropped (queue full during a log service outage, or refused)",
+            m.stats_rows_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -26,6 +26,8 @@ pub struct Sample {
 #[derive(Default)]
 struct Inner {
     attempts: BTreeMap<AttemptKey, Vec<Sample>>,
+    /// Each running attempt's newest sample, whole (the stats rows take every field).
+    latest: BTreeMap<AttemptKey, (u64, ResourceUsage)>,
     running: VecDeque<(u64, usize)>,
 }
 
@@ -54,6 +56,7 @@ impl SampleStore {
 
     pub fn record(&self, attempt: &AttemptKey, at_ms: u64, usage: &ResourceUsage) {
         let mut inner = self.lock();
+        inner.latest.insert(attempt.clone(), (at_ms, *usage));
         let points = inner.attempts.entry(attempt.clone()).or_default();
         if points.len() >= POINTS_MAX {
             halve(points);
@@ -67,7 +70,9 @@ impl SampleStore {
 
     /// The attempt is over: its series shrinks to what a finished task keeps.
     pub fn finish(&self, attempt: &AttemptKey) {
-        if let Some(points) = self.lock().attempts.get_mut(attempt) {
+        let mut inner = self.lock();
+        inner.latest.remove(attempt);
+        if let Some(points) = inner.attempts.get_mut(attempt) {
             while points.len() > FINISHED_POINTS_MAX {
                 halve(points);
             }
@@ -76,7 +81,19 @@ impl SampleStore {
     }
 
     pub fn remove(&self, attempt: &AttemptKey) {
-        self.lock().attempts.remove(attempt);
+        let mut inner = self.lock();
+        inner.attempts.remove(attempt);
+        inner.latest.remove(attempt);
+    }
+
+    /// The newest sample of each attempt still running, with when it was taken.
+    pub fn latest(&self) -> Vec<(AttemptKey, u64, ResourceUsage)> {
+        let inner = self.lock();
+        inner
+            .latest
+            .iter()
+            .map(|(key, (at, usage))| (key.clone(), *at, *usage))
+            .collect()
     }
 
     pub fn series(&self, attempt: &AttemptKey) -> Vec<Sample> {

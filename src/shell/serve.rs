@@ -359,6 +359,7 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 dial: tcp_dialer(),
                 measure_health: true,
                 blocking_reads: true,
+                stats_rows: true,
                 reconcile_timeout: opts.reconcile_timeout,
                 troubles: troubles.clone(),
                 tpu: gce

@@ -414,6 +414,72 @@ def scenario_log_levels(client, _ws):
     return summary(client, job, status, secs, at_least=at_least)
 
 
+def stats_query(sql):
+    """The log service's stats tables as Iris's dashboard reads them: `Query` through the
+    controller's endpoint proxy (`/proxy/system.log-server/finelog.stats.StatsService/...`)."""
+    import pyarrow.ipc
+    from finelog.rpc import finelog_stats_pb2
+    from finelog.rpc.finelog_stats_connect import StatsServiceClientSync
+
+    with StatsServiceClientSync(f"{client_url}/proxy/system.log-server") as stats:
+        reply = stats.query(finelog_stats_pb2.QueryRequest(sql=sql))
+    return pyarrow.ipc.open_stream(reply.arrow_ipc).read_all().to_pylist()
+
+
+def busy_and_big():
+    """About 80 MB held and a core kept busy for a minute (what the stats rows must show)."""
+    held = bytearray(80 * 1024 * 1024)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    end = time.time() + 60
+    while time.time() < end:
+        pass
+    return len(held)
+
+
+def scenario_stats(client, _ws):
+    """A busy task's `iris.task` rows and its worker's `iris.worker` rows, read back from the
+    log service as the controller's dashboard reads them; how long after RUNNING the first
+    task row with CPU and memory was there."""
+    resources = ResourceSpec(cpu=0.5, memory="512m")
+    job = client.submit(Entrypoint.from_callable(busy_and_big), "stats-target", resources, task_image=TASK_IMAGE)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and client.list_tasks(job.job_id)[0].state != job_pb2.TASK_STATE_RUNNING:
+        time.sleep(0.2)
+    running_at, task = time.time(), f"{job.job_id}/0"
+    rows, seen_after, error = [], None, None
+    while time.time() < running_at + 30:
+        try:
+            rows = stats_query(
+                "SELECT task_id, attempt_id, worker_id, ts, cpu_millicores,"
+                f" memory_mb, memory_peak_mb, disk_mb FROM \"iris.task\" WHERE task_id = '{task}' ORDER BY ts"
+            )
+        except Exception as e:  # not registered yet, or the query failed: say so if it lasts
+            error = repr(e)
+        for r in rows:  # finelog's TIMESTAMP_MS comes back a naive UTC datetime
+            r["ts_ms"] = int(r.pop("ts").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+        if any(r["cpu_millicores"] > 0 and r["memory_mb"] > 0 for r in rows):
+            seen_after, error = time.time() - running_at, None
+            break
+        time.sleep(0.5)
+    worker = client.list_tasks(job.job_id)[0].worker_id
+    workers = stats_query(
+        "SELECT worker_id, status, address, cpu_pct, mem_bytes, mem_total_bytes, disk_total_bytes,"
+        " running_task_count, cpu_count, memory_bytes, net_recv_bytes"
+        f" FROM \"iris.worker\" WHERE worker_id = '{worker}' ORDER BY ts DESC LIMIT 5"
+    )
+    client.terminate(job.job_id)
+    return {
+        "state": "ran",
+        "task": task,
+        "worker": worker,
+        "seconds_to_first_row": None if seen_after is None else round(seen_after, 2),
+        "task_rows": rows[-5:],
+        "worker_rows": workers,
+        "error": error,
+    }
+
+
 def scenario_on_worker(client, _ws):
     """`IRIS_TEST_COMMAND` (sh -c) on the worker whose attribute `IRIS_TEST_CONSTRAINT`
     (`key=value`) names, in `IRIS_TEST_TASK_IMAGE`; no retries, so the first attempt's end is

@@ -48,6 +48,11 @@ pub mod v2026_06 {
                 "/v2026_06/finelog.logging.serde.rs"
             ));
         }
+        pub mod stats {
+            #![allow(clippy::all, clippy::pedantic)]
+            include!(concat!(env!("OUT_DIR"), "/v2026_06/finelog.stats.rs"));
+            include!(concat!(env!("OUT_DIR"), "/v2026_06/finelog.stats.serde.rs"));
+        }
     }
 }
 

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use super::log_service;
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLine};
 use crate::proto::v2026_06::finelog::logging as finelog;
-use crate::proto::v2026_06::iris::cluster::controller;
 use crate::shell::connect::client::{ConnectClient, Dialer};
-use crate::shell::controller::ControllerAddress;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logs::store::{LogStore, pushed_path};
 use crate::shell::metrics::Metrics;
@@ -25,8 +24,6 @@ use crate::shell::metrics::Metrics;
 pub const PUSH_EVERY: Duration = Duration::from_millis(500);
 pub const BATCH_LINES_MAX: usize = 5_000;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-const LOG_SERVER: &str = "/system/log-server";
-const LIST_ENDPOINTS_PATH: &str = "/iris.cluster.ControllerService/ListEndpoints";
 const PUSH_PATH: &str = "/finelog.logging.LogService/PushLogs";
 
 pub struct LogPusher {
@@ -115,7 +112,9 @@ impl LogPusher {
                     continue;
                 }
                 if service.is_none() {
-                    service = self.discover().await;
+                    service =
+                        log_service::discover(&self.controller, &self.dial, self.token.as_deref())
+                            .await;
                 }
                 let Some(client) = &service else {
                     break;
@@ -158,36 +157,6 @@ impl LogPusher {
             })
             .sum();
         self.metrics.log_push_lag_lines.set(behind);
-    }
-
-    /// The log service's address, from the controller's endpoint registry.
-    async fn discover(&self) -> Option<ConnectClient> {
-        let request = controller::ListEndpointsRequest {
-            prefix: LOG_SERVER.to_string(),
-            exact: true,
-        };
-        let found: Result<controller::ListEndpointsResponse, Status> = self
-            .controller
-            .unary(LIST_ENDPOINTS_PATH, &request, CALL_TIMEOUT)
-            .await;
-        let address = match found {
-            Ok(found) => found.endpoints.into_iter().next()?.address,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot find the log service");
-                return None;
-            }
-        };
-        match ControllerAddress::parse(&address) {
-            Ok(ControllerAddress::Connect(authority)) => Some(ConnectClient::new(
-                &authority,
-                self.dial.clone(),
-                self.token.as_deref(),
-            )),
-            _ => {
-                tracing::warn!(%address, "the log service's address is not host:port or http://");
-                None
-            }
-        }
     }
 
     /// Pushes what the attempt has beyond `p.next_line`, a batch at a time, until caught up.

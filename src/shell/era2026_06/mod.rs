@@ -3,17 +3,22 @@
 //! wants here; the worker registers once (`Register`) and answers each call from the core's
 //! state at once. Nothing here decides: `spec.rs` translates a RunTaskRequest into the core's
 //! `TaskSpec`, `reconcile.rs` a desired set into `core::Desired` and observations back, and
-//! `register.rs` registers and watches for a controller that stopped calling.
+//! `register.rs` registers and watches for a controller that stopped calling. Toward the
+//! cluster's log service (found by `log_service.rs`), `logpush.rs` ships every attempt's lines and
+//! `stats_writer.rs` the rows of Iris's stats tables (`stats_rows.rs`).
 //!
 //! A third era would be a folder beside this one: its proto in `proto/`, its translation, its
 //! handlers and its registration, and the same core underneath.
 
 pub mod health;
+pub mod log_service;
 pub mod logpush;
 pub mod reconcile;
 pub mod register;
 pub mod spec;
 pub mod start;
+pub mod stats_rows;
+pub mod stats_writer;
 pub mod task_env;
 
 /// Where Iris's Connect paths of the era live.

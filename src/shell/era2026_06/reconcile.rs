@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tonic::{Request, Response, Status};
 
-use super::health::health;
+use super::health::{HostCpu, health};
 use super::spec::task_spec;
-use crate::core::{Desired, Intent, Observation, TaskState};
+use super::stats_writer::WorkerRows;
+use crate::core::{Desired, Intent, Observation, TaskState, is_task_finished};
 use crate::proto::v2026_06::iris::cluster::worker;
 use crate::proto::v2026_06::iris::{job, time};
 use axum::extract::State;
@@ -36,6 +37,10 @@ pub struct Reconciler {
     pub troubles: Troubles,
     /// This VM's TPU variant, when it has TPUs.
     pub tpu: Option<String>,
+    /// The host's CPU time at the last answer (its utilisation is a difference).
+    pub cpu: Arc<HostCpu>,
+    /// Where each answer's health snapshot goes as an `iris.worker` row (with a log service).
+    pub worker_rows: Option<Arc<WorkerRows>>,
 }
 
 /// One desired attempt in the core's vocabulary.
@@ -137,10 +142,17 @@ impl Reconciler {
             .iter()
             .filter(|o| o.state == Some(TaskState::Running))
             .count();
+        let busy = observed
+            .iter()
+            .any(|o| o.state.is_some_and(|s| !is_task_finished(s)));
+        let health = self.health(now, running).await?;
+        if let (Some(rows), Some(snapshot)) = (&self.worker_rows, &health.resources) {
+            rows.push(snapshot, busy);
+        }
         Ok(Response::new(worker::ReconcileResponse {
             worker_id: self.worker_id.clone(),
             observed: observed.into_iter().map(observation).collect(),
-            health: Some(self.health(now, running).await?),
+            health: Some(health),
         }))
     }
 
@@ -151,8 +163,8 @@ impl Reconciler {
                 ..Default::default()
             },
             true => {
-                let cache_dir = self.cache_dir.clone();
-                tokio::task::spawn_blocking(move || health(&cache_dir, now, running))
+                let (cache_dir, cpu) = (self.cache_dir.clone(), self.cpu.clone());
+                tokio::task::spawn_blocking(move || health(&cache_dir, now, running, &cpu))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
             }

@@ -12,9 +12,11 @@ use std::time::Duration;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::AssembledWorker;
 use crate::shell::connect::client::{ConnectClient, Dialer};
+use crate::shell::era2026_06::health::HostCpu;
 use crate::shell::era2026_06::logpush::LogPusher;
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
+use crate::shell::era2026_06::stats_writer::{StatsTables, StatsWriter, WorkerRows};
 use crate::shell::trouble::Troubles;
 
 /// The era's name in `/metrics` (`iris_worker_iris_protocol{era}`).
@@ -36,6 +38,9 @@ pub struct EraWiring {
     pub measure_health: bool,
     /// Read logs on blocking threads (production) or in place (the simulator).
     pub blocking_reads: bool,
+    /// Write Iris's stats rows (`iris.worker`, `iris.task`) to the log service (not in a
+    /// simulation: its hosts have no machine of their own to describe).
+    pub stats_rows: bool,
     /// Without a Reconcile for this long, kill every attempt and register again.
     pub reconcile_timeout: Duration,
     /// Why the machine must not take work; the health answer carries it.
@@ -44,9 +49,29 @@ pub struct EraWiring {
     pub tpu: Option<String>,
 }
 
-/// Starts the register loop and the log pusher; returns the Reconcile handler's state.
+/// Starts the register loop, the log pusher and the stats writer; returns the Reconcile
+/// handler's state.
 pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
     let now = i64::try_from(worker.clock.now_ms()).unwrap_or(i64::MAX);
+    let worker_rows = wiring.stats_rows.then(|| {
+        let tables = StatsTables::new(&worker.metrics);
+        let writer = StatsWriter {
+            tables: tables.clone(),
+            driver: worker.driver.clone(),
+            samples: worker.samples.clone(),
+            worker_id: wiring.register.worker_id.clone(),
+            controller: wiring.client.clone(),
+            dial: wiring.dial.clone(),
+            token: wiring.token.clone(),
+            metrics: worker.metrics.clone(),
+        };
+        tokio::spawn(writer.run());
+        Arc::new(WorkerRows::new(
+            tables.workers,
+            &wiring.register,
+            worker.samples.clone(),
+        ))
+    });
     let reconciler = Arc::new(Reconciler {
         driver: worker.driver.clone(),
         worker_id: wiring.register.worker_id.clone(),
@@ -56,6 +81,8 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
         measure_health: wiring.measure_health,
         troubles: wiring.troubles,
         tpu: wiring.tpu,
+        cpu: Arc::new(HostCpu::default()),
+        worker_rows,
     });
     worker.metrics.set_protocol_era(ERA);
     let (client, request) = (wiring.client.clone(), wiring.register);
