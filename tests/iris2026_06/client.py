@@ -480,6 +480,50 @@ def scenario_stats(client, _ws):
     }
 
 
+def scenario_outage(client, ws):
+    """A task printing `OUTAGE_LINES` numbered lines over 50 s while the test takes the log
+    service away: `<ws>/outage-running` says it runs, `<ws>/outage-over` that the service is
+    back. Then what reached the log service: which lines are missing or doubled, and the times
+    of the stats rows written for the task and its worker."""
+    n = int(os.environ.get("OUTAGE_LINES", "500"))
+    ep = Entrypoint.from_command("sh", "-c", f"for i in $(seq 1 {n}); do echo outage-line-$i; sleep 0.1; done")
+    job = client.submit(ep, "outage", RESOURCES, task_image=TASK_IMAGE)
+    deadline = time.time() + WAIT
+    while time.time() < deadline and client.list_tasks(job.job_id)[0].state != job_pb2.TASK_STATE_RUNNING:
+        time.sleep(0.2)
+    (Path(ws) / "outage-running").touch()
+    status = job.wait(timeout=WAIT, poll_interval=0.5, raise_on_failure=False)
+    while time.time() < deadline and not (Path(ws) / "outage-over").exists():
+        time.sleep(0.2)
+    task, worker = f"{job.job_id}/0", client.list_tasks(job.job_id)[0].worker_id
+    want = [f"outage-line-{i}" for i in range(1, n + 1)]
+    got, rows, workers = [], [], []
+    until = time.time() + 60  # the writers back off up to 30 s after a failure
+    while time.time() < until:
+        got = [e.data for e in client.fetch_task_logs(job.job_id) if e.data.startswith("outage-line-")]
+        try:
+            rows = stats_query(f"SELECT ts FROM \"iris.task\" WHERE task_id = '{task}'")
+            workers = stats_query(f"SELECT ts FROM \"iris.worker\" WHERE worker_id = '{worker}'")
+        except Exception:
+            pass
+        if got == want and rows:
+            break
+        time.sleep(1)
+
+    def ms(r):
+        return int(r["ts"].replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+    return {
+        "state": state_name(status),
+        "lines": len(got),
+        "missing": sorted(set(want) - set(got), key=want.index)[:20],
+        "doubled": len(got) - len(set(got)),
+        "in_order": got == sorted(got, key=lambda line: int(line.rsplit("-", 1)[1])),
+        "task_row_ms": sorted(ms(r) for r in rows),
+        "worker_row_ms": sorted(ms(r) for r in workers),
+    }
+
+
 def scenario_on_worker(client, _ws):
     """`IRIS_TEST_COMMAND` (sh -c) on the worker whose attribute `IRIS_TEST_CONSTRAINT`
     (`key=value`) names, in `IRIS_TEST_TASK_IMAGE`; no retries, so the first attempt's end is

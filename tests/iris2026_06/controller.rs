@@ -72,12 +72,17 @@ impl Controller {
     /// A controller whose jobs run in `image` unless they name their own (Iris's
     /// `default_task_image`).
     pub fn start_with_task_image(python: PathBuf, image: &str) -> Controller {
+        Controller::start_configured(python, image, "")
+    }
+
+    /// As `start_with_task_image`, with `extra` lines appended to its cluster config.
+    pub fn start_configured(python: PathBuf, image: &str, extra: &str) -> Controller {
         let dir = temp_dir("iris-2026-06-controller");
         let port = free_port();
         let config = format!(
             "platform: {{manual: {{}}}}\ncontroller: {{manual: {{host: 127.0.0.1, port: {port}}}}}\n\
              worker_provider: {{}}\nstorage: {{remote_state_dir: file://{d}/remote, local_state_dir: {d}/local}}\n\
-             defaults: {{worker: {{docker_image: {image}, default_task_image: {image}}}}}\n",
+             defaults: {{worker: {{docker_image: {image}, default_task_image: {image}}}}}\n{extra}",
             d = dir.display()
         );
         std::fs::write(dir.join("cluster.yaml"), config).unwrap();

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+pub mod outage;
 pub mod registry;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_iris-worker");

@@ -92,6 +92,9 @@ impl LogPusher {
     pub async fn run(self) {
         let mut progress: BTreeMap<AttemptKey, Progress> = BTreeMap::new();
         let mut service: Option<ConnectClient> = None;
+        // Failed pushes since the last good one: the first is a warning, the rest are counted
+        // (a 30 s outage is one line in the log, not sixty), and the recovery says how many.
+        let mut failing = 0u64;
         loop {
             tokio::time::sleep(PUSH_EVERY).await;
             let Ok(targets) = self
@@ -123,18 +126,28 @@ impl LogPusher {
                     .push_attempt(client, &key, &task_path, finished, p)
                     .await
                 {
-                    Ok(()) if p.done => {
-                        // Retention may take the attempt now: nothing of it is left to push.
-                        let attempt = key.clone();
-                        let _ = self
-                            .driver
-                            .ask(|reply| Command::LogsShipped { attempt, reply })
-                            .await;
+                    Ok(()) => {
+                        if failing > 0 {
+                            tracing::info!(failed = failing, "the log service takes lines again");
+                            failing = 0;
+                        }
+                        if p.done {
+                            // Retention may take the attempt now: nothing of it is left to push.
+                            let attempt = key.clone();
+                            let _ = self
+                                .driver
+                                .ask(|reply| Command::LogsShipped { attempt, reply })
+                                .await;
+                        }
                     }
-                    Ok(()) => {}
                     Err(e) => {
                         self.metrics.log_push_failures.inc();
-                        tracing::warn!(attempt = %key, error = %e, "pushing logs failed; retrying");
+                        failing += 1;
+                        match failing {
+                            1 => tracing::warn!(attempt = %key, error = %e,
+                                "pushing logs failed; retrying every {PUSH_EVERY:?}"),
+                            _ => tracing::debug!(attempt = %key, error = %e, "pushing logs failed"),
+                        }
                         service = None;
                         break;
                     }
