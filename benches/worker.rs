@@ -10,6 +10,9 @@
 //!   (protobuf and JSON, HTTP/1.1 keep-alive) against gRPC (HTTP/2), in interleaved rounds;
 //! - reconcile (`BENCH_ONLY=reconcile`): one 2026-06 Reconcile of 1,000 desired running
 //!   attempts (decode, the adapter, the core, encode) vs decoding and encoding the same bytes;
+//! - stats (`BENCH_ONLY=stats`): the stats writer's CPU per 1,000 `iris.task` rows (made from
+//!   samples, queued, taken, Arrow-encoded, framed as a WriteRows request) vs the Arrow IPC
+//!   encode of the same rows alone;
 //! - soak (`BENCH_ONLY=soak`, `SOAK_TASKS`, default 100,000): short tasks through one worker
 //!   with default retention; RSS, cache dir, journal, ListTasks latency and tasks/s per tenth.
 
@@ -410,8 +413,75 @@ fn reconcile_numbers(n: usize, rounds: u32) -> (f64, f64) {
     (ours, base)
 }
 
+/// This thread's CPU time, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU microseconds per 1,000 rows: (the writer's whole path, the Arrow encode alone), over
+/// `rounds` batches of 1,000 rows.
+fn stats_numbers(rounds: u32) -> (f64, f64) {
+    use iris_worker::core::ResourceUsage;
+    use iris_worker::shell::era2026_06::stats_rows::{TaskRow, encode};
+    use iris_worker::shell::era2026_06::stats_writer::{StatsQueue, write_request};
+    use prost::Message;
+    let metrics = std::sync::Arc::new(iris_worker::shell::metrics::Metrics::new());
+    let queue = StatsQueue::<TaskRow>::new(metrics);
+    // What the writer reads each period: a running attempt's wire name and newest sample.
+    let samples: Vec<(String, ResourceUsage)> = (0..1_000)
+        .map(|i| {
+            let usage = ResourceUsage {
+                memory_mb: 1_000 + i,
+                cpu_millicores: 500,
+                ..ResourceUsage::default()
+            };
+            (format!("/alice/train-{i}/0"), usage)
+        })
+        .collect();
+    let row = |(path, usage): &(String, ResourceUsage)| TaskRow {
+        task_id: path.clone(),
+        attempt_id: 0,
+        worker_id: "worker-1".into(),
+        ts_ms: 1_780_000_000_000,
+        cpu_millicores: i64::from(usage.cpu_millicores),
+        memory_mb: usage.memory_mb,
+        disk_mb: usage.disk_mb,
+        memory_peak_mb: usage.memory_peak_mb,
+        accelerator_util_pct: None,
+        accelerator_mem_bytes: None,
+    };
+    let start = thread_cpu_seconds();
+    for _ in 0..rounds {
+        queue.extend(samples.iter().map(row));
+        let batch = queue.take();
+        std::hint::black_box(write_request(&batch).unwrap().encode_to_vec());
+    }
+    let writer = (thread_cpu_seconds() - start) * 1e6 / f64::from(rounds);
+    let rows: Vec<TaskRow> = samples.iter().map(row).collect();
+    let start = thread_cpu_seconds();
+    for _ in 0..rounds {
+        std::hint::black_box(encode(&rows).unwrap());
+    }
+    let arrow = (thread_cpu_seconds() - start) * 1e6 / f64::from(rounds);
+    (writer, arrow)
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("stats") {
+        let (writer, arrow) = stats_numbers(2_000);
+        println!(
+            "stats rows: {writer:.0} CPU us per 1,000 iris.task rows through the writer vs {arrow:.0} us for the Arrow IPC encode alone: ratio {:.2}",
+            writer / arrow
+        );
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("reconcile") {
         let (ours, base) = reconcile_numbers(1_000, 200);
         println!(
@@ -490,6 +560,11 @@ async fn main() {
     );
     println!("| worker peak RSS (whole run) | {peak_mb} MiB | - | - | < 64 MiB |");
     print_protocols(&worker.addr.to_string()).await;
+    let (writer, arrow) = stats_numbers(2_000);
+    println!(
+        "| stats writer, CPU per 1,000 `iris.task` rows | {writer:.0} us | {arrow:.0} us (Arrow IPC encode alone) | {:.2} | - |",
+        writer / arrow
+    );
     drop(c);
     drop(worker);
     if let Some((to_running, cli, rate)) = docker_numbers().await {

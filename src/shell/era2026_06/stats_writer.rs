@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arrow_schema::ArrowError;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -68,6 +69,13 @@ impl<R: StatsRow> StatsQueue<R> {
         self.trim(&mut rows);
     }
 
+    /// Queues rows under one lock.
+    pub fn extend(&self, more: impl IntoIterator<Item = R>) {
+        let mut rows = self.lock();
+        rows.extend(more);
+        self.trim(&mut rows);
+    }
+
     fn trim(&self, rows: &mut VecDeque<R>) {
         let over = rows.len().saturating_sub(ROWS_MAX);
         if over > 0 {
@@ -84,7 +92,8 @@ impl<R: StatsRow> StatsQueue<R> {
         self.lock().is_empty()
     }
 
-    fn take(&self) -> Vec<R> {
+    /// The oldest rows, at most `BATCH_ROWS_MAX`, out of the queue.
+    pub fn take(&self) -> Vec<R> {
         let mut rows = self.lock();
         let n = rows.len().min(BATCH_ROWS_MAX);
         rows.drain(..n).collect()
@@ -271,6 +280,7 @@ impl StatsWriter {
             .map(|(key, path, _)| (key, path))
             .collect();
         last_row.retain(|key, _| paths.contains_key(key));
+        let mut rows = Vec::new();
         for (key, at_ms, usage) in self.samples.latest() {
             let Some(task_id) = paths.get(&key) else {
                 continue;
@@ -279,7 +289,7 @@ impl StatsWriter {
                 continue;
             }
             last_row.insert(key.clone(), at_ms);
-            self.tables.tasks.push(TaskRow {
+            rows.push(TaskRow {
                 task_id: task_id.clone(),
                 attempt_id: i64::from(key.attempt_id),
                 worker_id: self.worker_id.clone(),
@@ -292,6 +302,7 @@ impl StatsWriter {
                 accelerator_mem_bytes: None,
             });
         }
+        self.tables.tasks.extend(rows);
         true
     }
 
@@ -351,14 +362,18 @@ impl StatsWriter {
                 client.unary(REGISTER_PATH, &request, CALL_TIMEOUT).await?;
             *registered = true;
         }
-        let arrow_ipc = encode(rows).map_err(|e| Status::internal(e.to_string()))?;
-        let request = wire::WriteRowsRequest {
-            namespace: R::NAMESPACE.to_string(),
-            arrow_ipc,
-        };
+        let request = write_request(rows).map_err(|e| Status::internal(e.to_string()))?;
         let _: wire::WriteRowsResponse = client.unary(WRITE_PATH, &request, CALL_TIMEOUT).await?;
         Ok(())
     }
+}
+
+/// The `WriteRows` call for `rows`.
+pub fn write_request<R: StatsRow>(rows: &[R]) -> Result<wire::WriteRowsRequest, ArrowError> {
+    Ok(wire::WriteRowsRequest {
+        namespace: R::NAMESPACE.to_string(),
+        arrow_ipc: encode(rows)?,
+    })
 }
 
 /// The service will never take this batch: retrying it would stall the table behind it.
