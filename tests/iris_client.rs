@@ -96,6 +96,11 @@ fn run_client(
     let env = [
         ("IRIS_TEST_TASK_IMAGE", image.unwrap_or("")),
         ("IRIS_TEST_PARALLEL", "1"),
+        // The docker worker takes periodic profiles (see its flags).
+        (
+            "IRIS_TEST_PERIODIC",
+            if image.is_some() { "1" } else { "0" },
+        ),
     ];
     let results = controller.run_client(ws, scenarios, &env);
     let names = scenarios.iter().map(|n| n.to_string());
@@ -248,6 +253,19 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             assert!(threads.contains("spin_here") || missing, "{r}");
             if !missing {
                 assert_eq!(r["cpu_has_spin"], true, "{r}");
+                // Kept for Iris's dashboard in `iris.profile`: both on-demand profiles (and in
+                // docker the worker's periodic one), of this task's attempt 0, by this worker.
+                let rows = r["profile_rows"].as_array().expect("profile rows");
+                let has = |trigger: &str, kind: &str| {
+                    rows.iter()
+                        .any(|row| row["trigger"] == trigger && row["type"] == kind)
+                };
+                assert!(has("on_demand", "thread") && has("on_demand", "cpu"), "{r}");
+                for row in rows {
+                    assert_eq!(row["attempt_id"], 0, "{r}");
+                    assert_eq!(row["vm_id"], r["worker"], "{r}");
+                    assert_eq!(row["names_spin"], true, "the profile itself: {r}");
+                }
             }
         }
         "stats" => {
@@ -340,7 +358,17 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
     let dir = temp_dir("iris-client-docker");
     let ws = workspace(&dir);
     let id = format!("w-client-docker-{}", std::process::id());
-    let docker = ["--runtime", "docker", "--default-image", PYTHON_IMAGE];
+    // Periodic profiles every 3 s of 2 s each, so one is taken while the profile scenario runs.
+    let docker = [
+        "--runtime",
+        "docker",
+        "--default-image",
+        PYTHON_IMAGE,
+        "--profile-interval",
+        "3s",
+        "--profile-seconds",
+        "2",
+    ];
     let worker = start_worker(&controller, &dir.join("cache"), &id, &docker);
     let before = built_images();
     let mut scenarios = SCENARIOS.to_vec();
@@ -352,6 +380,13 @@ fn docker_the_clients_jobs_run_with_its_container_recipe() {
             dump.contains("spin_here"),
             "py-spy ran in the container: {profile}"
         );
+        let rows = profile["profile_rows"].as_array().expect("profile rows");
+        let periodic = rows
+            .iter()
+            .find(|row| row["trigger"] == "periodic")
+            .unwrap_or_else(|| panic!("no periodic profile: {profile}"));
+        assert_eq!(periodic["format"], "speedscope", "{profile}");
+        assert_eq!(periodic["duration_seconds"], 2, "{profile}");
     }
     for (name, r) in &results {
         // The client's recipe ran in the task's image: uv synced the workspace into /app/.venv.

@@ -178,6 +178,8 @@ fn era_wiring(shared: &Shared, worker: usize) -> EraWiring {
         measure_health: false,
         blocking_reads: false,
         stats_rows: false,
+        profile_every: None,
+        profile_seconds: 0,
         reconcile_timeout: RECONCILE_TIMEOUT,
         troubles: Default::default(),
         tpu: None,

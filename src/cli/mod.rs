@@ -206,6 +206,13 @@ pub struct ServeArgs {
     /// 2026-06: without a Reconcile for this long, kill every task and register again.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "600s")]
     pub reconcile_timeout: Duration,
+    /// 2026-06: a CPU profile (py-spy) of every running task this often, kept in the log
+    /// service's `iris.profile` table for Iris's dashboard, as Iris's worker does; `off` takes none.
+    #[arg(long, default_value = "10m", value_parser = parse_optional_duration)]
+    pub profile_interval: DurationOrOff,
+    /// How long each periodic profile samples.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub profile_seconds: u32,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[arg(long, default_value_t = 10_000)]
@@ -346,6 +353,8 @@ impl ServeArgs {
             controller_address: self.controller_address.clone(),
             iris_protocol: self.iris_protocol,
             reconcile_timeout: self.reconcile_timeout,
+            profile_every: self.profile_interval,
+            profile_seconds: self.profile_seconds,
             worker_id: self.worker_id.clone(),
             slice_id: self.slice_id.clone().filter(|s| !s.is_empty()),
             gce_metadata_host: self.gce_metadata_host.clone(),

@@ -15,6 +15,7 @@ use crate::core::{AttemptKey, CoreConfig, Era, LogLimits, TaskId, WorkerCore};
 use crate::shell::blobs::BlobStore;
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
+use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::journal::{Journal, Recovered};
 use crate::shell::logs::store::{LOGS_DIR, LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
@@ -70,6 +71,8 @@ pub struct AssembledWorker {
     pub logs: LogStore,
     pub metrics: Arc<Metrics>,
     pub samples: SampleStore,
+    /// The log service's stats tables (2026-06): queued here, written by the era's writer.
+    pub stats: StatsTables,
     /// The driver's clock, for the parts of an era that keep time (the reconcile watchdog).
     pub clock: Clock,
 }
@@ -158,8 +161,10 @@ where
     };
     let adopted = adopted.into_iter().flatten().collect();
     let (driver, driver_task) = Driver::spawn(core, parts, recovered, adopted);
-    let service = WorkerService::new(driver.clone(), logs.clone(), metrics.clone());
+    let stats = StatsTables::new(&metrics);
+    let service = WorkerService::new(driver.clone(), logs.clone(), metrics.clone(), stats.clone());
     Ok(AssembledWorker {
+        stats,
         driver,
         driver_task,
         service,

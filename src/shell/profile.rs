@@ -5,6 +5,16 @@
 //! profiled process is the task's first Python process: in a container any, in the process
 //! runtime only those of the task's process group (the exec joins it), never the host's others.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::core::TaskId;
+use crate::shell::driver::{Command, DriverGone, DriverHandle};
+use crate::shell::era2026_06::stats_rows::ProfileRow;
+
+/// Iris's `ProfileTrigger` values.
+pub const PERIODIC: &str = "periodic";
+pub const ON_DEMAND: &str = "on_demand";
+
 /// What a profile request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -73,6 +83,88 @@ pub fn script(profile: &Profile) -> String {
         ),
     };
     format!("{FIND}{run}\n")
+}
+
+impl Profile {
+    fn seconds(&self) -> u32 {
+        match self {
+            Profile::Threads { .. } => 0,
+            Profile::Cpu { seconds, .. } => *seconds,
+        }
+    }
+}
+
+/// Takes `profile` inside the task's running attempt: the profiler's output, or why there is
+/// none (py-spy missing, no Python process, the task not running, py-spy's own error).
+pub async fn capture(
+    driver: &DriverHandle,
+    task_id: TaskId,
+    profile: &Profile,
+) -> Result<Result<Vec<u8>, String>, DriverGone> {
+    let limit = Duration::from_secs(u64::from(profile.seconds()) + SLACK_SECONDS);
+    let done = driver
+        .ask(|reply| Command::Exec {
+            task_id,
+            command: vec!["sh".into(), "-c".into(), script(profile)],
+            timeout: Some(limit),
+            reply,
+        })
+        .await?;
+    Ok(match done {
+        Ok(out) if out.exit_code == 0 => Ok(out.stdout.into_bytes()),
+        Ok(out) => Err(format!(
+            "py-spy failed (exit {}): {}",
+            out.exit_code,
+            out.stderr.trim()
+        )),
+        Err(error) => Err(error),
+    })
+}
+
+/// Who a profile's `iris.profile` row names, and why it was taken.
+pub struct Row<'a> {
+    /// The task's wire name (`/<job>/<n>`).
+    pub source: &'a str,
+    pub attempt_id: Option<i64>,
+    /// The worker that took it.
+    pub vm_id: &'a str,
+    /// `PERIODIC` or `ON_DEMAND`.
+    pub trigger: &'static str,
+}
+
+impl Row<'_> {
+    /// The row of `data`, taken now, as Iris's `build_profile_row` makes it.
+    pub fn of(&self, profile: &Profile, data: Vec<u8>) -> ProfileRow {
+        let captured_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut row = ProfileRow {
+            source: self.source.to_string(),
+            attempt_id: self.attempt_id,
+            vm_id: self.vm_id.to_string(),
+            captured_at_ms,
+            duration_seconds: i64::from(profile.seconds()),
+            trigger: self.trigger,
+            profile_data: data,
+            ..ProfileRow::default()
+        };
+        match profile {
+            Profile::Threads { locals } => {
+                (row.kind, row.format) = ("thread", "raw");
+                row.locals_dump = Some(*locals);
+            }
+            Profile::Cpu {
+                rate_hz, format, ..
+            } => {
+                (row.kind, row.format) = ("cpu", format);
+                row.rate_hz = Some(i64::from(*rate_hz));
+                // Iris asks py-spy for native frames too; py-spy cannot take them without
+                // stopping the task (--nonblocking), and this worker never stops it.
+                row.native = Some(false);
+            }
+        }
+        row
+    }
 }
 
 /// The task a profile target names: `/<job>/<n>` or `/<job>/<n>:<attempt>`; `None` for the

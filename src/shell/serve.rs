@@ -52,6 +52,10 @@ pub struct ServeOptions {
     pub controller_address: Option<String>,
     pub iris_protocol: IrisProtocol,
     pub reconcile_timeout: Duration,
+    /// 2026-06: how often every running task's CPU is profiled into `iris.profile` (`None`:
+    /// never), and for how long each.
+    pub profile_every: Option<Duration>,
+    pub profile_seconds: u32,
     pub worker_id: Option<String>,
     /// The slice this VM belongs to (Iris's `slice_id`, set by its autoscaler): registered, and
     /// with the TPU worker number the worker id `<slice>-worker-<N>`.
@@ -360,6 +364,8 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
                 measure_health: true,
                 blocking_reads: true,
                 stats_rows: true,
+                profile_every: opts.profile_every,
+                profile_seconds: opts.profile_seconds,
                 reconcile_timeout: opts.reconcile_timeout,
                 troubles: troubles.clone(),
                 tpu: gce

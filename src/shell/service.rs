@@ -16,6 +16,7 @@ use crate::proto::worker::{
 };
 use crate::shell::connect::server::Protocol;
 use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
+use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::Metrics;
 use std::sync::Arc;
@@ -24,14 +25,22 @@ pub struct WorkerService {
     driver: DriverHandle,
     logs: LogStore,
     metrics: Arc<Metrics>,
+    /// Where profiles taken on demand are kept (`iris.profile`), when a writer runs.
+    stats: StatsTables,
 }
 
 impl WorkerService {
-    pub fn new(driver: DriverHandle, logs: LogStore, metrics: Arc<Metrics>) -> WorkerService {
+    pub fn new(
+        driver: DriverHandle,
+        logs: LogStore,
+        metrics: Arc<Metrics>,
+        stats: StatsTables,
+    ) -> WorkerService {
         WorkerService {
             driver,
             logs,
             metrics,
+            stats,
         }
     }
 }
@@ -155,28 +164,29 @@ impl WorkerService {
             None => return Err(Status::invalid_argument("profile_type is required")),
         };
         let task_id = task_id(task)?;
-        let limit = std::time::Duration::from_secs(u64::from(seconds) + profile::SLACK_SECONDS);
-        let done = self
+        let attempt = self
             .driver
-            .ask(|reply| Command::Exec {
-                task_id,
-                command: vec!["sh".into(), "-c".into(), profile::script(&wanted)],
-                timeout: Some(limit),
+            .ask(|reply| Command::CurrentAttempt {
+                task_id: task_id.clone(),
                 reply,
             })
             .await?;
-        Ok(Response::new(match done {
-            Ok(out) if out.exit_code == 0 => job_wire::ProfileTaskResponse {
-                profile_data: out.stdout.into_bytes(),
+        let taken = profile::capture(&self.driver, task_id, &wanted).await?;
+        if let (Ok(data), Some(vm_id)) = (&taken, self.stats.vm_id()) {
+            let source = request.target.split(':').next().unwrap_or_default();
+            let attempt_id = attempt.map(|a| i64::from(a.attempt_id));
+            let row = profile::Row {
+                source,
+                attempt_id,
+                vm_id,
+                trigger: profile::ON_DEMAND,
+            };
+            self.stats.profiles.push(row.of(&wanted, data.clone()));
+        }
+        Ok(Response::new(match taken {
+            Ok(profile_data) => job_wire::ProfileTaskResponse {
+                profile_data,
                 error: String::new(),
-            },
-            Ok(out) => job_wire::ProfileTaskResponse {
-                error: format!(
-                    "py-spy failed (exit {}): {}",
-                    out.exit_code,
-                    out.stderr.trim()
-                ),
-                ..Default::default()
             },
             Err(error) => job_wire::ProfileTaskResponse {
                 error,

@@ -258,10 +258,33 @@ def scenario_profile(client, ws):
     threads = iris_cli("process", "profile", "--target", target, "threads")
     out = str(Path(ws) / "cpu-profile.json")
     cpu = iris_cli("process", "profile", "--target", target, "cpu", "-d", "2", "-o", out)
+    # What the dashboard lists: the profiles kept in `iris.profile`, on demand and (when the
+    # worker takes them, IRIS_TEST_PERIODIC=1) periodic.
+    wanted = {"on_demand:thread", "on_demand:cpu"}
+    if os.environ.get("IRIS_TEST_PERIODIC") == "1":
+        wanted.add("periodic:cpu")
+    rows, until, error = [], time.time() + 60, None
+    while time.time() < until:
+        try:
+            rows, error = [], None
+            rows = stats_query(
+                "SELECT source, attempt_id, vm_id, type, format, trigger, rate_hz, duration_seconds,"
+                " octet_length(CAST(profile_data AS VARCHAR)) AS bytes, position('spin_here' IN CAST(profile_data AS VARCHAR)) > 0"
+                f" AS names_spin FROM \"iris.profile\" WHERE source = '{job.job_id}/0'"
+            )
+        except Exception as e:  # not registered yet, or the query failed: say so if it lasts
+            error = repr(e)
+        if wanted <= {f"{r['trigger']}:{r['type']}" for r in rows}:
+            break
+        time.sleep(1)
     client.terminate(job.job_id)
     cpu_data = Path(out).read_text() if Path(out).exists() else ""
     return {
         "state": "ran",
+        "task": target,
+        "worker": client.list_tasks(job.job_id)[0].worker_id,
+        "profile_rows": rows,
+        "profile_rows_error": error,
         "threads": threads.stdout[-4000:],
         "threads_err": threads.stderr[-2000:],
         "cpu_has_spin": "spin_here" in cpu_data,

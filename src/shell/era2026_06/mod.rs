@@ -13,6 +13,7 @@
 pub mod health;
 pub mod log_service;
 pub mod logpush;
+pub mod profile_loop;
 pub mod reconcile;
 pub mod register;
 pub mod spec;

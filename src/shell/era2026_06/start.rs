@@ -14,9 +14,10 @@ use crate::shell::assemble::AssembledWorker;
 use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::era2026_06::health::HostCpu;
 use crate::shell::era2026_06::logpush::LogPusher;
+use crate::shell::era2026_06::profile_loop::ProfileLoop;
 use crate::shell::era2026_06::reconcile::Reconciler;
 use crate::shell::era2026_06::register;
-use crate::shell::era2026_06::stats_writer::{StatsTables, StatsWriter, WorkerRows};
+use crate::shell::era2026_06::stats_writer::{StatsWriter, WorkerRows};
 use crate::shell::trouble::Troubles;
 
 /// The era's name in `/metrics` (`iris_worker_iris_protocol{era}`).
@@ -41,6 +42,10 @@ pub struct EraWiring {
     /// Write Iris's stats rows (`iris.worker`, `iris.task`) to the log service (not in a
     /// simulation: its hosts have no machine of their own to describe).
     pub stats_rows: bool,
+    /// With stats rows: a CPU profile of each running attempt this often (`None`: never)...
+    pub profile_every: Option<Duration>,
+    /// ...sampling this many seconds.
+    pub profile_seconds: u32,
     /// Without a Reconcile for this long, kill every attempt and register again.
     pub reconcile_timeout: Duration,
     /// Why the machine must not take work; the health answer carries it.
@@ -54,7 +59,7 @@ pub struct EraWiring {
 pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
     let now = i64::try_from(worker.clock.now_ms()).unwrap_or(i64::MAX);
     let worker_rows = wiring.stats_rows.then(|| {
-        let tables = StatsTables::new(&worker.metrics);
+        let tables = worker.stats.clone();
         let writer = StatsWriter {
             tables: tables.clone(),
             driver: worker.driver.clone(),
@@ -66,6 +71,16 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
             metrics: worker.metrics.clone(),
         };
         tokio::spawn(writer.run());
+        if let Some(every) = wiring.profile_every {
+            let profiles = ProfileLoop {
+                driver: worker.driver.clone(),
+                tables: tables.clone(),
+                worker_id: wiring.register.worker_id.clone(),
+                every,
+                seconds: wiring.profile_seconds,
+            };
+            tokio::spawn(profiles.run());
+        }
         Arc::new(WorkerRows::new(
             tables.workers,
             &wiring.register,

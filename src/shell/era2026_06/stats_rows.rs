@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
@@ -24,6 +25,8 @@ pub enum Col<R> {
     F64(&'static str, fn(&R) -> f64),
     OptI64(&'static str, fn(&R) -> Option<i64>),
     OptF64(&'static str, fn(&R) -> Option<f64>),
+    OptBool(&'static str, fn(&R) -> Option<bool>),
+    Bytes(&'static str, fn(&R) -> &[u8]),
     /// Epoch milliseconds.
     Ts(&'static str, fn(&R) -> i64),
 }
@@ -36,6 +39,8 @@ impl<R> Col<R> {
             | Col::F64(n, _)
             | Col::OptI64(n, _)
             | Col::OptF64(n, _)
+            | Col::OptBool(n, _)
+            | Col::Bytes(n, _)
             | Col::Ts(n, _) => n,
         }
     }
@@ -45,6 +50,8 @@ impl<R> Col<R> {
             Col::Str(..) => (wire::ColumnType::String, DataType::Utf8),
             Col::I64(..) | Col::OptI64(..) => (wire::ColumnType::Int64, DataType::Int64),
             Col::F64(..) | Col::OptF64(..) => (wire::ColumnType::Float64, DataType::Float64),
+            Col::OptBool(..) => (wire::ColumnType::Bool, DataType::Boolean),
+            Col::Bytes(..) => (wire::ColumnType::Bytes, DataType::Binary),
             Col::Ts(..) => (
                 wire::ColumnType::TimestampMs,
                 DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -59,6 +66,8 @@ impl<R> Col<R> {
             Col::F64(_, f) => Arc::new(Float64Array::from_iter_values(rows.iter().map(f))),
             Col::OptI64(_, f) => Arc::new(rows.iter().map(f).collect::<Int64Array>()),
             Col::OptF64(_, f) => Arc::new(rows.iter().map(f).collect::<Float64Array>()),
+            Col::OptBool(_, f) => Arc::new(rows.iter().map(f).collect::<BooleanArray>()),
+            Col::Bytes(_, f) => Arc::new(BinaryArray::from_iter_values(rows.iter().map(f))),
             Col::Ts(_, f) => Arc::new(TimestampMillisecondArray::from_iter_values(
                 rows.iter().map(f),
             )),
@@ -76,6 +85,10 @@ pub trait StatsRow: Send + 'static {
     fn columns() -> &'static [Col<Self>]
     where
         Self: Sized;
+    /// About what the row costs in memory and on the wire (a batch is cut by it).
+    fn size(&self) -> usize {
+        256
+    }
 }
 
 /// The schema to register, as finelog's client derives it from Iris's dataclass.
@@ -216,6 +229,56 @@ impl StatsRow for TaskRow {
     }
 }
 
+/// `iris.profile`: one per profile taken (Iris's `IrisProfile`, `runtime/profile.py`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileRow {
+    /// The task's wire name, or `/system/worker/<id>` for the worker itself.
+    pub source: String,
+    pub attempt_id: Option<i64>,
+    /// The worker that took it.
+    pub vm_id: String,
+    pub captured_at_ms: i64,
+    pub duration_seconds: i64,
+    /// "cpu", "memory" or "thread".
+    pub kind: &'static str,
+    /// py-spy's format ("flamegraph", "speedscope", "raw"), or "raw" for a thread dump.
+    pub format: &'static str,
+    /// "periodic" or "on_demand".
+    pub trigger: &'static str,
+    pub rate_hz: Option<i64>,
+    pub native: Option<bool>,
+    pub leaks: Option<bool>,
+    pub locals_dump: Option<bool>,
+    pub profile_data: Vec<u8>,
+}
+
+const PROFILE_COLUMNS: &[Col<ProfileRow>] = &[
+    Col::Str("source", |r| &r.source),
+    Col::OptI64("attempt_id", |r| r.attempt_id),
+    Col::Str("vm_id", |r| &r.vm_id),
+    Col::Ts("captured_at", |r| r.captured_at_ms),
+    Col::I64("duration_seconds", |r| r.duration_seconds),
+    Col::Str("type", |r| r.kind),
+    Col::Str("format", |r| r.format),
+    Col::Str("trigger", |r| r.trigger),
+    Col::OptI64("rate_hz", |r| r.rate_hz),
+    Col::OptBool("native", |r| r.native),
+    Col::OptBool("leaks", |r| r.leaks),
+    Col::OptBool("locals_dump", |r| r.locals_dump),
+    Col::Bytes("profile_data", |r| &r.profile_data),
+];
+
+impl StatsRow for ProfileRow {
+    const NAMESPACE: &'static str = "iris.profile";
+    const KEY_COLUMN: &'static str = "source";
+    fn columns() -> &'static [Col<Self>] {
+        PROFILE_COLUMNS
+    }
+    fn size(&self) -> usize {
+        256 + self.profile_data.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +327,11 @@ mod tests {
         );
         assert_eq!(worker.columns[4].r#type, wire::ColumnType::Float64 as i32);
         assert_eq!(names(worker).len(), 20);
+        let profile = wire_schema::<ProfileRow>();
+        assert_eq!(profile.key_column, "source");
+        assert_eq!(profile.columns[12].name, "profile_data");
+        assert_eq!(profile.columns[12].r#type, wire::ColumnType::Bytes as i32);
+        assert_eq!(profile.columns[9].r#type, wire::ColumnType::Bool as i32);
     }
 
     #[test]
