@@ -251,8 +251,13 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             let err = r["threads_err"].as_str().unwrap_or_default();
             let missing = err.contains("py-spy is not installed");
             assert!(threads.contains("spin_here") || missing, "{r}");
+            let mem_err = r["mem_err"].as_str().unwrap_or_default();
+            assert_eq!(missing, mem_err.contains("memray is not installed"), "{r}");
             if !missing {
                 assert_eq!(r["cpu_has_spin"], true, "{r}");
+                // memray (attached with the image's gdb): the allocating function's name in
+                // the flamegraph.
+                assert_eq!(r["mem_has_grow"], true, "{r}");
                 // Kept for Iris's dashboard in `iris.profile`: both on-demand profiles (and in
                 // docker the worker's periodic one), of this task's attempt 0, by this worker.
                 let rows = r["profile_rows"].as_array().expect("profile rows");
@@ -261,10 +266,12 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
                         .any(|row| row["trigger"] == trigger && row["type"] == kind)
                 };
                 assert!(has("on_demand", "thread") && has("on_demand", "cpu"), "{r}");
+                assert!(has("on_demand", "memory"), "{r}");
                 for row in rows {
                     assert_eq!(row["attempt_id"], 0, "{r}");
                     assert_eq!(row["vm_id"], r["worker"], "{r}");
-                    assert_eq!(row["names_spin"], true, "the profile itself: {r}");
+                    // The profile itself (a memory flamegraph names the allocating function).
+                    assert_eq!(row["names_spin"], true, "{r}");
                 }
             }
         }

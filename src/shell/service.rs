@@ -158,9 +158,18 @@ impl WorkerService {
                 },
                 format: profile::cpu_format(c.format),
             },
-            Some(Profiler::Memory(_)) => {
-                return refuse("memory profiles (memray) are not taken by this worker yet".into());
-            }
+            Some(Profiler::Memory(m)) => match profile::memory_reporter(m.format) {
+                Some(reporter) => Profile::Memory {
+                    seconds,
+                    reporter,
+                    leaks: m.leaks,
+                },
+                None => {
+                    return refuse(
+                        "profile_type.memory.format RAW: a raw memray trace is binary; ask for flamegraph, table or stats".into(),
+                    );
+                }
+            },
             None => return Err(Status::invalid_argument("profile_type is required")),
         };
         let task_id = task_id(task)?;

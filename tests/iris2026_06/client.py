@@ -242,14 +242,26 @@ def scenario_process_status(client, _ws):
     return {"state": "exit %d" % out.returncode, "info": info, "stderr": out.stderr[-2000:]}
 
 
+def grow_here(held):
+    held.append(bytearray(256 * 1024))
+    if len(held) > 64:
+        held.pop(0)
+
+
 def spin_here():
+    held, n = [], 0
     while True:
-        pass
+        n += 1
+        if n % 20000 == 0:  # allocates steadily, for memory profiles
+            grow_here(held)
 
 
 def scenario_profile(client, ws):
     """`iris process profile --target /<job>/0 threads` and `cpu` on a busy callable."""
-    job = client.submit(Entrypoint.from_callable(spin_here), "profile-target", RESOURCES, task_image=TASK_IMAGE)
+    # A whole core: the profilers run inside the task's cgroup, and memray's gdb attach at the
+    # 0.1 core a spinning task leaves it takes longer than the CLI's 30 s.
+    resources = ResourceSpec(cpu=1, memory="512m")
+    job = client.submit(Entrypoint.from_callable(spin_here), "profile-target", resources, task_image=TASK_IMAGE)
     deadline = time.time() + WAIT
     while time.time() < deadline and client.list_tasks(job.job_id)[0].state != job_pb2.TASK_STATE_RUNNING:
         time.sleep(0.2)
@@ -258,19 +270,26 @@ def scenario_profile(client, ws):
     threads = iris_cli("process", "profile", "--target", target, "threads")
     out = str(Path(ws) / "cpu-profile.json")
     cpu = iris_cli("process", "profile", "--target", target, "cpu", "-d", "2", "-o", out)
+    mem_out = str(Path(ws) / "mem-profile.html")
+    mem = iris_cli("process", "profile", "--target", target, "mem", "-d", "3", "-o", mem_out)
+    mem_data = Path(mem_out).read_text(errors="replace") if Path(mem_out).exists() else ""
     # What the dashboard lists: the profiles kept in `iris.profile`, on demand and (when the
     # worker takes them, IRIS_TEST_PERIODIC=1) periodic.
-    wanted = {"on_demand:thread", "on_demand:cpu"}
+    wanted = {"on_demand:thread", "on_demand:cpu", "on_demand:memory"}
     if os.environ.get("IRIS_TEST_PERIODIC") == "1":
         wanted.add("periodic:cpu")
+    if "is not installed" in threads.stderr:
+        wanted = set()  # no profiler in the task: nothing to keep
     rows, until, error = [], time.time() + 60, None
     while time.time() < until:
         try:
             rows, error = [], None
+            data = "CAST(profile_data AS VARCHAR)"
             rows = stats_query(
                 "SELECT source, attempt_id, vm_id, type, format, trigger, rate_hz, duration_seconds,"
-                " octet_length(CAST(profile_data AS VARCHAR)) AS bytes, position('spin_here' IN CAST(profile_data AS VARCHAR)) > 0"
-                f" AS names_spin FROM \"iris.profile\" WHERE source = '{job.job_id}/0'"
+                f" octet_length({data}) AS bytes,"
+                f" (position('spin_here' IN {data}) > 0 OR position('grow_here' IN {data}) > 0) AS names_spin"
+                f" FROM \"iris.profile\" WHERE source = '{job.job_id}/0'"
             )
         except Exception as e:  # not registered yet, or the query failed: say so if it lasts
             error = repr(e)
@@ -288,6 +307,9 @@ def scenario_profile(client, ws):
         "threads": threads.stdout[-4000:],
         "threads_err": threads.stderr[-2000:],
         "cpu_has_spin": "spin_here" in cpu_data,
+        "mem_has_grow": "grow_here" in mem_data,
+        "mem_bytes": len(mem_data),
+        "mem_err": mem.stderr[-2000:],
         "cpu_err": cpu.stderr[-2000:],
         "cpu_bytes": len(cpu_data),
     }
