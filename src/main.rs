@@ -5,17 +5,24 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use iris_worker::cli::{Cli, LogFormat, TopCommand, client, worker_config};
-use tracing_subscriber::EnvFilter;
+use iris_worker::shell::logs::worker_log::WorkerLogTap;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+/// The worker's log on stderr (`RUST_LOG`, default info), and INFO and above also kept for the
+/// cluster's log service (`WorkerLogTap`: a 2026-06 worker ships it under its worker key).
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(filter))
+        .with(WorkerLogTap)
+        .init();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -98,6 +105,7 @@ fn main() -> ExitCode {
         }
         TopCommand::Serve(args) => {
             init_tracing(args.log_format);
+            iris_worker::shell::logs::worker_log::start_keeping();
             match args.options(cli.target.auth_token_file.as_deref()) {
                 Ok(options) => runtime()
                     .block_on(iris_worker::shell::serve::serve(options))

@@ -48,6 +48,7 @@ const SCENARIOS: &[&str] = &[
     "process_status",
     "profile",
     "stats",
+    "worker_log",
 ];
 
 /// A workspace as a user's: a pyproject with a dependency and an empty dev group (the client
@@ -310,6 +311,16 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
                 assert!(w["disk_total_bytes"].as_i64().unwrap_or(0) > 0, "{r}");
                 assert!(!w["address"].as_str().unwrap_or_default().is_empty(), "{r}");
             }
+        }
+        "worker_log" => {
+            // The worker's own log under Iris's worker key: its start-up line, with the level
+            // the `--level` filter goes by (no INFO line passes WARNING).
+            assert_eq!(state, "exit 0", "{r}");
+            let lines = strings(&r["lines"]);
+            let worker = format!("worker_id={}", r["worker"].as_str().unwrap());
+            let serving = |l: &String| l.contains("shell::serve serving") && l.contains(&worker);
+            assert!(lines.iter().any(serving), "{r}");
+            assert!(!strings(&r["warnings"]).iter().any(serving), "{r}");
         }
         other => panic!("no check for {other}"),
     }

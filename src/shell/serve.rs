@@ -346,6 +346,10 @@ pub async fn serve(mut opts: ServeOptions) -> anyhow::Result<()> {
     if gce.as_ref().is_some_and(|g| g.tpu.is_some()) {
         crate::shell::tpu_devices::spawn_watch(driver.clone(), troubles.clone());
     }
+    if task_era || reconcile.is_none() {
+        // Nothing will ship the worker's own log.
+        crate::shell::logs::worker_log::stop_keeping();
+    }
     if task_era {
         worker
             .metrics

@@ -248,6 +248,27 @@ def grow_here(held):
         held.pop(0)
 
 
+def scenario_worker_log(client, _ws):
+    """`iris process logs --target /system/worker/<id>`: the worker's own log in the log
+    service, as Iris's worker ships it (all of it, and from WARNING up)."""
+    worker = client.list_workers()[0].worker_id
+    target = f"/system/worker/{worker}"
+    deadline, out = time.time() + 30, None
+    while time.time() < deadline:
+        out = iris_cli("process", "logs", "--target", target, "--max-lines", "1000")
+        if " serving " in out.stdout:
+            break
+        time.sleep(1)
+    warnings = iris_cli("process", "logs", "--target", target, "--level", "WARNING", "--max-lines", "1000")
+    return {
+        "state": "exit %d" % out.returncode,
+        "worker": worker,
+        "lines": out.stdout.splitlines()[-200:],
+        "warnings": warnings.stdout.splitlines()[-200:],
+        "stderr": out.stderr[-2000:],
+    }
+
+
 def spin_here():
     held, n = [], 0
     while True:

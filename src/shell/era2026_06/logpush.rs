@@ -19,7 +19,9 @@ use crate::proto::v2026_06::finelog::logging as finelog;
 use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logs::store::{LogStore, pushed_path};
+use crate::shell::logs::worker_log::{self, WorkerLine};
 use crate::shell::metrics::Metrics;
+use tracing::Level;
 
 pub const PUSH_EVERY: Duration = Duration::from_millis(500);
 pub const BATCH_LINES_MAX: usize = 5_000;
@@ -28,6 +30,8 @@ const PUSH_PATH: &str = "/finelog.logging.LogService/PushLogs";
 
 pub struct LogPusher {
     pub driver: DriverHandle,
+    /// The worker's own log goes under `/system/worker/<worker_id>`, as Iris's worker's.
+    pub worker_id: String,
     pub logs: LogStore,
     pub controller: ConnectClient,
     pub token: Option<String>,
@@ -88,6 +92,26 @@ fn entry(line: &LogLine, attempt_id: i32, key: &str) -> finelog::LogEntry {
     }
 }
 
+/// A line of the worker's own log as Iris's `RemoteLogHandler` sends one (source `process`).
+fn worker_entry(line: &WorkerLine, key: &str) -> finelog::LogEntry {
+    let level = match line.level {
+        Level::ERROR => finelog::LogLevel::Error,
+        Level::WARN => finelog::LogLevel::Warning,
+        Level::INFO => finelog::LogLevel::Info,
+        _ => finelog::LogLevel::Debug,
+    };
+    finelog::LogEntry {
+        timestamp: Some(finelog::Timestamp {
+            epoch_ms: line.epoch_ms,
+        }),
+        source: "process".to_string(),
+        data: line.data.clone(),
+        attempt_id: 0,
+        level: level as i32,
+        key: key.to_string(),
+    }
+}
+
 impl LogPusher {
     pub async fn run(self) {
         let mut progress: BTreeMap<AttemptKey, Progress> = BTreeMap::new();
@@ -97,6 +121,17 @@ impl LogPusher {
         let mut failing = 0u64;
         loop {
             tokio::time::sleep(PUSH_EVERY).await;
+            if service.is_none() && worker_log::pending() > 0 {
+                service =
+                    log_service::discover(&self.controller, &self.dial, self.token.as_deref())
+                        .await;
+            }
+            if let Some(client) = &service
+                && let Err(e) = self.push_worker_log(client).await
+            {
+                tracing::debug!(error = %e, "pushing the worker's log failed");
+                service = None;
+            }
             let Ok(targets) = self
                 .driver
                 .ask(|reply| Command::PushTargets { reply })
@@ -207,6 +242,28 @@ impl LogPusher {
             if lines.len() < BATCH_LINES_MAX {
                 p.done = finished;
                 return Ok(());
+            }
+        }
+    }
+
+    /// The worker's own log since the last push (`logs::worker_log`), under Iris's worker key;
+    /// lines go back to the queue if the service does not take them.
+    async fn push_worker_log(&self, client: &ConnectClient) -> Result<(), Status> {
+        let key = format!("/system/worker/{}", self.worker_id);
+        loop {
+            let lines = worker_log::take(BATCH_LINES_MAX);
+            if lines.is_empty() {
+                return Ok(());
+            }
+            let request = finelog::PushLogsRequest {
+                key: key.clone(),
+                entries: lines.iter().map(|l| worker_entry(l, &key)).collect(),
+            };
+            let pushed: Result<finelog::PushLogsResponse, Status> =
+                client.unary(PUSH_PATH, &request, CALL_TIMEOUT).await;
+            if let Err(e) = pushed {
+                worker_log::put_back(lines);
+                return Err(e);
             }
         }
     }

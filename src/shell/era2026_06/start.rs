@@ -100,6 +100,7 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
         worker_rows,
     });
     worker.metrics.set_protocol_era(ERA);
+    let worker_id = wiring.register.worker_id.clone();
     let (client, request) = (wiring.client.clone(), wiring.register);
     let (driver, last, clock) = (
         worker.driver.clone(),
@@ -115,6 +116,7 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
     });
     let pusher = LogPusher {
         driver: worker.driver.clone(),
+        worker_id: worker_id.clone(),
         logs: worker.logs.clone(),
         controller: wiring.client,
         token: wiring.token,
