@@ -243,6 +243,10 @@ fn check(name: &str, r: &Value, workdir: impl Fn(&str) -> bool) {
             assert!(info["open_fd_count"].as_i64().unwrap_or(0) > 0, "{r}");
             let runs = info["python_version"].as_str().unwrap_or_default();
             assert!(runs.contains("iris-worker"), "{r}");
+            // `iris process profile --target /system/worker/<id> threads`: the worker's threads.
+            let threads = r["self_threads"].as_str().unwrap_or_default();
+            assert!(threads.contains(" threads\nThread "), "{r}");
+            assert!(threads.contains("\"tokio-rt-worker\""), "{r}");
         }
         "profile" => {
             // py-spy from the task's venv (Iris's client installs it with the task's packages;

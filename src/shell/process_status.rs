@@ -97,3 +97,73 @@ mod tests {
         assert_eq!(info.uptime_ms, 3000);
     }
 }
+
+/// The worker's threads now, for `ProfileTask` of `/system/process` with a threads profile (Iris
+/// answers that with py-spy on its own Python process): each thread's name, state, what it waits
+/// in (the kernel's wait channel) and CPU time so far. The worker is not a Python process, so
+/// there are no stacks to show; which thread is busy or stuck is what an operator asks here.
+pub fn thread_dump() -> String {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut tids: Vec<u64> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    let mut out = format!(
+        "iris-worker {} (pid {}): {} threads\n",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        tids.len()
+    );
+    for tid in tids {
+        let read = |f: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/{f}"));
+        let name = read("comm").unwrap_or_default();
+        let stat = read("stat").unwrap_or_default();
+        // Fields after the name's closing parenthesis: state is the first, utime and stime
+        // the 12th and 13th.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let state = rest.first().copied().unwrap_or("?");
+        let cpu: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| rest.get(i)?.parse::<u64>().ok())
+            .sum();
+        let wchan = read("wchan").unwrap_or_default();
+        let wchan = if wchan.is_empty() || wchan == "0" {
+            "-"
+        } else {
+            &wchan
+        };
+        out.push_str(&format!(
+            "Thread {tid} \"{}\" state={state} wchan={wchan} cpu={:.2}s\n",
+            name.trim(),
+            cpu as f64 / tick
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_names_every_thread_of_the_worker() {
+        let _named = std::thread::Builder::new()
+            .name("dump-probe".into())
+            .spawn(|| std::thread::sleep(Duration::from_secs(2)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let dump = thread_dump();
+        assert!(dump.starts_with("iris-worker "), "{dump}");
+        let line = dump
+            .lines()
+            .find(|l| l.contains("\"dump-probe\""))
+            .unwrap_or_else(|| panic!("{dump}"));
+        assert!(line.contains("state=S"), "a sleeping thread: {line}");
+    }
+}

@@ -16,6 +16,9 @@ use crate::core::TaskId;
 use crate::shell::driver::{Command, DriverGone, DriverHandle};
 use crate::shell::era2026_06::stats_rows::ProfileRow;
 
+/// The target the controller forwards `/system/worker/<id>` as: the worker process itself.
+pub const THIS_PROCESS: &str = "/system/process";
+
 /// Iris's `ProfileTrigger` values.
 pub const PERIODIC: &str = "periodic";
 pub const ON_DEMAND: &str = "on_demand";

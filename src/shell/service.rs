@@ -45,6 +45,49 @@ impl WorkerService {
     }
 }
 
+impl WorkerService {
+    /// `/system/process` (the controller's `/system/worker/<id>`): the worker itself. It is not a
+    /// Python process, so py-spy and memray have nothing to read; a threads profile is the
+    /// worker's threads with their states (`process_status::thread_dump`), kept in
+    /// `iris.profile` under `/system/worker/<id>` as Iris keeps its worker's.
+    fn profile_self(
+        &self,
+        request: &job_wire::ProfileTaskRequest,
+    ) -> job_wire::ProfileTaskResponse {
+        use crate::shell::profile::{self, Profile};
+        use job_wire::profile_type::Profiler;
+        let wanted = request
+            .profile_type
+            .as_ref()
+            .and_then(|t| t.profiler.as_ref());
+        let Some(Profiler::Threads(t)) = wanted else {
+            return job_wire::ProfileTaskResponse {
+                error: "the worker is not a Python process: it answers threads profiles of \
+                        itself; CPU and memory profiles are taken of its tasks (its own usage is \
+                        in GetProcessStatus and /metrics)"
+                    .into(),
+                ..Default::default()
+            };
+        };
+        let data = crate::shell::process_status::thread_dump().into_bytes();
+        if let Some(vm_id) = self.stats.vm_id() {
+            let source = format!("/system/worker/{vm_id}");
+            let row = profile::Row {
+                source: &source,
+                attempt_id: None,
+                vm_id,
+                trigger: profile::ON_DEMAND,
+            };
+            let locals = Profile::Threads { locals: t.locals };
+            self.stats.profiles.push(row.of(&locals, data.clone()));
+        }
+        job_wire::ProfileTaskResponse {
+            profile_data: data,
+            error: String::new(),
+        }
+    }
+}
+
 impl From<DriverGone> for Status {
     fn from(e: DriverGone) -> Status {
         Status::unavailable(e.to_string())
@@ -138,10 +181,14 @@ impl WorkerService {
                 ..Default::default()
             }))
         };
+        if request.target == profile::THIS_PROCESS {
+            return Ok(Response::new(self.profile_self(&request)));
+        }
         let Some(task) = profile::task_of(&request.target) else {
             return refuse(format!(
-                "target {:?}: a worker profiles its tasks (/<job>/<n>); the worker process itself is not profiled",
-                request.target
+                "target {:?}: a worker profiles its tasks (/<job>/<n>) and itself ({})",
+                request.target,
+                profile::THIS_PROCESS
             ));
         };
         let seconds = match request.duration_seconds {

@@ -239,7 +239,15 @@ def scenario_process_status(client, _ws):
         info = json.loads(out.stdout)
     except ValueError:
         info = None
-    return {"state": "exit %d" % out.returncode, "info": info, "stderr": out.stderr[-2000:]}
+    # The worker's own threads, as the dashboard's worker page asks for them.
+    threads = iris_cli("process", "profile", "--target", f"/system/worker/{worker}", "threads")
+    return {
+        "state": "exit %d" % out.returncode,
+        "info": info,
+        "stderr": out.stderr[-2000:],
+        "self_threads": threads.stdout[-4000:],
+        "self_threads_err": threads.stderr[-2000:],
+    }
 
 
 def grow_here(held):
