@@ -445,17 +445,8 @@ fn stats_numbers(rounds: u32) -> (f64, f64) {
             (format!("/alice/train-{i}/0"), usage)
         })
         .collect();
-    let row = |(path, usage): &(String, ResourceUsage)| TaskRow {
-        task_id: path.clone(),
-        attempt_id: 0,
-        worker_id: "worker-1".into(),
-        ts_ms: 1_780_000_000_000,
-        cpu_millicores: i64::from(usage.cpu_millicores),
-        memory_mb: usage.memory_mb,
-        disk_mb: usage.disk_mb,
-        memory_peak_mb: usage.memory_peak_mb,
-        accelerator_util_pct: None,
-        accelerator_mem_bytes: None,
+    let row = |(path, usage): &(String, ResourceUsage)| {
+        TaskRow::of_sample(path.clone(), 0, "worker-1".into(), 1_780_000_000_000, usage)
     };
     let start = thread_cpu_seconds();
     for _ in 0..rounds {

@@ -116,4 +116,10 @@ impl DriverHandle {
             .map_err(|_| DriverGone)?;
         rx.await.map_err(|_| DriverGone)
     }
+
+    /// Reconcile era: the attempts with a task path (key, path, finished), as the log pusher,
+    /// the stats writer and the periodic profiles walk them.
+    pub async fn push_targets(&self) -> Result<Vec<(AttemptKey, String, bool)>, DriverGone> {
+        self.ask(|reply| Command::PushTargets { reply }).await
+    }
 }

@@ -132,11 +132,7 @@ impl LogPusher {
                 tracing::debug!(error = %e, "pushing the worker's log failed");
                 service = None;
             }
-            let Ok(targets) = self
-                .driver
-                .ask(|reply| Command::PushTargets { reply })
-                .await
-            else {
+            let Ok(targets) = self.driver.push_targets().await else {
                 return;
             };
             progress.retain(|key, _| targets.iter().any(|(k, _, _)| k == key));

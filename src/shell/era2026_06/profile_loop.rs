@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::shell::driver::{Command, DriverHandle};
+use crate::shell::driver::DriverHandle;
 use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::profile::{self, PERIODIC, Profile};
 
@@ -26,11 +26,7 @@ impl ProfileLoop {
         };
         loop {
             tokio::time::sleep(self.every).await;
-            let Ok(targets) = self
-                .driver
-                .ask(|reply| Command::PushTargets { reply })
-                .await
-            else {
+            let Ok(targets) = self.driver.push_targets().await else {
                 return;
             };
             for (key, task_path, finished) in targets {

@@ -16,6 +16,7 @@ use arrow_array::{
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
+use crate::core::ResourceUsage;
 use crate::proto::v2026_06::finelog::stats as wire;
 
 /// One column of a table: its name and how a row gives its value.
@@ -206,6 +207,31 @@ pub struct TaskRow {
     pub memory_peak_mb: i64,
     pub accelerator_util_pct: Option<f64>,
     pub accelerator_mem_bytes: Option<i64>,
+}
+
+impl TaskRow {
+    /// The row of an attempt's sample taken at `at_ms` (no accelerator figures: the worker
+    /// does not read TPU utilisation).
+    pub fn of_sample(
+        task_id: String,
+        attempt_id: i32,
+        worker_id: String,
+        at_ms: u64,
+        usage: &ResourceUsage,
+    ) -> TaskRow {
+        TaskRow {
+            task_id,
+            attempt_id: i64::from(attempt_id),
+            worker_id,
+            ts_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
+            cpu_millicores: i64::from(usage.cpu_millicores),
+            memory_mb: usage.memory_mb,
+            disk_mb: usage.disk_mb,
+            memory_peak_mb: usage.memory_peak_mb,
+            accelerator_util_pct: None,
+            accelerator_mem_bytes: None,
+        }
+    }
 }
 
 const TASK_COLUMNS: &[Col<TaskRow>] = &[

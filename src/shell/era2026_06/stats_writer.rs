@@ -30,7 +30,7 @@ use crate::proto::v2026_06::finelog::stats as wire;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::proto::v2026_06::iris::job;
 use crate::shell::connect::client::{ConnectClient, Dialer};
-use crate::shell::driver::{Command, DriverHandle};
+use crate::shell::driver::DriverHandle;
 use crate::shell::metrics::Metrics;
 use crate::shell::samples::SampleStore;
 
@@ -312,11 +312,7 @@ impl StatsWriter {
     /// A row for each running attempt with a sample newer than its last row. `false` once the
     /// driver is gone.
     async fn task_rows(&self, last_row: &mut BTreeMap<AttemptKey, u64>) -> bool {
-        let Ok(targets) = self
-            .driver
-            .ask(|reply| Command::PushTargets { reply })
-            .await
-        else {
+        let Ok(targets) = self.driver.push_targets().await else {
             return false;
         };
         let paths: BTreeMap<AttemptKey, String> = targets
@@ -334,18 +330,13 @@ impl StatsWriter {
                 continue;
             }
             last_row.insert(key.clone(), at_ms);
-            rows.push(TaskRow {
-                task_id: task_id.clone(),
-                attempt_id: i64::from(key.attempt_id),
-                worker_id: self.worker_id.clone(),
-                ts_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
-                cpu_millicores: i64::from(usage.cpu_millicores),
-                memory_mb: usage.memory_mb,
-                disk_mb: usage.disk_mb,
-                memory_peak_mb: usage.memory_peak_mb,
-                accelerator_util_pct: None,
-                accelerator_mem_bytes: None,
-            });
+            rows.push(TaskRow::of_sample(
+                task_id.clone(),
+                key.attempt_id,
+                self.worker_id.clone(),
+                at_ms,
+                &usage,
+            ));
         }
         self.tables.tasks.extend(rows);
         true
