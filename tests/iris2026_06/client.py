@@ -522,7 +522,7 @@ def scenario_stats(client, _ws):
         time.sleep(0.2)
     running_at, task = time.time(), f"{job.job_id}/0"
     rows, seen_after, error = [], None, None
-    while time.time() < running_at + 30:
+    while time.time() < running_at + 60:
         try:
             rows = stats_query(
                 "SELECT task_id, attempt_id, worker_id, ts, cpu_millicores,"
@@ -532,9 +532,10 @@ def scenario_stats(client, _ws):
             error = repr(e)
         for r in rows:  # finelog's TIMESTAMP_MS comes back a naive UTC datetime
             r["ts_ms"] = int(r.pop("ts").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
-        if any(r["cpu_millicores"] > 0 and r["memory_mb"] > 0 for r in rows):
+        if seen_after is None and any(r["memory_mb"] > 0 for r in rows):
             seen_after, error = time.time() - running_at, None
-            break
+        if any(r["memory_mb"] >= 80 and r["cpu_millicores"] > 0 for r in rows):
+            break  # the callable holds its 80 MB and spins by now
         time.sleep(0.5)
     worker = client.list_tasks(job.job_id)[0].worker_id
     workers = stats_query(
