@@ -428,11 +428,11 @@ fn thread_cpu_seconds() -> f64 {
 /// `rounds` batches of 1,000 rows.
 fn stats_numbers(rounds: u32) -> (f64, f64) {
     use iris_worker::core::ResourceUsage;
-    use iris_worker::shell::era2026_06::stats_rows::{TaskRow, encode};
     use iris_worker::shell::era2026_06::stats_writer::write_request;
+    use iris_worker::shell::stats::rows::{TaskRow, encode};
     use prost::Message;
     let metrics = std::sync::Arc::new(iris_worker::shell::metrics::Metrics::new());
-    let tables = iris_worker::shell::era2026_06::stats_writer::StatsTables::new(&metrics);
+    let tables = iris_worker::shell::stats::tables::StatsTables::new(&metrics);
     let queue = &tables.tasks;
     // What the writer reads each period: a running attempt's wire name and newest sample.
     let samples: Vec<(String, ResourceUsage)> = (0..1_000)

@@ -15,7 +15,6 @@ use crate::core::{AttemptKey, CoreConfig, Era, LogLimits, TaskId, WorkerCore};
 use crate::shell::blobs::BlobStore;
 use crate::shell::controller::ControllerClient;
 use crate::shell::driver::{CallDeadlines, Clock, Driver, DriverHandle, DriverParts};
-use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::journal::{Journal, Recovered};
 use crate::shell::logs::store::{LOGS_DIR, LogStore, LogStoreConfig};
 use crate::shell::metrics::Metrics;
@@ -23,6 +22,7 @@ use crate::shell::retention::sweep_orphans;
 use crate::shell::runtime::Runtime;
 use crate::shell::samples::SampleStore;
 use crate::shell::service::WorkerService;
+use crate::shell::stats::tables::StatsTables;
 use crate::shell::trouble::Troubles;
 
 /// Everything a worker is made of, apart from its runtime.

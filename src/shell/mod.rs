@@ -24,6 +24,7 @@ pub mod samples;
 pub mod serve;
 pub mod service;
 pub mod stack;
+pub mod stats;
 pub mod task_caches;
 pub mod tpu;
 pub mod tpu_devices;

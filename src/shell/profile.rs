@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::TaskId;
 use crate::shell::driver::{Command, DriverGone, DriverHandle};
-use crate::shell::era2026_06::stats_rows::ProfileRow;
+use crate::shell::stats::rows::ProfileRow;
 
 /// The target the controller forwards `/system/worker/<id>` as: the worker process itself.
 pub const THIS_PROCESS: &str = "/system/process";

@@ -16,9 +16,9 @@ use crate::proto::worker::{
 };
 use crate::shell::connect::server::Protocol;
 use crate::shell::driver::{Command, DriverGone, DriverHandle, SubmitRefusal};
-use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::logs::store::LogStore;
 use crate::shell::metrics::Metrics;
+use crate::shell::stats::tables::StatsTables;
 use std::sync::Arc;
 
 pub struct WorkerService {

@@ -5,7 +5,7 @@
 //! `TaskSpec`, `reconcile.rs` a desired set into `core::Desired` and observations back, and
 //! `register.rs` registers and watches for a controller that stopped calling. Toward the
 //! cluster's log service (found by `log_service.rs`), `logpush.rs` ships every attempt's lines and
-//! `stats_writer.rs` the rows of Iris's stats tables (`stats_rows.rs`).
+//! `stats_writer.rs` the rows of Iris's stats tables (`shell::stats`).
 //!
 //! A third era would be a folder beside this one: its proto in `proto/`, its translation, its
 //! handlers and its registration, and the same core underneath.
@@ -18,7 +18,6 @@ pub mod reconcile;
 pub mod register;
 pub mod spec;
 pub mod start;
-pub mod stats_rows;
 pub mod stats_writer;
 pub mod task_env;
 

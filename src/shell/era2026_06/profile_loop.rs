@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::shell::driver::DriverHandle;
-use crate::shell::era2026_06::stats_writer::StatsTables;
 use crate::shell::profile::{self, PERIODIC, Profile};
+use crate::shell::stats::tables::StatsTables;
 
 pub struct ProfileLoop {
     pub driver: DriverHandle,

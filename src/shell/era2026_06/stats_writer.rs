@@ -7,14 +7,14 @@
 //! its first batch and again after a failure (the service may have restarted), a batch of at
 //! most `BATCH_ROWS_MAX` rows per call. A failed call keeps its rows, in order, and the writer
 //! waits with backoff (0.5 s doubling to 30 s, finelog's client's) before it tries again; rows
-//! keep being queued meanwhile. Bounds: `ROWS_MAX` per table (at a row per running attempt per
+//! keep being queued meanwhile. Bounds: ``tables::ROWS_MAX` per table (at a row per running attempt per
 //! 5 s, a worker with 100 tasks rides out 8 minutes of outage); beyond it the oldest rows go,
 //! counted in `iris_worker_stats_rows_dropped_total`. A batch the service refuses as malformed
 //! (invalid argument, failed precondition) is dropped, counted and logged, never retried
 //! forever. Logs never wait for stats: they have their own pusher and their own connection.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_schema::ArrowError;
@@ -22,9 +22,6 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use super::log_service;
-use super::stats_rows::{
-    ProfileRow, StatsRow, TaskRow, WorkerIdentity, WorkerRow, encode, wire_schema,
-};
 use crate::core::AttemptKey;
 use crate::proto::v2026_06::finelog::stats as wire;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
@@ -33,139 +30,19 @@ use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::driver::DriverHandle;
 use crate::shell::metrics::Metrics;
 use crate::shell::samples::SampleStore;
+use crate::shell::stats::rows::{
+    StatsRow, TaskRow, WorkerIdentity, WorkerRow, encode, wire_schema,
+};
+use crate::shell::stats::tables::{StatsQueue, StatsTables};
 
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Iris's attempt monitor writes a task row per poll, every 5 s.
 pub const TASK_ROW_EVERY: Duration = Duration::from_secs(5);
-/// Rows queued per table (finelog's client's `max_buffer_rows`).
-pub const ROWS_MAX: usize = 10_000;
-pub const BATCH_ROWS_MAX: usize = 5_000;
-/// A WriteRows call carries about this much at most (finelog takes 16 MiB bodies).
-pub const BATCH_BYTES_MAX: usize = 4 << 20;
-/// Profiles queued: at most this many, and this many bytes of them.
-pub const PROFILES_MAX: usize = 64;
-pub const PROFILE_BYTES_MAX: usize = 32 << 20;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTER_PATH: &str = "/finelog.stats.StatsService/RegisterTable";
 const WRITE_PATH: &str = "/finelog.stats.StatsService/WriteRows";
-
-/// One table's rows waiting for the log service, oldest first, bounded by count and bytes.
-pub struct StatsQueue<R> {
-    inner: Mutex<Queued<R>>,
-    rows_max: usize,
-    bytes_max: usize,
-    metrics: Arc<Metrics>,
-}
-
-struct Queued<R> {
-    rows: VecDeque<R>,
-    bytes: usize,
-}
-
-impl<R: StatsRow> StatsQueue<R> {
-    pub fn new(metrics: Arc<Metrics>, rows_max: usize, bytes_max: usize) -> StatsQueue<R> {
-        StatsQueue {
-            inner: Mutex::new(Queued {
-                rows: VecDeque::new(),
-                bytes: 0,
-            }),
-            rows_max,
-            bytes_max,
-            metrics,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queued<R>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues a row; never waits on the service.
-    pub fn push(&self, row: R) {
-        self.extend([row]);
-    }
-
-    /// Queues rows under one lock.
-    pub fn extend(&self, more: impl IntoIterator<Item = R>) {
-        let mut q = self.lock();
-        for row in more {
-            q.bytes += row.size();
-            q.rows.push_back(row);
-        }
-        self.trim(&mut q);
-    }
-
-    /// The oldest rows go while the queue is over either bound.
-    fn trim(&self, q: &mut Queued<R>) {
-        while q.rows.len() > self.rows_max || (q.bytes > self.bytes_max && q.rows.len() > 1) {
-            let Some(gone) = q.rows.pop_front() else {
-                break;
-            };
-            q.bytes -= gone.size();
-            self.metrics.stats_rows_dropped.inc();
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lock().rows.is_empty()
-    }
-
-    /// The oldest rows, at most `BATCH_ROWS_MAX` and about `BATCH_BYTES_MAX` (at least one),
-    /// out of the queue.
-    pub fn take(&self) -> Vec<R> {
-        let mut q = self.lock();
-        let (mut n, mut bytes) = (0, 0);
-        while n < q.rows.len().min(BATCH_ROWS_MAX) && (n == 0 || bytes < BATCH_BYTES_MAX) {
-            bytes += q.rows[n].size();
-            n += 1;
-        }
-        q.bytes -= bytes;
-        q.rows.drain(..n).collect()
-    }
-
-    /// A batch that was not written goes back in front of what came since.
-    fn put_back(&self, batch: Vec<R>) {
-        let mut q = self.lock();
-        for row in batch.into_iter().rev() {
-            q.bytes += row.size();
-            q.rows.push_front(row);
-        }
-        self.trim(&mut q);
-    }
-}
-
-/// The worker's tables; clones share the queues. Rows are queued only once a writer runs
-/// (`vm_id` is set): without a log service nothing would ever take them.
-#[derive(Clone)]
-pub struct StatsTables {
-    pub workers: Arc<StatsQueue<WorkerRow>>,
-    pub tasks: Arc<StatsQueue<TaskRow>>,
-    pub profiles: Arc<StatsQueue<ProfileRow>>,
-    writer: Arc<OnceLock<String>>,
-}
-
-impl StatsTables {
-    pub fn new(metrics: &Arc<Metrics>) -> StatsTables {
-        let m = || metrics.clone();
-        StatsTables {
-            workers: Arc::new(StatsQueue::new(m(), ROWS_MAX, ROWS_MAX * 512)),
-            tasks: Arc::new(StatsQueue::new(m(), ROWS_MAX, ROWS_MAX * 512)),
-            profiles: Arc::new(StatsQueue::new(m(), PROFILES_MAX, PROFILE_BYTES_MAX)),
-            writer: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// The worker id the rows carry, once a writer runs for this worker.
-    pub fn vm_id(&self) -> Option<&str> {
-        self.writer.get().map(String::as_str)
-    }
-}
-
 /// Makes the `iris.worker` row of each Reconcile from its health snapshot.
 pub struct WorkerRows {
     pub queue: Arc<StatsQueue<WorkerRow>>,
@@ -266,7 +143,7 @@ pub struct StatsWriter {
 
 impl StatsWriter {
     pub async fn run(self) {
-        let _ = self.tables.writer.set(self.worker_id.clone());
+        self.tables.start_writing(&self.worker_id);
         let mut service: Option<ConnectClient> = None;
         let mut registered = Registered::default();
         let mut last_row: BTreeMap<AttemptKey, u64> = BTreeMap::new();
@@ -417,61 +294,4 @@ pub fn write_request<R: StatsRow>(rows: &[R]) -> Result<wire::WriteRowsRequest, 
 /// The service will never take this batch: retrying it would stall the table behind it.
 fn refused(e: &Status) -> bool {
     matches!(e.code(), Code::InvalidArgument | Code::FailedPrecondition)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(i: i64) -> TaskRow {
-        TaskRow {
-            attempt_id: i,
-            ..TaskRow::default()
-        }
-    }
-
-    #[test]
-    fn a_full_queue_drops_its_oldest_rows_and_counts_them() {
-        let metrics = Arc::new(Metrics::new());
-        let queue = StatsQueue::<TaskRow>::new(metrics.clone(), ROWS_MAX, usize::MAX);
-        for i in 0..(ROWS_MAX as i64 + 7) {
-            queue.push(row(i));
-        }
-        assert_eq!(queue.len(), ROWS_MAX);
-        assert_eq!(metrics.stats_rows_dropped.get(), 7);
-        let batch = queue.take();
-        assert_eq!(batch.len(), BATCH_ROWS_MAX);
-        assert_eq!(batch[0].attempt_id, 7, "the oldest seven went");
-    }
-
-    #[test]
-    fn an_unwritten_batch_goes_back_in_front_in_order() {
-        let metrics = Arc::new(Metrics::new());
-        let queue = StatsQueue::<TaskRow>::new(metrics, ROWS_MAX, usize::MAX);
-        (0..3).for_each(|i| queue.push(row(i)));
-        let batch = queue.take();
-        queue.push(row(3));
-        queue.put_back(batch);
-        let order: Vec<i64> = queue.take().iter().map(|r| r.attempt_id).collect();
-        assert_eq!(order, [0, 1, 2, 3]);
-    }
-
-    #[test]
-    fn profiles_are_bounded_by_bytes_and_a_batch_by_its_size() {
-        let metrics = Arc::new(Metrics::new());
-        let queue = StatsQueue::<ProfileRow>::new(metrics.clone(), PROFILES_MAX, 5 << 20);
-        let profile = |n: u8| ProfileRow {
-            profile_data: vec![n; 1 << 20],
-            ..ProfileRow::default()
-        };
-        (0..8).for_each(|n| queue.push(profile(n)));
-        assert_eq!(queue.len(), 4, "5 MiB hold four profiles of 1 MiB");
-        assert_eq!(metrics.stats_rows_dropped.get(), 4);
-        let first = queue.take();
-        assert_eq!(first.len(), 4, "4 MiB a call");
-        assert_eq!(first[0].profile_data[0], 4, "the oldest went");
-        queue.push(profile(9));
-        queue.push(profile(10));
-        assert_eq!(queue.take().len(), 2);
-    }
 }

@@ -1,6 +1,7 @@
 //! The rows of Iris's stats tables in the log service, as Iris 0.2.20 declares them
 //! (`iris/cluster/worker/stats.py`): `iris.worker`, one per Reconcile (the host and who it is),
-//! and `iris.task`, one per running attempt every few seconds (what it uses). Each table is one
+//! `iris.task`, one per running attempt every few seconds (what it uses), and `iris.profile`
+//! (`runtime/profile.py`), one per profile taken. Each table is one
 //! list of columns (`Col`), from which both the schema the worker registers and the Arrow batch
 //! it writes are made, so the two cannot disagree. Every column is registered nullable, as
 //! finelog's client registers a dataclass (its compacted segments are all-nullable, and a
