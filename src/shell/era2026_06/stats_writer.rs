@@ -2,13 +2,13 @@
 //! Reconcile, `iris.task` for each running attempt every `TASK_ROW_EVERY` (from the samples the
 //! worker already takes). The controller's dashboard reads task usage only from these tables.
 //!
-//! Writers never wait: a row goes into its table's queue (`StatsQueue::push`, a mutex held for
-//! a push), and one task flushes the queues every `FLUSH_EVERY`, registering each table before
-//! its first batch and again after a failure (the service may have restarted), a batch of at
-//! most `BATCH_ROWS_MAX` rows per call. A failed call keeps its rows, in order, and the writer
-//! waits with backoff (0.5 s doubling to 30 s, finelog's client's) before it tries again; rows
-//! keep being queued meanwhile. Bounds: ``tables::ROWS_MAX` per table (at a row per running attempt per
-//! 5 s, a worker with 100 tasks rides out 8 minutes of outage); beyond it the oldest rows go,
+//! Writers never wait: a row goes into its table's queue (`shell::stats::tables`, a mutex held
+//! for a push), and one task flushes the queues every `FLUSH_EVERY`, registering each table
+//! before its first batch and again after a failure (the service may have restarted), a batch
+//! of at most 5,000 rows or about 4 MiB per call. A failed call keeps its rows, in order, and
+//! the writer waits with backoff (0.5 s doubling to 30 s, finelog's client's) before it tries
+//! again; rows keep being queued meanwhile. The queues drop their oldest rows past their bounds
+//! (10,000 rows per table: eight minutes of outage for a worker with 100 running tasks),
 //! counted in `iris_worker_stats_rows_dropped_total`. A batch the service refuses as malformed
 //! (invalid argument, failed precondition) is dropped, counted and logged, never retried
 //! forever. Logs never wait for stats: they have their own pusher and their own connection.
@@ -43,6 +43,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTER_PATH: &str = "/finelog.stats.StatsService/RegisterTable";
 const WRITE_PATH: &str = "/finelog.stats.StatsService/WriteRows";
+
 /// Makes the `iris.worker` row of each Reconcile from its health snapshot.
 pub struct WorkerRows {
     pub queue: Arc<StatsQueue<WorkerRow>>,
@@ -116,12 +117,6 @@ impl WorkerRows {
     }
 }
 
-/// Why a flush stopped.
-enum FlushError {
-    /// The service is unreachable, or answered a transient error: keep the rows, retry later.
-    Retry(Status),
-}
-
 /// Each table's registration with the service, remembered until a call fails.
 #[derive(Default)]
 struct Registered {
@@ -168,15 +163,15 @@ impl StatsWriter {
                     log_service::discover(&self.controller, &self.dial, self.token.as_deref())
                         .await;
             }
+            // A failure leaves the rows queued: the service is away or answered a transient
+            // error, and the writer tries again after the backoff.
             let result = match &service {
-                None => Err(FlushError::Retry(Status::unavailable(
-                    "the log service is not known",
-                ))),
+                None => Err(Status::unavailable("the log service is not known")),
                 Some(client) => self.flush(client, &mut registered).await,
             };
             match result {
                 Ok(()) => backoff = BACKOFF_FIRST,
-                Err(FlushError::Retry(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "writing stats rows failed");
                     (service, registered) = (None, Registered::default());
                     retry_at = Instant::now() + backoff;
@@ -223,7 +218,7 @@ impl StatsWriter {
         &self,
         client: &ConnectClient,
         registered: &mut Registered,
-    ) -> Result<(), FlushError> {
+    ) -> Result<(), Status> {
         self.flush_table(client, &self.tables.workers, &mut registered.workers)
             .await?;
         self.flush_table(client, &self.tables.tasks, &mut registered.tasks)
@@ -238,7 +233,7 @@ impl StatsWriter {
         client: &ConnectClient,
         queue: &StatsQueue<R>,
         registered: &mut bool,
-    ) -> Result<(), FlushError> {
+    ) -> Result<(), Status> {
         loop {
             let batch = queue.take();
             if batch.is_empty() {
@@ -255,7 +250,7 @@ impl StatsWriter {
                 }
                 Err(e) => {
                     queue.put_back(batch);
-                    return Err(FlushError::Retry(e));
+                    return Err(e);
                 }
             }
         }
