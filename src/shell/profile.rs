@@ -69,7 +69,7 @@ pub fn memory_reporter(format: i32) -> Option<&'static str> {
     }
 }
 
-/// Finds the tool `$1` (the task's venv first, then its PATH) as `$TOOL`, else says why.
+/// Finds `tool` (the task's venv first, then its PATH) as `$TOOL`, else says why.
 fn find_tool(tool: &str) -> String {
     format!(
         r#"
