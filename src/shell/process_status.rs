@@ -61,6 +61,12 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Clock ticks per second, the unit of /proc's CPU times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant of the running system.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// Cpu used since the last call, in millicores (0 on the first, as Iris's).
 fn cpu_millicores() -> i32 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -73,8 +79,7 @@ fn cpu_millicores() -> i32 {
     let Some((then, before)) = previous else {
         return 0;
     };
-    // SAFETY: sysconf reads a constant of the running system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let elapsed = now.duration_since(then).as_secs_f64();
     if elapsed <= 0.0 {
         return 0;
@@ -103,7 +108,7 @@ mod tests {
 /// in (the kernel's wait channel) and CPU time so far. The worker is not a Python process, so
 /// there are no stacks to show; which thread is busy or stuck is what an operator asks here.
 pub fn thread_dump() -> String {
-    let tick = 100.0; // USER_HZ on Linux
+    let hz = ticks_per_second();
     let mut tids: Vec<u64> = std::fs::read_dir("/proc/self/task")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -121,17 +126,12 @@ pub fn thread_dump() -> String {
         let read = |f: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/{f}"));
         let name = read("comm").unwrap_or_default();
         let stat = read("stat").unwrap_or_default();
-        // Fields after the name's closing parenthesis: state is the first, utime and stime
-        // the 12th and 13th.
-        let rest: Vec<&str> = stat
+        // The state is the first field after the name's closing parenthesis.
+        let state = stat
             .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let state = rest.first().copied().unwrap_or("?");
-        let cpu: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| rest.get(i)?.parse::<u64>().ok())
-            .sum();
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        let cpu = cpu_ticks(&stat).unwrap_or(0);
         let wchan = read("wchan").unwrap_or_default();
         let wchan = if wchan.is_empty() || wchan == "0" {
             "-"
@@ -141,7 +141,7 @@ pub fn thread_dump() -> String {
         out.push_str(&format!(
             "Thread {tid} \"{}\" state={state} wchan={wchan} cpu={:.2}s\n",
             name.trim(),
-            cpu as f64 / tick
+            cpu as f64 / hz
         ));
     }
     out
