@@ -7,7 +7,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -246,11 +245,7 @@ impl PyController {
             .read_line(&mut line)
             .unwrap();
         assert!(line.contains("ready"), "{line:?}");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < LIMIT, "the controller never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_listener(port, LIMIT, "the python controller");
         PyController {
             child,
             record: record.to_path_buf(),

@@ -41,14 +41,7 @@ fn finelog(python: &Path, dir: &Path) -> (Child, u16) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "finelog did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_listener(port, Duration::from_secs(60), "finelog");
     (child, port)
 }
 

@@ -2,14 +2,13 @@
 //! makes) on a free port with its own log service, and `drive.py` launching jobs on it with the
 //! controller's own client: shared by `tests/iris_2026_06.rs` and `benches/iris2026.rs`.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{WorkerProcess, docker_image_ready, free_port, temp_dir};
+use crate::support::{WorkerProcess, docker_image_ready, free_port, temp_dir, wait_for_listener};
 
 pub fn python() -> Option<PathBuf> {
     let venv =
@@ -101,14 +100,7 @@ impl Controller {
             .stderr(log)
             .spawn()
             .expect("start the Iris controller");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "the controller did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_listener(port, Duration::from_secs(90), "the controller");
         Controller {
             child,
             port,

@@ -494,6 +494,16 @@ pub fn make_fifo(path: &Path) {
 }
 
 /// A port nobody listens on right now.
+/// Waits until something listens on `port` on loopback; fails the test naming `what` after
+/// `limit`.
+pub fn wait_for_listener(port: u16, limit: Duration, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < limit, "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,6 +1,6 @@
 //! Debian's `docker-registry`, for the tests that pull images.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::free_port;
 
@@ -34,14 +34,7 @@ impl Registry {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("docker-registry (Debian's package; scripts/setup-test-deps installs it)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the registry did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_listener(port, Duration::from_secs(30), "the registry");
         Registry {
             child,
             addr: format!("127.0.0.1:{port}"),
