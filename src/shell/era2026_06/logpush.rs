@@ -16,7 +16,7 @@ use tonic::Status;
 use super::log_service;
 use crate::core::{AttemptKey, LineStart, LogFilter, LogLine};
 use crate::proto::v2026_06::finelog::logging as finelog;
-use crate::shell::connect::client::{ConnectClient, Dialer};
+use crate::shell::connect::client::ConnectClient;
 use crate::shell::driver::{Command, DriverHandle};
 use crate::shell::logs::store::{LogStore, pushed_path};
 use crate::shell::logs::worker_log::{self, WorkerLine};
@@ -33,12 +33,10 @@ pub struct LogPusher {
     /// The worker's own log goes under `/system/worker/<worker_id>`, as Iris's worker's.
     pub worker_id: String,
     pub logs: LogStore,
-    pub controller: ConnectClient,
-    pub token: Option<String>,
+    /// How the log service is found and dialled.
+    pub finder: log_service::Finder,
     pub cache_dir: PathBuf,
     pub metrics: Arc<Metrics>,
-    /// How the log service is dialled (TCP, or the simulator's network).
-    pub dial: Dialer,
     /// Read the log on a blocking thread (production) or in place (the simulator, whose
     /// timing must not depend on real threads).
     pub blocking_reads: bool,
@@ -122,9 +120,7 @@ impl LogPusher {
         loop {
             tokio::time::sleep(PUSH_EVERY).await;
             if service.is_none() && worker_log::pending() > 0 {
-                service =
-                    log_service::discover(&self.controller, &self.dial, self.token.as_deref())
-                        .await;
+                service = self.finder.discover().await;
             }
             if let Some(client) = &service
                 && let Err(e) = self.push_worker_log(client).await
@@ -146,9 +142,7 @@ impl LogPusher {
                     continue;
                 }
                 if service.is_none() {
-                    service =
-                        log_service::discover(&self.controller, &self.dial, self.token.as_deref())
-                            .await;
+                    service = self.finder.discover().await;
                 }
                 let Some(client) = &service else {
                     break;

@@ -13,6 +13,7 @@ use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::shell::assemble::AssembledWorker;
 use crate::shell::connect::client::{ConnectClient, Dialer};
 use crate::shell::era2026_06::health::HostCpu;
+use crate::shell::era2026_06::log_service;
 use crate::shell::era2026_06::logpush::LogPusher;
 use crate::shell::era2026_06::profile_loop::ProfileLoop;
 use crate::shell::era2026_06::reconcile::Reconciler;
@@ -58,6 +59,11 @@ pub struct EraWiring {
 /// handler's state.
 pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
     let now = i64::try_from(worker.clock.now_ms()).unwrap_or(i64::MAX);
+    let finder = log_service::Finder {
+        controller: wiring.client.clone(),
+        dial: wiring.dial.clone(),
+        token: wiring.token.clone(),
+    };
     let worker_rows = wiring.stats_rows.then(|| {
         let tables = worker.stats.clone();
         let writer = StatsWriter {
@@ -65,9 +71,7 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
             driver: worker.driver.clone(),
             samples: worker.samples.clone(),
             worker_id: wiring.register.worker_id.clone(),
-            controller: wiring.client.clone(),
-            dial: wiring.dial.clone(),
-            token: wiring.token.clone(),
+            finder: finder.clone(),
             metrics: worker.metrics.clone(),
         };
         tokio::spawn(writer.run());
@@ -118,11 +122,9 @@ pub fn start(wiring: EraWiring, worker: &AssembledWorker) -> Arc<Reconciler> {
         driver: worker.driver.clone(),
         worker_id: worker_id.clone(),
         logs: worker.logs.clone(),
-        controller: wiring.client,
-        token: wiring.token,
+        finder,
         cache_dir: wiring.cache_dir,
         metrics: worker.metrics.clone(),
-        dial: wiring.dial,
         blocking_reads: wiring.blocking_reads,
     };
     tokio::spawn(pusher.run());

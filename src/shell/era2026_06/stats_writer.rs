@@ -26,7 +26,7 @@ use crate::core::AttemptKey;
 use crate::proto::v2026_06::finelog::stats as wire;
 use crate::proto::v2026_06::iris::cluster::controller::RegisterRequest;
 use crate::proto::v2026_06::iris::job;
-use crate::shell::connect::client::{ConnectClient, Dialer};
+use crate::shell::connect::client::ConnectClient;
 use crate::shell::driver::DriverHandle;
 use crate::shell::metrics::Metrics;
 use crate::shell::samples::SampleStore;
@@ -130,9 +130,8 @@ pub struct StatsWriter {
     pub driver: DriverHandle,
     pub samples: SampleStore,
     pub worker_id: String,
-    pub controller: ConnectClient,
-    pub dial: Dialer,
-    pub token: Option<String>,
+    /// How the log service is found and dialled.
+    pub finder: log_service::Finder,
     pub metrics: Arc<Metrics>,
 }
 
@@ -159,9 +158,7 @@ impl StatsWriter {
                 continue;
             }
             if service.is_none() {
-                service =
-                    log_service::discover(&self.controller, &self.dial, self.token.as_deref())
-                        .await;
+                service = self.finder.discover().await;
             }
             // A failure leaves the rows queued: the service is away or answered a transient
             // error, and the writer tries again after the backoff.
